@@ -1,0 +1,91 @@
+//! The command line: clap definitions only. `main.rs` wires each command to the library.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Self-supervised pretraining and fine-tuning of image classifiers.
+#[derive(Parser, Debug)]
+#[command(name = "ssl", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Datasets: import into HDF5, inspect, preview.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Import a dataset into an HDF5 store.
+    Import(ImportArgs),
+    /// Show a store's splits, counts, shapes, classes and statistics.
+    Info {
+        /// The store (.h5).
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a PNG grid of images with their class names.
+    Preview {
+        /// The store (.h5).
+        file: PathBuf,
+        /// Output PNG.
+        #[arg(long, default_value = "preview.png")]
+        out: PathBuf,
+        /// Split to show (default: the first).
+        #[arg(long)]
+        split: Option<String>,
+        /// Number of images.
+        #[arg(long, default_value_t = 64)]
+        count: usize,
+        /// Images per row.
+        #[arg(long, default_value_t = 8)]
+        cols: usize,
+        /// Seed of the random pick.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+/// Source formats of `ssl data import`.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum FormatArg {
+    /// MNIST-style IDX files (raw or .gz): train and t10k images and labels.
+    Idx,
+    /// CIFAR-10 binary batches.
+    Cifar10,
+    /// CIFAR-100 binary batches.
+    Cifar100,
+    /// STL-10 binary files, including the unlabeled split.
+    Stl10,
+    /// A folder of images: one subfolder per class, or flat for unlabeled data.
+    Folder,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// Source format.
+    pub format: FormatArg,
+    /// Source folder.
+    pub src: PathBuf,
+    /// Output store (.h5).
+    pub out: PathBuf,
+    /// Overwrite the output if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Resize every image to HxW (folder imports), e.g. 64x64.
+    #[arg(long, value_name = "HxW")]
+    pub size: Option<String>,
+    /// Store images as one gray channel (folder imports).
+    #[arg(long)]
+    pub grayscale: bool,
+    /// Comma-separated class names replacing the format's own.
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Option<Vec<String>>,
+}

@@ -1,0 +1,10 @@
+//! Small file-system helpers for atomic writes.
+
+use std::path::{Path, PathBuf};
+
+/// A temporary path in the same folder as `path` (so a rename is atomic), unique to this process.
+pub fn tmp_beside(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    parent.join(format!(".{name}.{}.tmp", std::process::id()))
+}

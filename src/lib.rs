@@ -1,0 +1,12 @@
+//! `ssl`: self-supervised pretraining (SimCLR) and fine-tuning of image classifiers on dfdx.
+//!
+//! The flow is one-way: [`data`] (HDF5 store, importers, splits) feeds augmentation, models,
+//! losses, optimisers, training loops, evaluation and reports.
+
+pub mod data;
+pub mod error;
+pub mod fsutil;
+pub mod progress;
+pub mod viz;
+
+pub use error::{Error, Result};

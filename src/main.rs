@@ -1,0 +1,93 @@
+//! The `ssl` binary: parses the command line, calls the library, prints one clear line on error.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Cli, Command, DataCommand, FormatArg, ImportArgs};
+use ssl::data::import::{import, Format, ImportOptions};
+use ssl::data::Store;
+use ssl::{Error, Result};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Data(DataCommand::Import(args)) => data_import(args),
+        Command::Data(DataCommand::Info { file, json }) => data_info(&file, json),
+        Command::Data(DataCommand::Preview { file, out, split, count, cols, seed }) => {
+            let store = Store::open(&file)?;
+            let name = match split {
+                Some(s) => s,
+                None => store.split_names()?.into_iter().next().ok_or_else(|| Error::bad_input(&file, "no splits"))?,
+            };
+            ssl::data::preview::preview(&store.load_split(&name)?, count, cols, seed, &out)?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+    }
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32)> {
+    let bad = || Error::invalid("--size", format!("'{s}' is not HxW with positive integers, e.g. 64x64"));
+    let (h, w) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    let (h, w): (u32, u32) = (h.trim().parse().map_err(|_| bad())?, w.trim().parse().map_err(|_| bad())?);
+    if h == 0 || w == 0 || h > ssl::data::folder::MAX_SIDE || w > ssl::data::folder::MAX_SIDE {
+        return Err(bad());
+    }
+    Ok((h, w))
+}
+
+fn data_import(args: ImportArgs) -> Result<()> {
+    let format = match args.format {
+        FormatArg::Idx => Format::Idx,
+        FormatArg::Cifar10 => Format::Cifar10,
+        FormatArg::Cifar100 => Format::Cifar100,
+        FormatArg::Stl10 => Format::Stl10,
+        FormatArg::Folder => Format::Folder,
+    };
+    let opts = ImportOptions {
+        force: args.force,
+        resize: args.size.as_deref().map(parse_size).transpose()?,
+        grayscale: args.grayscale,
+        classes: args.classes,
+    };
+    let t0 = std::time::Instant::now();
+    let imported = import(format, &args.src, &args.out, &opts)?;
+    let splits: Vec<String> = imported.splits.iter().map(|(n, k)| format!("{n} {k}")).collect();
+    println!("imported {} into {} ({}) in {:.1} s", args.src.display(), args.out.display(), splits.join(", "), t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn data_info(file: &std::path::Path, json: bool) -> Result<()> {
+    let info = Store::open(file)?.info()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info).expect("info serialises"));
+        return Ok(());
+    }
+    println!("{}", info.path.display());
+    println!("  source: {} {}", info.source_format, info.source_path);
+    println!("  imported: {} by {}", info.import_time, info.tool_version);
+    println!("  classes ({}): {}", info.classes.len(), info.classes.join(", "));
+    for s in &info.splits {
+        let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>().join(", ");
+        println!("  split {}: {} images of {} (HxWxC), mean [{}], std [{}]", s.name, s.len, s.shape, fmt(&s.mean), fmt(&s.std));
+        if let Some(counts) = &s.class_counts {
+            let per: Vec<String> = info.classes.iter().zip(counts).map(|(c, n)| format!("{c} {n}")).collect();
+            println!("    per class: {}", per.join(", "));
+        } else {
+            println!("    unlabeled");
+        }
+    }
+    Ok(())
+}
