@@ -1,0 +1,90 @@
+//! Helpers shared by the integration tests: run the real `ssl` binary, write small fixtures.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+
+/// Output of one `ssl` run.
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `ssl` with `args`.
+pub fn ssl(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_ssl")).args(args).output().expect("ssl runs");
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `ssl` and asserts success.
+pub fn ssl_ok(args: &[&str]) -> Run {
+    let r = ssl(args);
+    assert!(r.ok, "ssl {args:?} failed:\n{}\n{}", r.stdout, r.stderr);
+    r
+}
+
+/// Runs `ssl`, asserts a non-zero exit and one error line containing every one of `needles`.
+pub fn ssl_fails(args: &[&str], needles: &[&str]) -> String {
+    let r = ssl(args);
+    assert!(!r.ok, "ssl {args:?} should fail; stdout:\n{}", r.stdout);
+    let lines: Vec<&str> = r.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got:\n{}", r.stderr);
+    for n in needles {
+        assert!(lines[0].contains(n), "error line {:?} lacks {n:?}", lines[0]);
+    }
+    lines[0].to_string()
+}
+
+/// Bytes of an IDX u8 file.
+pub fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, 8, dims.len() as u8];
+    dims.iter().for_each(|d| v.extend_from_slice(&d.to_be_bytes()));
+    v.extend_from_slice(data);
+    v
+}
+
+/// Gzips `data`.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// Writes an MNIST-style IDX folder with `n_train` and `n_test` images of 6x5 whose labels cycle
+/// through 0..10; `gz` chooses gzipped files.
+pub fn write_idx_dataset(dir: &Path, n_train: u32, n_test: u32, gz: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (prefix, n) in [("train", n_train), ("t10k", n_test)] {
+        let images: Vec<u8> = (0..n * 30).map(|i| (i % 251) as u8).collect();
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        write_maybe_gz(&dir.join(format!("{prefix}-images-idx3-ubyte")), &idx_bytes(&[n, 6, 5], &images), gz);
+        write_maybe_gz(&dir.join(format!("{prefix}-labels-idx1-ubyte")), &idx_bytes(&[n], &labels), gz);
+    }
+}
+
+/// Writes `data` at `path`, or gzipped at `path.gz`.
+pub fn write_maybe_gz(path: &Path, data: &[u8], gz: bool) {
+    if gz {
+        let mut p = path.as_os_str().to_owned();
+        p.push(".gz");
+        std::fs::write(p, gzip(data)).unwrap();
+    } else {
+        std::fs::write(path, data).unwrap();
+    }
+}
+
+/// Writes a `w` x `h` RGB PNG filled with `value`.
+pub fn write_png(path: &Path, w: u32, h: u32, value: u8) {
+    image::RgbImage::from_pixel(w, h, image::Rgb([value, value / 2, 255 - value])).save(path).unwrap();
+}
+
+/// A path as &str.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
