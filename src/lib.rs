@@ -6,6 +6,7 @@
 pub mod data;
 pub mod error;
 pub mod fsutil;
+pub mod nn;
 pub mod progress;
 pub mod viz;
 

@@ -1,0 +1,322 @@
+//! CPU kernels of the 2-D convolution on NCHW f32 data: im2col over a chunk of images, one GEMM
+//! per (chunk, group), rayon over chunks.
+//!
+//! The work is cut into chunks and reduction tasks that depend on the batch and the shape only,
+//! never on the thread count, so results are bitwise identical on 1 or many threads.
+
+use rayon::prelude::*;
+
+use crate::nn::gemm::{matmul, Mat, Real};
+
+/// GEMM columns (output pixels over the chunk's images) aimed at per chunk.
+const CHUNK_COLS: usize = 256;
+/// Weight-gradient partial sums, reduced in a fixed order at the end.
+const REDUCE_TASKS: usize = 8;
+
+/// Shape and hyper-parameters of one convolution call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub batch: usize,
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub dil: usize,
+    pub groups: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl ConvGeom {
+    /// The geometry, or `None` when the kernel does not fit in the padded input.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        batch: usize,
+        c_in: usize,
+        h: usize,
+        w: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        dil: usize,
+        groups: usize,
+    ) -> Option<Self> {
+        let span = dil * (k - 1) + 1;
+        if h + 2 * pad < span || w + 2 * pad < span || stride == 0 {
+            return None;
+        }
+        let oh = (h + 2 * pad - span) / stride + 1;
+        let ow = (w + 2 * pad - span) / stride + 1;
+        Some(ConvGeom { batch, c_in, h, w, c_out, k, stride, pad, dil, groups, oh, ow })
+    }
+    fn ipg(&self) -> usize {
+        self.c_in / self.groups
+    }
+    fn opg(&self) -> usize {
+        self.c_out / self.groups
+    }
+    /// Rows of the im2col matrix of one group.
+    fn rows(&self) -> usize {
+        self.ipg() * self.k * self.k
+    }
+    fn in_len(&self) -> usize {
+        self.c_in * self.h * self.w
+    }
+    fn out_pixels(&self) -> usize {
+        self.oh * self.ow
+    }
+    fn out_len(&self) -> usize {
+        self.c_out * self.out_pixels()
+    }
+    /// Images per chunk: enough for about `CHUNK_COLS` GEMM columns.
+    fn chunk_images(&self) -> usize {
+        CHUNK_COLS.div_ceil(self.out_pixels()).clamp(1, self.batch.max(1))
+    }
+    /// The output columns `ox` whose input column `ox * stride + kx * dil - pad` lies in
+    /// `0..w`, as a half-open range.
+    fn valid_cols(&self, kx: usize) -> (usize, usize) {
+        let off = (kx * self.dil) as isize - self.pad as isize;
+        let s = self.stride as isize;
+        let lo = if off >= 0 { 0 } else { ((-off) + s - 1) / s };
+        let hi = ((self.w as isize - off) + s - 1) / s;
+        (lo.clamp(0, self.ow as isize) as usize, hi.clamp(0, self.ow as isize) as usize)
+    }
+}
+
+/// Writes the im2col rows of `group` for one image into `col` (row stride `ld`, columns from
+/// `off`): row (ci, ky, kx), column (oy, ox) holds x[ci, oy*s + ky*d - p, ox*s + kx*d - p].
+fn im2col<E: Real>(g: &ConvGeom, x: &[E], group: usize, col: &mut [E], ld: usize, off: usize) {
+    let (k, p) = (g.k, g.out_pixels());
+    for ci in 0..g.ipg() {
+        let plane = &x[(group * g.ipg() + ci) * g.h * g.w..][..g.h * g.w];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = (ci * k + ky) * k + kx;
+                let dst = &mut col[row * ld + off..][..p];
+                let (lo, hi) = g.valid_cols(kx);
+                let x0 = (kx * g.dil) as isize - g.pad as isize;
+                for oy in 0..g.oh {
+                    let iy = (oy * g.stride + ky * g.dil) as isize - g.pad as isize;
+                    let drow = &mut dst[oy * g.ow..][..g.ow];
+                    if iy < 0 || iy >= g.h as isize || lo >= hi {
+                        drow.fill(E::zero());
+                        continue;
+                    }
+                    let src = &plane[iy as usize * g.w..][..g.w];
+                    drow[..lo].fill(E::zero());
+                    drow[hi..].fill(E::zero());
+                    if g.stride == 1 {
+                        let start = (lo as isize + x0) as usize;
+                        drow[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
+                    } else {
+                        for (ox, d) in drow[lo..hi].iter_mut().enumerate() {
+                            *d = src[(((ox + lo) * g.stride) as isize + x0) as usize];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds each column entry back onto the input pixel it came from.
+fn col2im<E: Real>(g: &ConvGeom, col: &[E], ld: usize, off: usize, group: usize, dx: &mut [E]) {
+    let (k, p) = (g.k, g.out_pixels());
+    for ci in 0..g.ipg() {
+        let plane = &mut dx[(group * g.ipg() + ci) * g.h * g.w..][..g.h * g.w];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = (ci * k + ky) * k + kx;
+                let src = &col[row * ld + off..][..p];
+                let (lo, hi) = g.valid_cols(kx);
+                let x0 = (kx * g.dil) as isize - g.pad as isize;
+                for oy in 0..g.oh {
+                    let iy = (oy * g.stride + ky * g.dil) as isize - g.pad as isize;
+                    if iy < 0 || iy >= g.h as isize || lo >= hi {
+                        continue;
+                    }
+                    let srow = &src[oy * g.ow..][..g.ow];
+                    let drow = &mut plane[iy as usize * g.w..][..g.w];
+                    if g.stride == 1 {
+                        let start = (lo as isize + x0) as usize;
+                        for (d, s) in drow[start..start + hi - lo].iter_mut().zip(&srow[lo..hi]) {
+                            *d += *s;
+                        }
+                    } else {
+                        for (ox, s) in srow[lo..hi].iter().enumerate() {
+                            drow[(((ox + lo) * g.stride) as isize + x0) as usize] += *s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Fills `col` ([rows, b * P]) with the im2col of `group` for the `b` images in `xs`.
+fn im2col_chunk<E: Real>(g: &ConvGeom, xs: &[E], group: usize, col: &mut Vec<E>) -> usize {
+    let (p, b) = (g.out_pixels(), xs.len() / g.in_len());
+    let ld = b * p;
+    col.resize(g.rows() * ld, E::zero());
+    for (i, x) in xs.chunks_exact(g.in_len()).enumerate() {
+        im2col(g, x, group, col, ld, i * p);
+    }
+    ld
+}
+
+/// Forward: `y = conv(x, w)`. `x` is [N, C_in, H, W], `w` [C_out, C_in / groups, K, K],
+/// `y` [N, C_out, OH, OW] (overwritten).
+pub fn forward<E: Real>(g: &ConvGeom, x: &[E], w: &[E], y: &mut [E]) {
+    let (p, opg, rows) = (g.out_pixels(), g.opg(), g.rows());
+    let ci = g.chunk_images();
+    x.par_chunks(ci * g.in_len()).zip(y.par_chunks_mut(ci * g.out_len())).for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(col, tmp), (xs, ys)| {
+            let b = xs.len() / g.in_len();
+            for group in 0..g.groups {
+                let ld = im2col_chunk(g, xs, group, col);
+                let wg = Mat::rows(&w[group * opg * rows..], opg, rows, rows);
+                let cm = Mat::rows(col, rows, ld, ld);
+                if b == 1 {
+                    matmul(&mut ys[group * opg * p..], p, wg, cm, false);
+                } else {
+                    tmp.resize(opg * ld, E::zero());
+                    matmul(tmp, ld, wg, cm, false);
+                    for (i, yimg) in ys.chunks_exact_mut(g.out_len()).enumerate() {
+                        for o in 0..opg {
+                            yimg[(group * opg + o) * p..][..p].copy_from_slice(&tmp[o * ld + i * p..][..p]);
+                        }
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// Backward: adds the input gradient into `dx` (when given) and the weight gradient into `dw`.
+pub fn backward<E: Real>(g: &ConvGeom, x: &[E], w: &[E], dy: &[E], dx: Option<&mut [E]>, dw: &mut [E]) {
+    let (p, opg, rows) = (g.out_pixels(), g.opg(), g.rows());
+    let ci = g.chunk_images();
+    let chunks = g.batch.div_ceil(ci);
+    let task_images = chunks.div_ceil(REDUCE_TASKS) * ci;
+    let dw_len = dw.len();
+    let run_task = |xs: &[E], dys: &[E], mut dxs: Option<&mut [E]>| -> Vec<E> {
+        let mut dw_part = vec![E::zero(); dw_len];
+        let (mut col, mut dyc, mut dcol) = (Vec::new(), Vec::new(), Vec::new());
+        for (c, (xc, dyck)) in xs.chunks(ci * g.in_len()).zip(dys.chunks(ci * g.out_len())).enumerate() {
+            let b = xc.len() / g.in_len();
+            for group in 0..g.groups {
+                let ld = im2col_chunk(g, xc, group, &mut col);
+                // The chunk's output gradient for this group as [opg, b * P].
+                let dym = if b == 1 {
+                    Mat::rows(&dyck[group * opg * p..], opg, p, p)
+                } else {
+                    dyc.resize(opg * ld, E::zero());
+                    for (i, dyimg) in dyck.chunks_exact(g.out_len()).enumerate() {
+                        for o in 0..opg {
+                            dyc[o * ld + i * p..][..p].copy_from_slice(&dyimg[(group * opg + o) * p..][..p]);
+                        }
+                    }
+                    Mat::rows(&dyc, opg, ld, ld)
+                };
+                let wg = Mat::rows(&w[group * opg * rows..], opg, rows, rows);
+                matmul(&mut dw_part[group * opg * rows..], rows, dym, Mat::rows(&col, rows, ld, ld).t(), true);
+                if let Some(dxs) = dxs.as_deref_mut() {
+                    dcol.resize(rows * ld, E::zero());
+                    matmul(&mut dcol, ld, wg.t(), dym, false);
+                    let dx_chunk = &mut dxs[c * ci * g.in_len()..][..b * g.in_len()];
+                    for (i, dximg) in dx_chunk.chunks_exact_mut(g.in_len()).enumerate() {
+                        col2im(g, &dcol, ld, i * p, group, dximg);
+                    }
+                }
+            }
+        }
+        dw_part
+    };
+    let xs = x.par_chunks(task_images * g.in_len());
+    let dys = dy.par_chunks(task_images * g.out_len());
+    let parts: Vec<Vec<E>> = match dx {
+        Some(dx) => xs
+            .zip(dys)
+            .zip(dx.par_chunks_mut(task_images * g.in_len()))
+            .map(|((xs, dys), dxs)| run_task(xs, dys, Some(dxs)))
+            .collect(),
+        None => xs.zip(dys).map(|(xs, dys)| run_task(xs, dys, None)).collect(),
+    };
+    for part in parts {
+        dw.iter_mut().zip(&part).for_each(|(d, s)| *d += *s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct convolution in f64, the reference for the GEMM path.
+    fn naive(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f64> {
+        let mut y = vec![0.0f64; g.batch * g.out_len()];
+        let (ipg, opg) = (g.ipg(), g.opg());
+        for n in 0..g.batch {
+            for co in 0..g.c_out {
+                let grp = co / opg;
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let mut acc = 0.0f64;
+                        for ci in 0..ipg {
+                            for ky in 0..g.k {
+                                for kx in 0..g.k {
+                                    let iy = (oy * g.stride + ky * g.dil) as isize - g.pad as isize;
+                                    let ix = (ox * g.stride + kx * g.dil) as isize - g.pad as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                        continue;
+                                    }
+                                    let xv = x[((n * g.c_in + grp * ipg + ci) * g.h + iy as usize) * g.w + ix as usize];
+                                    let wv = w[((co * ipg + ci) * g.k + ky) * g.k + kx];
+                                    acc += xv as f64 * wv as f64;
+                                }
+                            }
+                        }
+                        y[((n * g.c_out + co) * g.oh + oy) * g.ow + ox] = acc;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn gemm_path_matches_direct_convolution() {
+        // (batch, c_in, h, w, c_out, k, stride, pad, dil, groups)
+        let cases = [
+            (3, 2, 5, 6, 4, 3, 1, 1, 1, 1),
+            (2, 3, 7, 7, 6, 3, 2, 1, 1, 1),
+            (20, 4, 4, 4, 8, 1, 2, 0, 1, 1),
+            (2, 4, 6, 5, 4, 3, 1, 2, 2, 2),
+            (2, 4, 6, 6, 4, 3, 1, 1, 1, 4),
+            (1, 1, 3, 3, 1, 3, 1, 0, 1, 1),
+            (5, 2, 9, 9, 3, 5, 3, 2, 1, 1),
+        ];
+        for (b, c, h, w_, o, k, s, p, d, gr) in cases {
+            let g = ConvGeom::new(b, c, h, w_, o, k, s, p, d, gr).unwrap();
+            let x: Vec<f32> = (0..b * c * h * w_).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+            let w: Vec<f32> = (0..o * c / gr * k * k).map(|i| ((i * 13 % 17) as f32 - 8.0) / 9.0).collect();
+            let mut y = vec![f32::NAN; b * g.out_len()];
+            forward(&g, &x, &w, &mut y);
+            let want = naive(&g, &x, &w);
+            for (a, e) in y.iter().zip(&want) {
+                assert!((*a as f64 - e).abs() < 1e-4 * (1.0 + e.abs()), "{g:?}: {a} vs {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn output_size_and_rejection() {
+        let g = ConvGeom::new(1, 1, 32, 32, 1, 3, 2, 1, 1, 1).unwrap();
+        assert_eq!((g.oh, g.ow), (16, 16));
+        assert!(ConvGeom::new(1, 1, 2, 2, 1, 5, 1, 0, 1, 1).is_none());
+    }
+}

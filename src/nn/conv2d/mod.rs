@@ -1,0 +1,221 @@
+//! 2-D convolution as a dfdx module, on stable Rust.
+//!
+//! Channels, kernel, stride, padding, dilation and groups are compile-time constants, so a
+//! channel mismatch between layers fails to compile; spatial sizes are runtime (`usize`), and
+//! the output of a convolution is `(B, Const<O>, usize, usize)`.
+//!
+//! ```
+//! use dfdx::prelude::*;
+//! use ssl::nn::builders::Conv2D;
+//! let dev: Cpu = Default::default();
+//! let conv = dev.build_module::<Conv2D<3, 8, 3, 1, 1>, f32>();
+//! let x: Tensor<(usize, Const<3>, usize, usize), f32, _> = dev.zeros_like(&(2, Const, 32, 32));
+//! let y = conv.forward(x);
+//! assert_eq!(y.shape().2, 32);
+//! ```
+//!
+//! Groups are given as the number of input channels per group (`IPG`): `IPG = I` is an
+//! ordinary convolution, `IPG = 1` a depthwise one (see the aliases in `builder`), because
+//! stable Rust cannot compute `I / G` in a type. A bias is a separate layer, dfdx's `Bias2D`,
+//! as in dfdx itself.
+//!
+//! Initialisation: PyTorch's default, `kaiming_uniform_(a = sqrt(5))`, which is uniform in
+//! ±1/sqrt(fan_in) with fan_in = IPG * K * K.
+
+mod cpu_kernel;
+
+pub use cpu_kernel::ConvGeom;
+
+use dfdx::prelude::*;
+use dfdx::tensor::{Cpu, CpuError};
+use rand_distr::Uniform;
+
+use super::gemm::Real;
+use super::tape::{put_grad, take_grad, to_vec};
+
+pub mod builder {
+    /// A grouped convolution: `IPG` input channels per group (groups = I / IPG).
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct GroupedConv2D<
+        const I: usize,
+        const O: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const L: usize,
+        const IPG: usize,
+    >;
+    /// A dense convolution: `I` to `O` channels, `K`x`K` kernel, stride `S`, padding `P`,
+    /// dilation `L`.
+    pub type Conv2D<const I: usize, const O: usize, const K: usize, const S: usize = 1, const P: usize = 0, const L: usize = 1> =
+        GroupedConv2D<I, O, K, S, P, L, I>;
+    /// A depthwise convolution (groups = channels), as in MobileNet.
+    pub type DepthwiseConv2D<const C: usize, const K: usize, const S: usize = 1, const P: usize = 0> =
+        GroupedConv2D<C, C, K, S, P, 1, 1>;
+}
+
+/// The built convolution: weight `[O, IPG, K, K]`.
+#[derive(Debug, Clone)]
+pub struct GroupedConv2D<
+    const I: usize,
+    const O: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    const L: usize,
+    const IPG: usize,
+    E: Dtype,
+    D: Storage<E>,
+> {
+    pub weight: Tensor<Rank4<O, IPG, K, K>, E, D>,
+}
+
+/// A built dense convolution.
+pub type Conv2D<const I: usize, const O: usize, const K: usize, const S: usize, const P: usize, const L: usize, E, D> =
+    GroupedConv2D<I, O, K, S, P, L, I, E, D>;
+
+impl<
+        const I: usize,
+        const O: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const L: usize,
+        const IPG: usize,
+        E: Dtype,
+        D: Storage<E>,
+    > GroupedConv2D<I, O, K, S, P, L, IPG, E, D>
+{
+    /// Compile-time validity: groups divide both channel counts; kernel, stride and dilation
+    /// are positive. Evaluated when the layer is built or run, so a bad layer fails to compile.
+    pub const CHECK: () = assert!(
+        IPG > 0 && I % IPG == 0 && O % (I / IPG) == 0 && K > 0 && S > 0 && L > 0,
+        "Conv2D: IPG must divide I, I / IPG must divide O, and K, S, L must be positive"
+    );
+    /// Number of groups.
+    pub const GROUPS: usize = I / IPG;
+
+    /// The geometry of a call on `batch` images of `h` x `w`, or `None` when the kernel does
+    /// not fit.
+    pub fn geometry(batch: usize, h: usize, w: usize) -> Option<ConvGeom> {
+        ConvGeom::new(batch, I, h, w, O, K, S, P, L, Self::GROUPS)
+    }
+}
+
+impl<
+        const I: usize,
+        const O: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const L: usize,
+        const IPG: usize,
+        E: Dtype + num_traits::Float + rand_distr::uniform::SampleUniform,
+        D: Device<E>,
+    > BuildOnDevice<D, E> for builder::GroupedConv2D<I, O, K, S, P, L, IPG>
+{
+    type Built = GroupedConv2D<I, O, K, S, P, L, IPG, E, D>;
+    fn try_build_on_device(device: &D) -> Result<Self::Built, D::Err> {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::Built::CHECK;
+        Self::Built::try_build(device)
+    }
+}
+
+impl<
+        const I: usize,
+        const O: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const L: usize,
+        const IPG: usize,
+        E: Dtype + num_traits::Float + rand_distr::uniform::SampleUniform,
+        D: Device<E>,
+    > TensorCollection<E, D> for GroupedConv2D<I, O, K, S, P, L, IPG, E, D>
+{
+    type To<E2: Dtype, D2: Device<E2>> = GroupedConv2D<I, O, K, S, P, L, IPG, E2, D2>;
+
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(visitor: &mut V) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        visitor.visit_fields(
+            Self::tensor(
+                "weight",
+                |s| &s.weight,
+                |s| &mut s.weight,
+                TensorOptions::reset_with(|t| {
+                    let b = E::ONE / E::from_usize(IPG * K * K).unwrap().sqrt();
+                    t.try_fill_with_distr(Uniform::new(-b, b))
+                }),
+            ),
+            |weight| GroupedConv2D { weight },
+        )
+    }
+}
+
+impl<
+        const I: usize,
+        const O: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const L: usize,
+        const IPG: usize,
+        E: Dtype,
+        D: Storage<E>,
+    > NonMutableModule for GroupedConv2D<I, O, K, S, P, L, IPG, E, D>
+{
+}
+
+impl<
+        const I: usize,
+        const O: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const L: usize,
+        const IPG: usize,
+        B: Dim,
+        H: Dim,
+        W: Dim,
+        E: Dtype + Real,
+        T: Tape<E, Cpu>,
+    > Module<Tensor<(B, Const<I>, H, W), E, Cpu, T>> for GroupedConv2D<I, O, K, S, P, L, IPG, E, Cpu>
+{
+    type Output = Tensor<(B, Const<O>, usize, usize), E, Cpu, T>;
+    type Error = CpuError;
+
+    /// Panics when the kernel does not fit in the padded input; model registries check input
+    /// shapes before any work starts.
+    fn try_forward(&self, x: Tensor<(B, Const<I>, H, W), E, Cpu, T>) -> Result<Self::Output, CpuError> {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::CHECK;
+        let (b, _, h, w) = *x.shape();
+        let geom = Self::geometry(b.size(), h.size(), w.size()).unwrap_or_else(|| {
+            panic!("Conv2D<{I}, {O}, kernel {K}, dilation {L}, padding {P}>: input {}x{} is smaller than the kernel", h.size(), w.size())
+        });
+        let (x, mut tape) = x.split_tape();
+        let xv = to_vec(&x);
+        let wv = to_vec(&self.weight);
+        let mut y = vec![E::zero(); geom.batch * O * geom.oh * geom.ow];
+        cpu_kernel::forward(&geom, &xv, &wv, &mut y);
+        drop(xv);
+        let out = x.device().tensor_from_vec(y, (b, Const::<O>, geom.oh, geom.ow));
+        if T::OWNS_TAPE {
+            let (x_ghost, w_ghost, out_ghost) = (x.ghost(), self.weight.ghost(), out.ghost());
+            tape.add_backward_op(move |grads| {
+                let dy = take_grad!(grads, &out_ghost);
+                let mut dx = take_grad!(grads, &x_ghost);
+                let mut dw = take_grad!(grads, &w_ghost);
+                cpu_kernel::backward(&geom, &to_vec(&x), &wv, &dy, Some(&mut dx), &mut dw);
+                put_grad!(grads, &out_ghost, dy);
+                put_grad!(grads, &x_ghost, dx);
+                put_grad!(grads, &w_ghost, dw);
+                Ok(())
+            });
+        }
+        Ok(out.put_tape(tape))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,15 @@
+//! Layers the project owns on top of dfdx: convolution, pooling and flatten, which dfdx 0.13
+//! has only behind its nightly feature. Each op: the API in `mod.rs`, the kernel beside it.
+
+pub mod conv2d;
+pub mod gemm;
+#[cfg(test)]
+pub mod gradcheck;
+pub mod tape;
+
+pub use conv2d::{Conv2D, GroupedConv2D};
+
+/// Builder types, used with `dev.build_module::<Model, f32>()`, in dfdx's style.
+pub mod builders {
+    pub use super::conv2d::builder::{Conv2D, DepthwiseConv2D, GroupedConv2D};
+}
