@@ -1,0 +1,150 @@
+//! 2-D max and average pooling as dfdx modules (window `K`, stride `S`, padding `P`, all
+//! compile-time), on NCHW tensors with runtime spatial sizes.
+//!
+//! ```
+//! use dfdx::prelude::*;
+//! use ssl::nn::builders::MaxPool2D;
+//! let dev: Cpu = Default::default();
+//! let x: Tensor<(usize, Const<2>, usize, usize), f32, _> = dev.zeros_like(&(1, Const, 8, 8));
+//! let y = MaxPool2D::<3, 2, 1>::default().forward(x);
+//! assert_eq!(y.shape().2, 4);
+//! ```
+
+mod cpu_kernel;
+
+pub use cpu_kernel::PoolGeom;
+
+use dfdx::prelude::*;
+use dfdx::tensor::{Cpu, CpuError};
+
+use super::gemm::Real;
+use super::tape::{put_grad, take_grad, to_vec};
+
+/// Max pooling: window `K`, stride `S`, padding `P` (padding never wins the max).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MaxPool2D<const K: usize, const S: usize = K, const P: usize = 0>;
+
+/// Average pooling: window `K`, stride `S`, padding `P` (counted in the divisor, as PyTorch).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AvgPool2D<const K: usize, const S: usize = K, const P: usize = 0>;
+
+impl<const K: usize, const S: usize, const P: usize> ZeroSizedModule for MaxPool2D<K, S, P> {}
+impl<const K: usize, const S: usize, const P: usize> NonMutableModule for MaxPool2D<K, S, P> {}
+impl<const K: usize, const S: usize, const P: usize> ZeroSizedModule for AvgPool2D<K, S, P> {}
+impl<const K: usize, const S: usize, const P: usize> NonMutableModule for AvgPool2D<K, S, P> {}
+
+fn geometry<B: Dim, const C: usize, H: Dim, W: Dim>(s: &(B, Const<C>, H, W), k: usize, st: usize, p: usize) -> PoolGeom {
+    PoolGeom::new(s.0.size() * C, s.2.size(), s.3.size(), k, st, p).unwrap_or_else(|| {
+        panic!("pool window {k} (stride {st}, padding {p}) does not fit input {}x{}", s.2.size(), s.3.size())
+    })
+}
+
+impl<const K: usize, const S: usize, const P: usize, B: Dim, const C: usize, H: Dim, W: Dim, E, T>
+    Module<Tensor<(B, Const<C>, H, W), E, Cpu, T>> for MaxPool2D<K, S, P>
+where
+    E: Dtype + Real,
+    T: Tape<E, Cpu>,
+{
+    type Output = Tensor<(B, Const<C>, usize, usize), E, Cpu, T>;
+    type Error = CpuError;
+
+    fn try_forward(&self, x: Tensor<(B, Const<C>, H, W), E, Cpu, T>) -> Result<Self::Output, CpuError> {
+        let g = geometry(x.shape(), K, S, P);
+        let b = x.shape().0;
+        let (x, mut tape) = x.split_tape();
+        let n_out = g.planes * g.oh * g.ow;
+        let (mut y, mut arg) = (vec![E::zero(); n_out], vec![0u32; n_out]);
+        cpu_kernel::max_forward(&g, &to_vec(&x), &mut y, &mut arg);
+        let out = x.device().tensor_from_vec(y, (b, Const::<C>, g.oh, g.ow));
+        if T::OWNS_TAPE {
+            let (x_ghost, out_ghost) = (x.ghost(), out.ghost());
+            tape.add_backward_op(move |grads| {
+                let dy = take_grad!(grads, &out_ghost);
+                let mut dx = take_grad!(grads, &x_ghost);
+                cpu_kernel::max_backward(&g, &arg, &dy, &mut dx);
+                put_grad!(grads, &out_ghost, dy);
+                put_grad!(grads, &x_ghost, dx);
+                Ok(())
+            });
+        }
+        Ok(out.put_tape(tape))
+    }
+}
+
+impl<const K: usize, const S: usize, const P: usize, B: Dim, const C: usize, H: Dim, W: Dim, E, T>
+    Module<Tensor<(B, Const<C>, H, W), E, Cpu, T>> for AvgPool2D<K, S, P>
+where
+    E: Dtype + Real,
+    T: Tape<E, Cpu>,
+{
+    type Output = Tensor<(B, Const<C>, usize, usize), E, Cpu, T>;
+    type Error = CpuError;
+
+    fn try_forward(&self, x: Tensor<(B, Const<C>, H, W), E, Cpu, T>) -> Result<Self::Output, CpuError> {
+        let g = geometry(x.shape(), K, S, P);
+        let b = x.shape().0;
+        let (x, mut tape) = x.split_tape();
+        let mut y = vec![E::zero(); g.planes * g.oh * g.ow];
+        cpu_kernel::avg_forward(&g, &to_vec(&x), &mut y);
+        let out = x.device().tensor_from_vec(y, (b, Const::<C>, g.oh, g.ow));
+        if T::OWNS_TAPE {
+            let (x_ghost, out_ghost) = (x.ghost(), out.ghost());
+            tape.add_backward_op(move |grads| {
+                let dy = take_grad!(grads, &out_ghost);
+                let mut dx = take_grad!(grads, &x_ghost);
+                cpu_kernel::avg_backward(&g, &dy, &mut dx);
+                put_grad!(grads, &out_ghost, dy);
+                put_grad!(grads, &x_ghost, dx);
+                Ok(())
+            });
+        }
+        Ok(out.put_tape(tape))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::gradcheck::{assert_grad_close, values};
+
+    type X<E> = Tensor<(usize, Const<1>, usize, usize), E, Cpu>;
+
+    #[test]
+    fn hand_computed_forward() {
+        let dev: Cpu = Default::default();
+        let x: X<f32> = dev.tensor_from_vec((1..=16).map(|v| v as f32).collect(), (1, Const, 4, 4));
+        assert_eq!(MaxPool2D::<2>::default().forward(x.clone()).as_vec(), vec![6.0, 8.0, 14.0, 16.0]);
+        assert_eq!(AvgPool2D::<2>::default().forward(x.clone()).as_vec(), vec![3.5, 5.5, 11.5, 13.5]);
+        // 3x3 window, stride 2, padding 1: ResNet's ImageNet max-pool.
+        let y = MaxPool2D::<3, 2, 1>::default().forward(x.clone());
+        assert_eq!(y.as_vec(), vec![6.0, 8.0, 14.0, 16.0]);
+        let y = AvgPool2D::<3, 2, 1>::default().forward(x);
+        assert_eq!(y.as_vec()[0], (1.0 + 2.0 + 5.0 + 6.0) / 9.0);
+    }
+
+    macro_rules! pool_grad_check {
+        ($pool:expr) => {{
+            let dev: Cpu = Default::default();
+            let shape = (2usize, Const::<3>, 7usize, 6usize);
+            let xv = values(2 * 3 * 7 * 6, 5);
+            let x = dev.tensor_from_vec(xv.clone(), shape);
+            let y = $pool.forward(x.leaky_trace());
+            let r = values(y.shape().num_elements(), 6);
+            let rt = dev.tensor_from_vec(r.clone(), *y.shape());
+            let g = (y * rt).sum().backward();
+            let loss = |v: &[f64]| -> f64 {
+                let y = $pool.forward(dev.tensor_from_vec(v.to_vec(), shape));
+                y.as_vec().iter().zip(&r).map(|(a, b)| a * b).sum()
+            };
+            assert_grad_close(stringify!($pool), &g.get(&x).as_vec(), &xv, loss, 120);
+        }};
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        pool_grad_check!(MaxPool2D::<2>::default());
+        pool_grad_check!(MaxPool2D::<3, 2, 1>::default());
+        pool_grad_check!(AvgPool2D::<2>::default());
+        pool_grad_check!(AvgPool2D::<3, 1, 1>::default());
+    }
+}
