@@ -6,8 +6,11 @@
 pub mod data;
 pub mod error;
 pub mod fsutil;
+pub mod loss;
+pub mod models;
 pub mod nn;
 pub mod progress;
+pub mod train;
 pub mod viz;
 
 pub use error::{Error, Result};

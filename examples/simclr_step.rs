@@ -1,0 +1,63 @@
+//! Times the SimCLR training step on the two reference backbones, like
+//! `../shared/bench/torch_simclr_step.py`: `cargo run --release --example simclr_step -- THREADS BATCH STEPS [BACKBONE]`.
+//! Prints views/s and peak RSS per backbone.
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use dfdx::optim::{Momentum, Sgd, SgdConfig, WeightDecay};
+use dfdx::prelude::*;
+use ssl::models::heads::ProjectionMlp;
+use ssl::models::resnet::{ResNet18Cifar, SmallFmnist};
+use ssl::train::step::simclr_step;
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+macro_rules! time_step {
+    ($name:expr, $model:ty, $c:expr, $hw:expr, $batch:expr, $steps:expr, $threads:expr) => {{
+        let dev = Cpu::seed_from_u64(0);
+        let mut model = dev.build_module::<$model, f32>();
+        let cfg = SgdConfig { lr: 0.1, momentum: Some(Momentum::Classic(0.9)), weight_decay: Some(WeightDecay::L2(1e-4)) };
+        let mut opt = Sgd::new(&model, cfg);
+        let x: Tensor<(usize, Const<$c>, usize, usize), f32, _> = dev.sample_normal_like(&(2 * $batch, Const, $hw, $hw));
+        let mut grads = None;
+        simclr_step(&mut model, &mut opt, &mut grads, x.clone(), 0.5);
+        let t0 = std::time::Instant::now();
+        for _ in 0..$steps {
+            simclr_step(&mut model, &mut opt, &mut grads, x.clone(), 0.5);
+        }
+        let dt = t0.elapsed().as_secs_f64() / $steps as f64;
+        println!(
+            "{}: batch {} (x2 views) {:.0} ms/step, {:.1} views/s, threads {}, peak RSS {:.0} MiB",
+            $name,
+            $batch,
+            dt * 1000.0,
+            2.0 * $batch as f64 / dt,
+            $threads,
+            peak_rss_mib()
+        );
+    }};
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let threads: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(2);
+    let batch: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(128);
+    let steps: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let which = args.get(4).cloned().unwrap_or_else(|| "all".into());
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().unwrap();
+    if which == "all" || which == "resnet18_cifar" {
+        time_step!("resnet18_cifar 32x32x3", (ResNet18Cifar, ProjectionMlp<512, 512, 128>), 3, 32, batch, steps, threads);
+    }
+    if which == "all" || which == "small_fmnist" {
+        time_step!("small_fmnist 28x28x1", (SmallFmnist, ProjectionMlp<128, 512, 128>), 1, 28, batch, steps, threads);
+    }
+}

@@ -1,0 +1,4 @@
+//! Backbones and heads as compile-time-shaped dfdx types.
+
+pub mod heads;
+pub mod resnet;

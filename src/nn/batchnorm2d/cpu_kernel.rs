@@ -1,0 +1,123 @@
+//! CPU kernels of 2-D batch normalisation on NCHW data: one pass for per-(image, channel)
+//! sums, a fixed-order reduction over images (so results do not depend on the thread count),
+//! and one pass to normalise, all parallel over images.
+
+use rayon::prelude::*;
+
+use crate::nn::gemm::Real;
+
+/// Sizes of a call: `n` images of `c` channels of `hw` pixels.
+#[derive(Clone, Copy, Debug)]
+pub struct BnGeom {
+    pub n: usize,
+    pub c: usize,
+    pub hw: usize,
+}
+
+/// Per-channel sums of `f(a, b)` over all images and pixels, accumulated in f64.
+fn channel_sums<E: Real>(g: &BnGeom, a: &[E], b: &[E], f: impl Fn(E, E) -> (f64, f64) + Sync) -> (Vec<f64>, Vec<f64>) {
+    let per_image: Vec<Vec<(f64, f64)>> = a
+        .par_chunks(g.c * g.hw)
+        .zip(b.par_chunks(g.c * g.hw))
+        .map(|(ai, bi)| {
+            (0..g.c)
+                .map(|ch| {
+                    let (pa, pb) = (&ai[ch * g.hw..][..g.hw], &bi[ch * g.hw..][..g.hw]);
+                    pa.iter().zip(pb).fold((0.0, 0.0), |(s0, s1), (&x, &y)| {
+                        let (u, v) = f(x, y);
+                        (s0 + u, s1 + v)
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let mut s0 = vec![0.0; g.c];
+    let mut s1 = vec![0.0; g.c];
+    for img in per_image {
+        for (ch, (u, v)) in img.into_iter().enumerate() {
+            s0[ch] += u;
+            s1[ch] += v;
+        }
+    }
+    (s0, s1)
+}
+
+/// y = x * a[c] + b[c], parallel over images.
+fn affine<E: Real>(g: &BnGeom, x: &[E], a: &[E], b: &[E], y: &mut [E]) {
+    y.par_chunks_mut(g.c * g.hw).zip(x.par_chunks(g.c * g.hw)).for_each(|(yi, xi)| {
+        for ch in 0..g.c {
+            let (s, t) = (a[ch], b[ch]);
+            for (o, &v) in yi[ch * g.hw..][..g.hw].iter_mut().zip(&xi[ch * g.hw..][..g.hw]) {
+                *o = v * s + t;
+            }
+        }
+    });
+}
+
+/// Batch statistics of a training forward: per-channel mean and biased variance.
+pub fn batch_stats<E: Real>(g: &BnGeom, x: &[E]) -> (Vec<f64>, Vec<f64>) {
+    let (s, sq) = channel_sums(g, x, x, |v, _| {
+        let v = v.to_f64().unwrap();
+        (v, v * v)
+    });
+    let m = (g.n * g.hw) as f64;
+    let mean: Vec<f64> = s.iter().map(|v| v / m).collect();
+    let var = sq.iter().zip(&mean).map(|(q, mu)| (q / m - mu * mu).max(0.0)).collect();
+    (mean, var)
+}
+
+/// Normalises with the given per-channel mean and variance, then scales and shifts.
+pub fn normalize<E: Real>(g: &BnGeom, x: &[E], mean: &[f64], var: &[f64], eps: f64, scale: &[E], bias: &[E], y: &mut [E]) {
+    let a: Vec<E> = (0..g.c).map(|ch| scale[ch] * E::from(1.0 / (var[ch] + eps).sqrt()).unwrap()).collect();
+    let b: Vec<E> = (0..g.c).map(|ch| bias[ch] - a[ch] * E::from(mean[ch]).unwrap()).collect();
+    affine(g, x, &a, &b, y);
+}
+
+/// Backward of a training forward that used batch statistics `mean`, `var`: adds into `dx`,
+/// `dscale`, `dbias`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward<E: Real>(
+    g: &BnGeom,
+    x: &[E],
+    mean: &[f64],
+    var: &[f64],
+    eps: f64,
+    scale: &[E],
+    dy: &[E],
+    dx: &mut [E],
+    dscale: &mut [E],
+    dbias: &mut [E],
+) {
+    let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    // sum(dy) and sum(dy * x) per channel; sum(dy * xhat) = invstd * (sum(dy x) - mean sum(dy)).
+    let (sdy, sdyx) = channel_sums(g, dy, x, |d, v| {
+        let d = d.to_f64().unwrap();
+        (d, d * v.to_f64().unwrap())
+    });
+    let m = (g.n * g.hw) as f64;
+    // dx = scale * invstd * (dy - sdy / m - xhat * sdyxhat / m), written as dy * k + x * u + v.
+    let mut k = vec![E::zero(); g.c];
+    let mut u = vec![E::zero(); g.c];
+    let mut v = vec![E::zero(); g.c];
+    for ch in 0..g.c {
+        let sdyxhat = invstd[ch] * (sdyx[ch] - mean[ch] * sdy[ch]);
+        dscale[ch] += E::from(sdyxhat).unwrap();
+        dbias[ch] += E::from(sdy[ch]).unwrap();
+        let kk = scale[ch].to_f64().unwrap() * invstd[ch];
+        let uu = -kk * invstd[ch] * sdyxhat / m;
+        k[ch] = E::from(kk).unwrap();
+        u[ch] = E::from(uu).unwrap();
+        v[ch] = E::from(-kk * sdy[ch] / m - uu * mean[ch]).unwrap();
+    }
+    dx.par_chunks_mut(g.c * g.hw).zip(dy.par_chunks(g.c * g.hw)).zip(x.par_chunks(g.c * g.hw)).for_each(
+        |((dxi, dyi), xi)| {
+            for ch in 0..g.c {
+                let (kk, uu, vv) = (k[ch], u[ch], v[ch]);
+                let r = ch * g.hw..(ch + 1) * g.hw;
+                for ((o, &d), &xv) in dxi[r.clone()].iter_mut().zip(&dyi[r.clone()]).zip(&xi[r]) {
+                    *o += d * kk + xv * uu + vv;
+                }
+            }
+        },
+    );
+}

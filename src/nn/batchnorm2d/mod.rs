@@ -1,0 +1,228 @@
+//! 2-D batch normalisation with fused, parallel CPU kernels; a drop-in for dfdx's
+//! `BatchNorm2D` (same fields, same safetensors names, same semantics), which runs as about
+//! ten single-threaded element-wise ops.
+//!
+//! Training is `forward_mut` with a taped input: batch statistics normalise, and the running
+//! statistics move by `momentum` (0.1) towards the batch mean and the *unbiased* batch
+//! variance, as in PyTorch. Evaluation is `forward` with no tape: running statistics.
+
+mod cpu_kernel;
+
+pub use cpu_kernel::BnGeom;
+
+use dfdx::prelude::*;
+use dfdx::tensor::{Cpu, CpuError};
+
+use super::gemm::Real;
+use super::tape::{put_grad, take_grad, to_vec};
+
+pub mod builder {
+    /// Batch normalisation over `C` channels.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct BatchNorm2D<const C: usize>;
+}
+
+/// The built layer.
+#[derive(Debug, Clone)]
+pub struct BatchNorm2D<const C: usize, E: Dtype, D: Storage<E>> {
+    pub scale: Tensor<Rank1<C>, E, D>,
+    pub bias: Tensor<Rank1<C>, E, D>,
+    pub running_mean: Tensor<Rank1<C>, E, D>,
+    pub running_var: Tensor<Rank1<C>, E, D>,
+    pub epsilon: f64,
+    pub momentum: f64,
+}
+
+impl<const C: usize, E: Dtype, D: Device<E>> BuildOnDevice<D, E> for builder::BatchNorm2D<C>
+where
+    BatchNorm2D<C, E, D>: BuildModule<D, E>,
+{
+    type Built = BatchNorm2D<C, E, D>;
+}
+
+impl<const C: usize, E: Dtype, D: Device<E>> TensorCollection<E, D> for BatchNorm2D<C, E, D> {
+    type To<E2: Dtype, D2: Device<E2>> = BatchNorm2D<C, E2, D2>;
+
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(visitor: &mut V) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        visitor.visit_fields(
+            (
+                Self::tensor("scale", |s| &s.scale, |s| &mut s.scale, TensorOptions::reset_to_ones()),
+                Self::tensor("bias", |s| &s.bias, |s| &mut s.bias, TensorOptions::reset_to_zeros()),
+                Self::tensor(
+                    "running_mean",
+                    |s| &s.running_mean,
+                    |s| &mut s.running_mean,
+                    TensorOptions::detached(|t| t.try_fill_with_zeros()),
+                ),
+                Self::tensor(
+                    "running_var",
+                    |s| &s.running_var,
+                    |s| &mut s.running_var,
+                    TensorOptions::detached(|t| t.try_fill_with_ones()),
+                ),
+                Self::scalar("epsilon", |s| &s.epsilon, |s| &mut s.epsilon, ScalarOptions::from_default(1e-5)),
+                Self::scalar("momentum", |s| &s.momentum, |s| &mut s.momentum, ScalarOptions::from_default(0.1)),
+            ),
+            |(scale, bias, running_mean, running_var, epsilon, momentum)| BatchNorm2D {
+                scale,
+                bias,
+                running_mean,
+                running_var,
+                epsilon,
+                momentum,
+            },
+        )
+    }
+}
+
+fn geom<B: Dim, const C: usize, H: Dim, W: Dim>(s: &(B, Const<C>, H, W)) -> BnGeom {
+    BnGeom { n: s.0.size(), c: C, hw: s.2.size() * s.3.size() }
+}
+
+impl<const C: usize, B: Dim, H: Dim, W: Dim, E: Dtype + Real> Module<Tensor<(B, Const<C>, H, W), E, Cpu>>
+    for BatchNorm2D<C, E, Cpu>
+{
+    type Output = Tensor<(B, Const<C>, H, W), E, Cpu>;
+    type Error = CpuError;
+
+    /// Evaluation: normalises with the running statistics.
+    fn try_forward(&self, x: Tensor<(B, Const<C>, H, W), E, Cpu>) -> Result<Self::Output, CpuError> {
+        let g = geom(x.shape());
+        let as_f64 = |t: &Tensor<Rank1<C>, E, Cpu>| to_vec(t).iter().map(|v| v.to_f64().unwrap()).collect::<Vec<_>>();
+        let mut y = vec![E::zero(); x.shape().num_elements()];
+        cpu_kernel::normalize(
+            &g,
+            &to_vec(&x),
+            &as_f64(&self.running_mean),
+            &as_f64(&self.running_var),
+            self.epsilon,
+            &to_vec(&self.scale),
+            &to_vec(&self.bias),
+            &mut y,
+        );
+        Ok(x.device().tensor_from_vec(y, *x.shape()))
+    }
+}
+
+impl<const C: usize, B: Dim, H: Dim, W: Dim, E: Dtype + Real> ModuleMut<Tensor<(B, Const<C>, H, W), E, Cpu, OwnedTape<E, Cpu>>>
+    for BatchNorm2D<C, E, Cpu>
+{
+    type Output = Tensor<(B, Const<C>, H, W), E, Cpu, OwnedTape<E, Cpu>>;
+    type Error = CpuError;
+
+    /// Training: normalises with batch statistics and updates the running ones.
+    fn try_forward_mut(
+        &mut self,
+        x: Tensor<(B, Const<C>, H, W), E, Cpu, OwnedTape<E, Cpu>>,
+    ) -> Result<Self::Output, CpuError> {
+        let g = geom(x.shape());
+        let (x, mut tape) = x.split_tape();
+        let xv = to_vec(&x);
+        let (mean, var) = cpu_kernel::batch_stats(&g, &xv);
+        let scale = to_vec(&self.scale);
+        let mut y = vec![E::zero(); xv.len()];
+        cpu_kernel::normalize(&g, &xv, &mean, &var, self.epsilon, &scale, &to_vec(&self.bias), &mut y);
+        // Running statistics, off the tape.
+        let m = (g.n * g.hw) as f64;
+        let unbias = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
+        let mom = self.momentum;
+        let blend = |t: &mut Tensor<Rank1<C>, E, Cpu>, batch: &[f64], k: f64| {
+            let old = to_vec(t);
+            let new: Vec<E> =
+                old.iter().zip(batch).map(|(o, b)| E::from((1.0 - mom) * o.to_f64().unwrap() + mom * b * k).unwrap()).collect();
+            t.copy_from(&new);
+        };
+        blend(&mut self.running_mean, &mean, 1.0);
+        blend(&mut self.running_var, &var, unbias);
+
+        let out = x.device().tensor_from_vec(y, *x.shape());
+        let (x_ghost, out_ghost, s_ghost, b_ghost) = (x.ghost(), out.ghost(), self.scale.ghost(), self.bias.ghost());
+        let eps = self.epsilon;
+        tape.add_backward_op(move |grads| {
+            let dy = take_grad!(grads, &out_ghost);
+            let mut dx = take_grad!(grads, &x_ghost);
+            let mut ds = take_grad!(grads, &s_ghost);
+            let mut db = take_grad!(grads, &b_ghost);
+            cpu_kernel::backward(&g, &xv, &mean, &var, eps, &scale, &dy, &mut dx, &mut ds, &mut db);
+            put_grad!(grads, &out_ghost, dy);
+            put_grad!(grads, &x_ghost, dx);
+            put_grad!(grads, &s_ghost, ds);
+            put_grad!(grads, &b_ghost, db);
+            Ok(())
+        });
+        Ok(out.put_tape(tape))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::gradcheck::{assert_grad_close, values};
+
+    type X<E, T = NoneTape> = Tensor<(usize, Const<3>, usize, usize), E, Cpu, T>;
+
+    #[test]
+    fn agrees_with_dfdx_batchnorm_in_training_and_evaluation() {
+        let dev = Cpu::seed_from_u64(1);
+        let mut ours = dev.build_module::<builder::BatchNorm2D<3>, f64>();
+        let mut theirs = dev.build_module::<dfdx::nn::builders::BatchNorm2D<3>, f64>();
+        ours.scale.copy_from(&[0.5, 1.5, -2.0]);
+        theirs.scale.copy_from(&[0.5, 1.5, -2.0]);
+        ours.bias.copy_from(&[0.1, 0.0, 0.3]);
+        theirs.bias.copy_from(&[0.1, 0.0, 0.3]);
+        let x: X<f64> = dev.tensor_from_vec(values(4 * 3 * 5 * 2, 9), (4, Const, 5, 2));
+        let r: X<f64> = dev.tensor_from_vec(values(4 * 3 * 5 * 2, 10), (4, Const, 5, 2));
+        for _ in 0..2 {
+            let a = ours.forward_mut(x.leaky_trace());
+            let b = theirs.forward_mut(x.leaky_trace());
+            for (p, q) in a.as_vec().iter().zip(b.as_vec()) {
+                assert!((p - q).abs() < 1e-9);
+            }
+            let ga = (a * r.clone()).sum().backward();
+            let gb = (b * r.clone()).sum().backward();
+            for (p, q) in ga.get(&x).as_vec().iter().zip(gb.get(&x).as_vec()) {
+                assert!((p - q).abs() < 1e-9, "dx {p} vs {q}");
+            }
+            for (p, q) in ga.get(&ours.scale).as_vec().iter().zip(gb.get(&theirs.scale).as_vec()) {
+                assert!((p - q).abs() < 1e-9, "dscale {p} vs {q}");
+            }
+        }
+        for (p, q) in ours.running_var.as_vec().iter().zip(theirs.running_var.as_vec()) {
+            assert!((p - q).abs() < 1e-12, "running var {p} vs {q}");
+        }
+        for (p, q) in ours.forward(x.clone()).as_vec().iter().zip(theirs.forward(x).as_vec()) {
+            assert!((p - q).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let dev = Cpu::seed_from_u64(2);
+        let mut bn = dev.build_module::<builder::BatchNorm2D<3>, f64>();
+        bn.scale.copy_from(&[0.7, -1.2, 2.0]);
+        bn.bias.copy_from(&[0.1, 0.2, 0.3]);
+        let shape = (3usize, Const::<3>, 4usize, 3usize);
+        let xv = values(3 * 3 * 4 * 3, 4);
+        let r = values(xv.len(), 5);
+        let x = dev.tensor_from_vec(xv.clone(), shape);
+        let y = bn.clone().forward_mut(x.leaky_trace());
+        let g = (y * dev.tensor_from_vec(r.clone(), shape)).sum().backward();
+        let loss = |bn: &BatchNorm2D<3, f64, Cpu>, v: &[f64]| -> f64 {
+            let y = bn.clone().forward_mut(dev.tensor_from_vec(v.to_vec(), shape).leaky_trace());
+            y.as_vec().iter().zip(&r).map(|(a, b)| a * b).sum()
+        };
+        assert_grad_close("bn dx", &g.get(&x).as_vec(), &xv, |v| loss(&bn, v), 60);
+        let sv = bn.scale.as_vec();
+        assert_grad_close(
+            "bn dscale",
+            &g.get(&bn.scale).as_vec(),
+            &sv,
+            |v| {
+                let mut b = bn.clone();
+                b.scale.copy_from(v);
+                loss(&b, &xv)
+            },
+            3,
+        );
+    }
+}

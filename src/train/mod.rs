@@ -1,0 +1,3 @@
+//! Training loops and the steps they are made of.
+
+pub mod step;
