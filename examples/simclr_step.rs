@@ -3,7 +3,7 @@
 //! Prints views/s and peak RSS per backbone.
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: ssl::alloc::Allocator = ssl::alloc::Allocator {};
 
 use dfdx::optim::{Momentum, Sgd, SgdConfig, WeightDecay};
 use dfdx::prelude::*;
@@ -48,6 +48,7 @@ macro_rules! time_step {
 }
 
 fn main() {
+    ssl::alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let threads: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(2);
     let batch: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(128);

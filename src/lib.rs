@@ -3,6 +3,7 @@
 //! The flow is one-way: [`data`] (HDF5 store, importers, splits) feeds augmentation, models,
 //! losses, optimisers, training loops, evaluation and reports.
 
+pub mod alloc;
 pub mod data;
 pub mod error;
 pub mod fsutil;

@@ -10,7 +10,11 @@ use ssl::data::import::{import, Format, ImportOptions};
 use ssl::data::Store;
 use ssl::{Error, Result};
 
+#[global_allocator]
+static ALLOC: ssl::alloc::Allocator = ssl::alloc::Allocator {};
+
 fn main() -> ExitCode {
+    ssl::alloc::keep_freed_memory();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
