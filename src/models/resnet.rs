@@ -44,3 +44,29 @@ pub type SmallFmnist = (
     (DownBlock<64, 128>, BasicBlock<128>),
     AvgPoolGlobal,
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dfdx::prelude::*;
+
+    #[test]
+    fn parameter_counts_match_independent_counts() {
+        let dev: Cpu = Default::default();
+        // Conv weights + BatchNorm scale and shift (running statistics are not trainable).
+        assert_eq!(dev.build_module::<SmallFmnist, f32>().num_trainable_params(), 676_192);
+        assert_eq!(dev.build_module::<ResNet18Cifar, f32>().num_trainable_params(), 11_168_832);
+        let with_head = dev.build_module::<(ResNet18Cifar, dfdx::nn::builders::Linear<512, 10>), f32>();
+        assert_eq!(with_head.num_trainable_params(), 11_173_962);
+    }
+
+    #[test]
+    fn forward_gives_feature_vectors() {
+        let dev: Cpu = Default::default();
+        let m = dev.build_module::<SmallFmnist, f32>();
+        let x: Tensor<(usize, Const<1>, usize, usize), f32, _> = dev.sample_normal_like(&(3, Const, 28, 28));
+        let y = m.forward(x);
+        assert_eq!(y.shape(), &(3, Const::<128>));
+        assert!(y.as_vec().iter().all(|v| v.is_finite()));
+    }
+}
