@@ -4,11 +4,12 @@
 
 use dfdx::nn::builders::{AvgPoolGlobal, GeneralizedResidual, ReLU, Residual};
 
-use crate::nn::builders::{BatchNorm2D, Conv2D};
+use crate::nn::builders::{BatchNorm2D, BatchNormReLU2D, Conv2D};
 
-/// Two 3x3 convolutions with BatchNorm and an identity shortcut, then ReLU.
+/// Two 3x3 convolutions with BatchNorm (the first with its ReLU fused) and an identity
+/// shortcut, then ReLU.
 pub type BasicBlock<const C: usize> = (
-    Residual<(Conv2D<C, C, 3, 1, 1>, BatchNorm2D<C>, ReLU, Conv2D<C, C, 3, 1, 1>, BatchNorm2D<C>)>,
+    Residual<(Conv2D<C, C, 3, 1, 1>, BatchNormReLU2D<C>, Conv2D<C, C, 3, 1, 1>, BatchNorm2D<C>)>,
     ReLU,
 );
 
@@ -16,14 +17,14 @@ pub type BasicBlock<const C: usize> = (
 /// convolution with BatchNorm.
 pub type DownBlock<const I: usize, const O: usize> = (
     GeneralizedResidual<
-        (Conv2D<I, O, 3, 2, 1>, BatchNorm2D<O>, ReLU, Conv2D<O, O, 3, 1, 1>, BatchNorm2D<O>),
+        (Conv2D<I, O, 3, 2, 1>, BatchNormReLU2D<O>, Conv2D<O, O, 3, 1, 1>, BatchNorm2D<O>),
         (Conv2D<I, O, 1, 2, 0>, BatchNorm2D<O>),
     >,
     ReLU,
 );
 
 /// The CIFAR stem: 3x3 stride 1 convolution, BatchNorm, ReLU, no max-pool.
-pub type CifarStem<const I: usize, const O: usize> = (Conv2D<I, O, 3, 1, 1>, BatchNorm2D<O>, ReLU);
+pub type CifarStem<const I: usize, const O: usize> = (Conv2D<I, O, 3, 1, 1>, BatchNormReLU2D<O>);
 
 /// ResNet-18 with the CIFAR stem (32x32x3 input, 512 features).
 pub type ResNet18Cifar = (

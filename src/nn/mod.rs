@@ -10,14 +10,14 @@ pub mod pool2d;
 pub mod gradcheck;
 pub mod tape;
 
-pub use batchnorm2d::BatchNorm2D;
+pub use batchnorm2d::{BatchNorm2D, BatchNormReLU2D};
 pub use conv2d::{Conv2D, GroupedConv2D};
 pub use flatten::Flatten2D;
 pub use pool2d::{AvgPool2D, MaxPool2D};
 
 /// Builder types, used with `dev.build_module::<Model, f32>()`, in dfdx's style.
 pub mod builders {
-    pub use super::batchnorm2d::builder::BatchNorm2D;
+    pub use super::batchnorm2d::builder::{BatchNorm2D, BatchNormReLU2D};
     pub use super::conv2d::builder::{Conv2D, DepthwiseConv2D, GroupedConv2D};
     pub use super::flatten::Flatten2D;
     pub use super::pool2d::{AvgPool2D, MaxPool2D};

@@ -42,16 +42,26 @@ fn channel_sums<E: Real>(g: &BnGeom, a: &[E], b: &[E], f: impl Fn(E, E) -> (f64,
     (s0, s1)
 }
 
-/// y = x * a[c] + b[c], parallel over images.
-fn affine<E: Real>(g: &BnGeom, x: &[E], a: &[E], b: &[E], y: &mut [E]) {
+/// y = x * a[c] + b[c] (then max(0, y) when `relu`), parallel over images.
+fn affine<E: Real>(g: &BnGeom, x: &[E], a: &[E], b: &[E], relu: bool, y: &mut [E]) {
     y.par_chunks_mut(g.c * g.hw).zip(x.par_chunks(g.c * g.hw)).for_each(|(yi, xi)| {
         for ch in 0..g.c {
             let (s, t) = (a[ch], b[ch]);
-            for (o, &v) in yi[ch * g.hw..][..g.hw].iter_mut().zip(&xi[ch * g.hw..][..g.hw]) {
-                *o = v * s + t;
+            let (yo, xs) = (&mut yi[ch * g.hw..][..g.hw], &xi[ch * g.hw..][..g.hw]);
+            if relu {
+                yo.iter_mut().zip(xs).for_each(|(o, &v)| *o = (v * s + t).max(E::zero()));
+            } else {
+                yo.iter_mut().zip(xs).for_each(|(o, &v)| *o = v * s + t);
             }
         }
     });
+}
+
+/// The per-channel factors (a, b) with y = x * a + b.
+fn factors<E: Real>(g: &BnGeom, mean: &[f64], var: &[f64], eps: f64, scale: &[E], bias: &[E]) -> (Vec<E>, Vec<E>) {
+    let a: Vec<E> = (0..g.c).map(|ch| scale[ch] * E::from(1.0 / (var[ch] + eps).sqrt()).unwrap()).collect();
+    let b: Vec<E> = (0..g.c).map(|ch| bias[ch] - a[ch] * E::from(mean[ch]).unwrap()).collect();
+    (a, b)
 }
 
 /// Batch statistics of a training forward: per-channel mean and biased variance.
@@ -66,15 +76,28 @@ pub fn batch_stats<E: Real>(g: &BnGeom, x: &[E]) -> (Vec<f64>, Vec<f64>) {
     (mean, var)
 }
 
-/// Normalises with the given per-channel mean and variance, then scales and shifts.
-pub fn normalize<E: Real>(g: &BnGeom, x: &[E], mean: &[f64], var: &[f64], eps: f64, scale: &[E], bias: &[E], y: &mut [E]) {
-    let a: Vec<E> = (0..g.c).map(|ch| scale[ch] * E::from(1.0 / (var[ch] + eps).sqrt()).unwrap()).collect();
-    let b: Vec<E> = (0..g.c).map(|ch| bias[ch] - a[ch] * E::from(mean[ch]).unwrap()).collect();
-    affine(g, x, &a, &b, y);
+/// Normalises with the given per-channel mean and variance, then scales and shifts, then
+/// applies ReLU when `relu`.
+#[allow(clippy::too_many_arguments)]
+pub fn normalize<E: Real>(
+    g: &BnGeom,
+    x: &[E],
+    mean: &[f64],
+    var: &[f64],
+    eps: f64,
+    scale: &[E],
+    bias: &[E],
+    relu: bool,
+    y: &mut [E],
+) {
+    let (a, b) = factors(g, mean, var, eps, scale, bias);
+    affine(g, x, &a, &b, relu, y);
 }
 
 /// Backward of a training forward that used batch statistics `mean`, `var`: adds into `dx`,
-/// `dscale`, `dbias`.
+/// `dscale`, `dbias`. With `relu`, the output gradient is first masked where the forward's
+/// output was zero (recomputed from `x`, so the output need not be kept); `dy` is then
+/// modified in place.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<E: Real>(
     g: &BnGeom,
@@ -83,11 +106,28 @@ pub fn backward<E: Real>(
     var: &[f64],
     eps: f64,
     scale: &[E],
-    dy: &[E],
+    bias: &[E],
+    relu: bool,
+    dy: &mut [E],
     dx: &mut [E],
     dscale: &mut [E],
     dbias: &mut [E],
 ) {
+    if relu {
+        let (a, b) = factors(g, mean, var, eps, scale, bias);
+        dy.par_chunks_mut(g.c * g.hw).zip(x.par_chunks(g.c * g.hw)).for_each(|(di, xi)| {
+            for ch in 0..g.c {
+                let (s, t) = (a[ch], b[ch]);
+                let r = ch * g.hw..(ch + 1) * g.hw;
+                for (d, &v) in di[r.clone()].iter_mut().zip(&xi[r]) {
+                    if v * s + t <= E::zero() {
+                        *d = E::zero();
+                    }
+                }
+            }
+        });
+    }
+    let dy: &[E] = dy;
     let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
     // sum(dy) and sum(dy * x) per channel; sum(dy * xhat) = invstd * (sum(dy x) - mean sum(dy)).
     let (sdy, sdyx) = channel_sums(g, dy, x, |d, v| {

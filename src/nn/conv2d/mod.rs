@@ -198,6 +198,9 @@ impl<
         let wv = to_vec(&self.weight);
         let mut y = vec![E::zero(); geom.batch * O * geom.oh * geom.ow];
         cpu_kernel::forward(&geom, &xv, &wv, &mut y);
+        // The backward copies the input again rather than keep this copy: the tensor itself is
+        // usually held by the op before (a ReLU), so keeping it costs no memory.
+        drop(xv);
         let out = x.device().tensor_from_vec(y, (b, Const::<O>, geom.oh, geom.ow));
         if T::OWNS_TAPE {
             let (x_ghost, w_ghost, out_ghost) = (x.ghost(), self.weight.ghost(), out.ghost());
@@ -205,7 +208,7 @@ impl<
                 let dy = take_grad!(grads, &out_ghost);
                 let mut dx = take_grad!(grads, &x_ghost);
                 let mut dw = take_grad!(grads, &w_ghost);
-                cpu_kernel::backward(&geom, &xv, &wv, &dy, Some(&mut dx), &mut dw);
+                cpu_kernel::backward(&geom, &to_vec(&x), &wv, &dy, Some(&mut dx), &mut dw);
                 put_grad!(grads, &out_ghost, dy);
                 put_grad!(grads, &x_ghost, dx);
                 put_grad!(grads, &w_ghost, dw);
