@@ -17,6 +17,36 @@ pub enum Command {
     /// Datasets: import into HDF5, inspect, preview.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Augmentations: preview what a recipe does to images.
+    #[command(subcommand)]
+    Augment(AugmentCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AugmentCommand {
+    /// Write a PNG: each original beside several augmented view pairs.
+    Preview {
+        /// The store (.h5).
+        file: PathBuf,
+        /// Recipe whose `augment` section to use (default: SimCLR's).
+        #[arg(long)]
+        recipe: Option<PathBuf>,
+        /// Output PNG.
+        #[arg(long, default_value = "views.png")]
+        out: PathBuf,
+        /// Split to show (default: the first).
+        #[arg(long)]
+        split: Option<String>,
+        /// Number of original images (rows).
+        #[arg(long, default_value_t = 8)]
+        count: usize,
+        /// View pairs per image.
+        #[arg(long, default_value_t = 3)]
+        pairs: usize,
+        /// Seed of the picks and the views.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]

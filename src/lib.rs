@@ -4,6 +4,7 @@
 //! losses, optimisers, training loops, evaluation and reports.
 
 pub mod alloc;
+pub mod augment;
 pub mod data;
 pub mod error;
 pub mod fsutil;

@@ -5,8 +5,12 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Command, DataCommand, FormatArg, ImportArgs};
+use cli::{AugmentCommand, Cli, Command, DataCommand, FormatArg, ImportArgs};
 use ssl::data::import::{import, Format, ImportOptions};
+use rand::seq::index::sample;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use ssl::augment::{AugmentConfig, Pipeline};
 use ssl::data::Store;
 use ssl::{Error, Result};
 
@@ -30,16 +34,33 @@ fn run(cli: Cli) -> Result<()> {
         Command::Data(DataCommand::Import(args)) => data_import(args),
         Command::Data(DataCommand::Info { file, json }) => data_info(&file, json),
         Command::Data(DataCommand::Preview { file, out, split, count, cols, seed }) => {
-            let store = Store::open(&file)?;
-            let name = match split {
-                Some(s) => s,
-                None => store.split_names()?.into_iter().next().ok_or_else(|| Error::bad_input(&file, "no splits"))?,
+            ssl::data::preview::preview(&load_split(&file, split)?, count, cols, seed, &out)?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+        Command::Augment(AugmentCommand::Preview { file, recipe, out, split, count, pairs, seed }) => {
+            let cfg = match recipe {
+                Some(r) => AugmentConfig::from_recipe_file(&r)?,
+                None => AugmentConfig::simclr(),
             };
-            ssl::data::preview::preview(&store.load_split(&name)?, count, cols, seed, &out)?;
+            let split = load_split(&file, split)?;
+            let pipeline = Pipeline::for_split(cfg, &split)?;
+            let picks = sample(&mut ChaCha8Rng::seed_from_u64(seed), split.len(), count.min(split.len())).into_vec();
+            ssl::augment::preview::preview(&pipeline, &split, &picks, pairs, seed, &out)?;
             println!("wrote {}", out.display());
             Ok(())
         }
     }
+}
+
+/// Loads split `name` of a store, or its first split.
+fn load_split(file: &std::path::Path, name: Option<String>) -> Result<ssl::data::Split> {
+    let store = Store::open(file)?;
+    let name = match name {
+        Some(s) => s,
+        None => store.split_names()?.into_iter().next().ok_or_else(|| Error::bad_input(file, "no splits"))?,
+    };
+    store.load_split(&name)
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32)> {

@@ -1,0 +1,182 @@
+//! Random resized crop: a region of random area fraction and aspect ratio (sampled in log
+//! space, as torchvision), ten tries then a centre-crop fallback, resampled to the output size
+//! with a separable bilinear or bicubic filter that widens when shrinking (antialiasing, as
+//! PIL does).
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::Image;
+
+/// Resampling filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Interpolation {
+    Bilinear,
+    Bicubic,
+}
+
+/// A crop window in source pixels: top, left, height, width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub top: usize,
+    pub left: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+/// torchvision's `RandomResizedCrop.get_params`.
+pub fn sample_window(rng: &mut impl Rng, h: usize, w: usize, scale: (f32, f32), ratio: (f32, f32)) -> Window {
+    let area = (h * w) as f32;
+    let (lr0, lr1) = (ratio.0.ln(), ratio.1.ln());
+    for _ in 0..10 {
+        let target = area * rng.gen_range(scale.0..=scale.1);
+        let aspect = rng.gen_range(lr0..=lr1).exp();
+        let cw = (target * aspect).sqrt().round() as usize;
+        let ch = (target / aspect).sqrt().round() as usize;
+        if cw > 0 && ch > 0 && cw <= w && ch <= h {
+            let top = rng.gen_range(0..=h - ch);
+            let left = rng.gen_range(0..=w - cw);
+            return Window { top, left, height: ch, width: cw };
+        }
+    }
+    center_window(h, w, ratio)
+}
+
+/// The fallback: the largest centred window whose aspect ratio is inside `ratio`.
+pub fn center_window(h: usize, w: usize, ratio: (f32, f32)) -> Window {
+    let in_ratio = w as f32 / h as f32;
+    let (ch, cw) = if in_ratio < ratio.0 {
+        (((w as f32) / ratio.0).round() as usize, w)
+    } else if in_ratio > ratio.1 {
+        (h, ((h as f32) * ratio.1).round() as usize)
+    } else {
+        (h, w)
+    };
+    Window { top: (h - ch) / 2, left: (w - cw) / 2, height: ch, width: cw }
+}
+
+fn bicubic(x: f32) -> f32 {
+    // Keys' cubic with a = -0.5, as PIL.
+    let a = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * a
+    } else {
+        0.0
+    }
+}
+
+/// Per output coordinate: the first source index and the normalised weights.
+fn weights(src_len: usize, src_off: usize, win: usize, out: usize, interp: Interpolation) -> Vec<(usize, Vec<f32>)> {
+    let scale = win as f32 / out as f32;
+    let (support, kernel): (f32, fn(f32) -> f32) = match interp {
+        Interpolation::Bilinear => (1.0, |x: f32| (1.0 - x.abs()).max(0.0)),
+        Interpolation::Bicubic => (2.0, bicubic),
+    };
+    let filter_scale = scale.max(1.0);
+    let support = support * filter_scale;
+    (0..out)
+        .map(|o| {
+            let center = src_off as f32 + (o as f32 + 0.5) * scale;
+            let lo = ((center - support).floor().max(0.0)) as usize;
+            let hi = ((center + support).ceil() as usize).min(src_len);
+            let mut ws: Vec<f32> = (lo..hi).map(|i| kernel((i as f32 + 0.5 - center) / filter_scale)).collect();
+            let sum: f32 = ws.iter().sum();
+            if sum != 0.0 {
+                ws.iter_mut().for_each(|v| *v /= sum);
+            }
+            (lo, ws)
+        })
+        .collect()
+}
+
+/// Crops `win` from the u8 H x W x C `src` and resamples it to `out_h` x `out_w`.
+pub fn crop_resize(
+    src: &[u8],
+    h: usize,
+    w: usize,
+    c: usize,
+    win: Window,
+    out_h: usize,
+    out_w: usize,
+    interp: Interpolation,
+) -> Image {
+    let wx = weights(w, win.left, win.width, out_w, interp);
+    let wy = weights(h, win.top, win.height, out_h, interp);
+    // Horizontal pass over the rows the vertical pass will read.
+    let (row_lo, row_hi) = (wy.iter().map(|(lo, _)| *lo).min().unwrap_or(0), wy.iter().map(|(lo, ws)| lo + ws.len()).max().unwrap_or(0));
+    let mut tmp = vec![0.0f32; (row_hi - row_lo) * out_w * c];
+    for y in row_lo..row_hi {
+        let srow = &src[y * w * c..(y + 1) * w * c];
+        let trow = &mut tmp[(y - row_lo) * out_w * c..][..out_w * c];
+        for (x, (lo, ws)) in wx.iter().enumerate() {
+            for ch in 0..c {
+                let mut acc = 0.0;
+                for (k, wt) in ws.iter().enumerate() {
+                    acc += wt * srow[(lo + k) * c + ch] as f32;
+                }
+                trow[x * c + ch] = acc;
+            }
+        }
+    }
+    let mut data = vec![0.0f32; out_h * out_w * c];
+    for (y, (lo, ws)) in wy.iter().enumerate() {
+        let drow = &mut data[y * out_w * c..][..out_w * c];
+        for (k, wt) in ws.iter().enumerate() {
+            let trow = &tmp[(lo + k - row_lo) * out_w * c..][..out_w * c];
+            for (d, s) in drow.iter_mut().zip(trow) {
+                *d += wt * s;
+            }
+        }
+        drow.iter_mut().for_each(|v| *v = (*v / 255.0).clamp(0.0, 1.0));
+    }
+    Image { height: out_h, width: out_w, channels: c, data }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn full_crop_to_the_same_size_is_the_identity() {
+        let src: Vec<u8> = (0..5 * 4 * 3).map(|v| (v * 4) as u8).collect();
+        let win = Window { top: 0, left: 0, height: 5, width: 4 };
+        for interp in [Interpolation::Bilinear, Interpolation::Bicubic] {
+            let img = crop_resize(&src, 5, 4, 3, win, 5, 4, interp);
+            assert_eq!(img.to_u8(), src);
+        }
+    }
+
+    #[test]
+    fn scale_one_aspect_one_is_a_plain_resize() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        for _ in 0..20 {
+            let win = sample_window(&mut rng, 28, 28, (1.0, 1.0), (1.0, 1.0));
+            assert_eq!(win, Window { top: 0, left: 0, height: 28, width: 28 });
+        }
+    }
+
+    #[test]
+    fn windows_stay_inside_and_respect_ranges() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        for _ in 0..2000 {
+            let win = sample_window(&mut rng, 32, 48, (0.08, 1.0), (0.75, 4.0 / 3.0));
+            assert!(win.top + win.height <= 32 && win.left + win.width <= 48);
+            let frac = (win.height * win.width) as f32 / (32.0 * 48.0);
+            assert!(frac > 0.05 && frac <= 1.0, "{frac}");
+        }
+        // Impossible ranges fall back to a centred crop of the allowed aspect.
+        let win = sample_window(&mut rng, 10, 100, (0.9, 1.0), (1.0, 1.0));
+        assert_eq!(win, Window { top: 0, left: 45, height: 10, width: 10 });
+    }
+
+    #[test]
+    fn downscaling_a_constant_stays_constant() {
+        let src = vec![77u8; 40 * 40];
+        let img = crop_resize(&src, 40, 40, 1, Window { top: 3, left: 5, height: 30, width: 33 }, 7, 7, Interpolation::Bicubic);
+        assert!(img.to_u8().iter().all(|&v| v == 77));
+    }
+}
