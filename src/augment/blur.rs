@@ -17,35 +17,48 @@ fn reflect(i: isize, n: usize) -> usize {
     (if m < n { m } else { period - m }) as usize
 }
 
-/// Blurs in place with a `k`-tap Gaussian of standard deviation `sigma` (pixels).
+/// Blurs in place with a `k`-tap Gaussian of standard deviation `sigma` (pixels). Both passes
+/// run over contiguous memory: rows are reflect-padded once, and the vertical pass adds whole
+/// rows.
 pub fn gaussian_blur(img: &mut Image, k: usize, sigma: f32) {
-    let half = (k / 2) as isize;
-    let mut w: Vec<f32> = (-half..=half).map(|x| (-(x * x) as f32 / (2.0 * sigma * sigma)).exp()).collect();
+    let half = k / 2;
+    let mut w: Vec<f32> = (0..k)
+        .map(|t| {
+            let x = t as f32 - half as f32;
+            (-(x * x) / (2.0 * sigma * sigma)).exp()
+        })
+        .collect();
     let sum: f32 = w.iter().sum();
     w.iter_mut().for_each(|v| *v /= sum);
-    let (h, wd, c) = (img.height, img.width, img.channels);
-    let mut tmp = vec![0.0f32; img.data.len()];
-    for y in 0..h {
-        for x in 0..wd {
-            for ch in 0..c {
-                let mut acc = 0.0;
-                for (t, wt) in w.iter().enumerate() {
-                    let xx = reflect(x as isize + t as isize - half, wd);
-                    acc += wt * img.data[(y * wd + xx) * c + ch];
+    let (h, wd) = (img.height, img.width);
+    let mut padded = vec![0.0f32; wd + 2 * half];
+    let mut tmp = vec![0.0f32; h * wd];
+    for plane in img.data.chunks_exact_mut(h * wd) {
+        // Horizontal: out[x] = sum_t w[t] * padded[x + t].
+        for y in 0..h {
+            let row = &plane[y * wd..][..wd];
+            padded[half..half + wd].copy_from_slice(row);
+            for e in 0..half {
+                padded[e] = row[reflect(e as isize - half as isize, wd)];
+                padded[half + wd + e] = row[reflect((wd + e) as isize, wd)];
+            }
+            let out = &mut tmp[y * wd..][..wd];
+            out.fill(0.0);
+            for (t, &wt) in w.iter().enumerate() {
+                for (o, &p) in out.iter_mut().zip(&padded[t..t + wd]) {
+                    *o += wt * p;
                 }
-                tmp[(y * wd + x) * c + ch] = acc;
             }
         }
-    }
-    for y in 0..h {
-        for x in 0..wd {
-            for ch in 0..c {
-                let mut acc = 0.0;
-                for (t, wt) in w.iter().enumerate() {
-                    let yy = reflect(y as isize + t as isize - half, h);
-                    acc += wt * tmp[(yy * wd + x) * c + ch];
+        // Vertical: each output row is a weighted sum of reflected rows.
+        for y in 0..h {
+            let out = &mut plane[y * wd..][..wd];
+            out.fill(0.0);
+            for (t, &wt) in w.iter().enumerate() {
+                let sy = reflect(y as isize + t as isize - half as isize, h);
+                for (o, &p) in out.iter_mut().zip(&tmp[sy * wd..][..wd]) {
+                    *o += wt * p;
                 }
-                img.data[(y * wd + x) * c + ch] = acc;
             }
         }
     }

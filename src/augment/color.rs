@@ -10,16 +10,6 @@ use super::Image;
 /// ITU-R 601 luma weights, as torchvision and PIL.
 const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
 
-fn blend(img: &mut Image, other: impl Fn(usize) -> f32, factor: f32) {
-    for (i, v) in img.data.iter_mut().enumerate() {
-        *v = (factor * *v + (1.0 - factor) * other(i)).clamp(0.0, 1.0);
-    }
-}
-
-fn gray_of(px: &[f32]) -> f32 {
-    LUMA[0] * px[0] + LUMA[1] * px[1] + LUMA[2] * px[2]
-}
-
 /// Multiplies every value by `factor`.
 pub fn brightness(img: &mut Image, factor: f32) {
     img.data.iter_mut().for_each(|v| *v = (*v * factor).clamp(0.0, 1.0));
@@ -29,11 +19,12 @@ pub fn brightness(img: &mut Image, factor: f32) {
 pub fn contrast(img: &mut Image, factor: f32) {
     let n = (img.height * img.width) as f32;
     let mean = if img.channels == 3 {
-        img.data.chunks_exact(3).map(gray_of).sum::<f32>() / n
+        (0..3).map(|ch| LUMA[ch] * img.plane(ch).iter().sum::<f32>()).sum::<f32>() / n
     } else {
         img.data.iter().sum::<f32>() / n
     };
-    blend(img, |_| mean, factor);
+    let shift = (1.0 - factor) * mean;
+    img.data.iter_mut().for_each(|v| *v = (factor * *v + shift).clamp(0.0, 1.0));
 }
 
 /// Blends each pixel with its own gray level.
@@ -41,53 +32,55 @@ pub fn saturation(img: &mut Image, factor: f32) {
     if img.channels != 3 {
         return;
     }
-    let gray: Vec<f32> = img.data.chunks_exact(3).map(gray_of).collect();
-    blend(img, |i| gray[i / 3], factor);
+    let (r, g, b) = img.rgb_mut();
+    let keep = 1.0 - factor;
+    for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+        let gray = keep * (LUMA[0] * *r + LUMA[1] * *g + LUMA[2] * *b);
+        *r = (factor * *r + gray).clamp(0.0, 1.0);
+        *g = (factor * *g + gray).clamp(0.0, 1.0);
+        *b = (factor * *b + gray).clamp(0.0, 1.0);
+    }
 }
 
-fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
-    let maxc = r.max(g).max(b);
-    let minc = r.min(g).min(b);
-    let cr = maxc - minc;
-    let s = if maxc > 0.0 { cr / maxc } else { 0.0 };
-    if cr == 0.0 {
-        return (0.0, s, maxc);
-    }
-    let (rc, gc, bc) = ((maxc - r) / cr, (maxc - g) / cr, (maxc - b) / cr);
-    let h = if maxc == r {
-        bc - gc
-    } else if maxc == g {
-        2.0 + rc - bc
+/// x mod 1 in [0, 1), without a libm call (floorf is not inlined on baseline x86-64).
+fn fract01(x: f32) -> f32 {
+    let f = x - (x as i32) as f32;
+    if f < 0.0 {
+        f + 1.0
     } else {
-        4.0 + gc - rc
-    };
-    ((h / 6.0).rem_euclid(1.0), s, maxc)
-}
-
-fn hsv_to_rgb(h: f32, s: f32, v: f32) -> (f32, f32, f32) {
-    let h6 = h * 6.0;
-    let i = h6.floor();
-    let f = h6 - i;
-    let (p, q, t) = (v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f)));
-    match (i as i32).rem_euclid(6) {
-        0 => (v, t, p),
-        1 => (q, v, p),
-        2 => (p, v, t),
-        3 => (p, q, v),
-        4 => (t, p, v),
-        _ => (v, p, q),
+        f
     }
 }
 
-/// Rotates the hue by `shift` turns (in [-0.5, 0.5]), wrapping around.
+/// Rotates the hue by `shift` turns (in [-0.5, 0.5]), wrapping around: torchvision's RGB to
+/// HSV and back, written without branches (the max channel of a pixel is unpredictable) so
+/// the loop vectorises. Equal to the direct round trip kept in the tests.
 pub fn hue(img: &mut Image, shift: f32) {
     if img.channels != 3 {
         return;
     }
-    for px in img.data.chunks_exact_mut(3) {
-        let (h, s, v) = rgb_to_hsv(px[0], px[1], px[2]);
-        let (r, g, b) = hsv_to_rgb((h + shift).rem_euclid(1.0), s, v);
-        px.copy_from_slice(&[r, g, b]);
+    let sel = |c: bool, a: f32, b: f32| if c { a } else { b };
+    let (r, g, b) = img.rgb_mut();
+    for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+        let (rv, gv, bv) = (*r, *g, *b);
+        let maxc = rv.max(gv).max(bv);
+        let minc = rv.min(gv).min(bv);
+        let cr = maxc - minc;
+        // Gray pixels (cr = 0) have s = 0 and come back unchanged whatever the hue.
+        let s = cr / sel(maxc > 0.0, maxc, 1.0);
+        let inv = 1.0 / sel(cr > 0.0, cr, 1.0);
+        let (rc, gc, bc) = ((maxc - rv) * inv, (maxc - gv) * inv, (maxc - bv) * inv);
+        let is_r = maxc == rv;
+        let is_g = maxc == gv && !is_r;
+        let h6 = sel(is_r, bc - gc, sel(is_g, 2.0 + rc - bc, 4.0 + gc - rc));
+        let h = fract01(h6 / 6.0 + shift);
+        let h6 = h * 6.0;
+        let i = (h6 as i32).clamp(0, 5);
+        let f = h6 - i as f32;
+        let (v, p, q, t) = (maxc, maxc * (1.0 - s), maxc * (1.0 - s * f), maxc * (1.0 - s * (1.0 - f)));
+        *r = sel(i == 0 || i == 5, v, sel(i == 1, q, sel(i == 4, t, p)));
+        *g = sel(i == 1 || i == 2, v, sel(i == 0, t, sel(i == 3, q, p)));
+        *b = sel(i == 3 || i == 4, v, sel(i == 2, t, sel(i == 5, q, p)));
     }
 }
 
@@ -96,9 +89,10 @@ pub fn grayscale(img: &mut Image) {
     if img.channels != 3 {
         return;
     }
-    for px in img.data.chunks_exact_mut(3) {
-        let g = gray_of(px);
-        px.copy_from_slice(&[g, g, g]);
+    let (r, g, b) = img.rgb_mut();
+    for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+        let gray = LUMA[0] * *r + LUMA[1] * *g + LUMA[2] * *b;
+        (*r, *g, *b) = (gray, gray, gray);
     }
 }
 
@@ -160,8 +154,53 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
+/// Hue (in turns), saturation and value of an RGB pixel, as torchvision's `_rgb2hsv`.
+fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
+    let maxc = r.max(g).max(b);
+    let minc = r.min(g).min(b);
+    let cr = maxc - minc;
+    let s = if maxc > 0.0 { cr / maxc } else { 0.0 };
+    if cr == 0.0 {
+        return (0.0, s, maxc);
+    }
+    let inv = 1.0 / cr;
+    let (rc, gc, bc) = ((maxc - r) * inv, (maxc - g) * inv, (maxc - b) * inv);
+    let h = if maxc == r {
+        bc - gc
+    } else if maxc == g {
+        2.0 + rc - bc
+    } else {
+        4.0 + gc - rc
+    };
+    (fract01(h / 6.0), s, maxc)
+}
+
+/// RGB of a hue in [0, 1), saturation and value, as torchvision's `_hsv2rgb`.
+fn hsv_to_rgb(h: f32, s: f32, v: f32) -> (f32, f32, f32) {
+    let h6 = h * 6.0;
+    let i = (h6 as i32).clamp(0, 5);
+    let f = h6 - i as f32;
+    let (p, q, t) = (v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f)));
+    match i {
+        0 => (v, t, p),
+        1 => (q, v, p),
+        2 => (p, v, t),
+        3 => (p, q, v),
+        4 => (t, p, v),
+        _ => (v, p, q),
+    }
+}
+
+    /// A one-row RGB image from interleaved values.
     fn rgb(px: &[f32]) -> Image {
-        Image { height: 1, width: px.len() / 3, channels: 3, data: px.to_vec() }
+        let n = px.len() / 3;
+        let data = (0..3).flat_map(|ch| (0..n).map(move |i| px[i * 3 + ch])).collect();
+        Image { height: 1, width: n, channels: 3, data }
+    }
+
+    fn interleaved(img: &Image) -> Vec<f32> {
+        let n = img.width * img.height;
+        (0..n).flat_map(|i| (0..3).map(move |ch| img.data[ch * n + i])).collect()
     }
 
     #[test]
@@ -169,7 +208,7 @@ mod tests {
         let src = [0.9, 0.2, 0.4, 0.1, 0.7, 0.3, 0.5, 0.5, 0.5, 0.0, 0.0, 1.0];
         let mut img = rgb(&src);
         hue(&mut img, 0.0);
-        for (a, b) in img.data.iter().zip(src) {
+        for (a, b) in interleaved(&img).iter().zip(src) {
             assert!((a - b).abs() < 1e-6);
         }
         // A full turn in two halves is the identity; +0.5 and -0.5 agree (wrap-around).
@@ -180,13 +219,33 @@ mod tests {
             assert!((x - y).abs() < 1e-6);
         }
         hue(&mut a, 0.5);
-        for (x, y) in a.data.iter().zip(src) {
+        for (x, y) in interleaved(&a).iter().zip(src) {
             assert!((x - y).abs() < 1e-5);
         }
         // Pure red shifted by a third of a turn is pure green.
         let mut red = rgb(&[1.0, 0.0, 0.0]);
         hue(&mut red, 1.0 / 3.0);
-        assert!((red.data[1] - 1.0).abs() < 1e-5 && red.data[0].abs() < 1e-5);
+        let red = interleaved(&red);
+        assert!((red[1] - 1.0).abs() < 1e-5 && red[0].abs() < 1e-5);
+    }
+
+    #[test]
+    fn branch_free_hue_equals_the_hsv_round_trip() {
+        use rand::Rng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut px: Vec<f32> = (0..3 * 500).map(|_| rng.gen()).collect();
+        px.extend_from_slice(&[0.5, 0.5, 0.5, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.2, 0.9, 0.9]);
+        for shift in [-0.5, -0.13, 0.0, 0.27, 0.5] {
+            let mut img = rgb(&px);
+            hue(&mut img, shift);
+            for (i, got) in interleaved(&img).chunks_exact(3).enumerate() {
+                let (h, s, v) = rgb_to_hsv(px[3 * i], px[3 * i + 1], px[3 * i + 2]);
+                let (r, g, b) = hsv_to_rgb(fract01(h + shift), s, v);
+                for (a, e) in got.iter().zip([r, g, b]) {
+                    assert!((a - e).abs() < 1e-5, "pixel {i} shift {shift}: {got:?} vs {:?}", (r, g, b));
+                }
+            }
+        }
     }
 
     #[test]
@@ -229,6 +288,7 @@ mod tests {
         assert!(img.data.iter().all(|v| (v - 0.299).abs() < 1e-6));
         let mut img = rgb(&[0.2, 0.6, 0.9]);
         solarize(&mut img, 0.5);
-        assert!((img.data[1] - 0.4).abs() < 1e-6 && (img.data[0] - 0.2).abs() < 1e-6);
+        let px = interleaved(&img);
+        assert!((px[1] - 0.4).abs() < 1e-6 && (px[0] - 0.2).abs() < 1e-6);
     }
 }

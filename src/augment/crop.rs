@@ -68,8 +68,15 @@ fn bicubic(x: f32) -> f32 {
     }
 }
 
-/// Per output coordinate: the first source index and the normalised weights.
-fn weights(src_len: usize, src_off: usize, win: usize, out: usize, interp: Interpolation) -> Vec<(usize, Vec<f32>)> {
+/// Resampling weights along one axis: output coordinate o reads `taps` source pixels from
+/// `first[o]` with weights `w[o * taps..]` (zero-padded).
+struct AxisWeights {
+    first: Vec<usize>,
+    taps: usize,
+    w: Vec<f32>,
+}
+
+fn weights(src_len: usize, src_off: usize, win: usize, out: usize, interp: Interpolation) -> AxisWeights {
     let scale = win as f32 / out as f32;
     let (support, kernel): (f32, fn(f32) -> f32) = match interp {
         Interpolation::Bilinear => (1.0, |x: f32| (1.0 - x.abs()).max(0.0)),
@@ -77,22 +84,30 @@ fn weights(src_len: usize, src_off: usize, win: usize, out: usize, interp: Inter
     };
     let filter_scale = scale.max(1.0);
     let support = support * filter_scale;
-    (0..out)
-        .map(|o| {
-            let center = src_off as f32 + (o as f32 + 0.5) * scale;
-            let lo = ((center - support).floor().max(0.0)) as usize;
-            let hi = ((center + support).ceil() as usize).min(src_len);
-            let mut ws: Vec<f32> = (lo..hi).map(|i| kernel((i as f32 + 0.5 - center) / filter_scale)).collect();
-            let sum: f32 = ws.iter().sum();
-            if sum != 0.0 {
-                ws.iter_mut().for_each(|v| *v /= sum);
-            }
-            (lo, ws)
-        })
-        .collect()
+    // Every read stays inside the source: a window of `taps` pixels starting at `start`.
+    let taps = ((2.0 * support).ceil() as usize + 1).min(src_len);
+    let mut first = Vec::with_capacity(out);
+    let mut w = vec![0.0f32; out * taps];
+    for o in 0..out {
+        let center = src_off as f32 + (o as f32 + 0.5) * scale;
+        let lo = ((center - support).floor().max(0.0)) as usize;
+        let hi = ((center + support).ceil() as usize).min(src_len);
+        let start = lo.min(src_len - taps);
+        let ws = &mut w[o * taps..][..taps];
+        for i in lo..hi.min(start + taps) {
+            ws[i - start] = kernel((i as f32 + 0.5 - center) / filter_scale);
+        }
+        let sum: f32 = ws.iter().sum();
+        if sum != 0.0 {
+            ws.iter_mut().for_each(|v| *v /= sum);
+        }
+        first.push(start);
+    }
+    AxisWeights { first, taps, w }
 }
 
-/// Crops `win` from the u8 H x W x C `src` and resamples it to `out_h` x `out_w`.
+/// Crops `win` from the u8 H x W x C `src` and resamples it to `out_h` x `out_w`, planar.
+#[allow(clippy::too_many_arguments)]
 pub fn crop_resize(
     src: &[u8],
     h: usize,
@@ -105,32 +120,54 @@ pub fn crop_resize(
 ) -> Image {
     let wx = weights(w, win.left, win.width, out_w, interp);
     let wy = weights(h, win.top, win.height, out_h, interp);
-    // Horizontal pass over the rows the vertical pass will read.
-    let (row_lo, row_hi) = (wy.iter().map(|(lo, _)| *lo).min().unwrap_or(0), wy.iter().map(|(lo, ws)| lo + ws.len()).max().unwrap_or(0));
-    let mut tmp = vec![0.0f32; (row_hi - row_lo) * out_w * c];
+    // Horizontal pass, planar, over the rows the vertical pass reads.
+    let row_lo = wy.first.iter().copied().min().unwrap_or(0);
+    let row_hi = wy.first.iter().map(|&f| f + wy.taps).max().unwrap_or(0).min(h);
+    let rows = row_hi - row_lo;
+    let col_lo = wx.first.iter().copied().min().unwrap_or(0);
+    let col_hi = wx.first.iter().map(|&f| f + wx.taps).max().unwrap_or(0).min(w);
+    let cols = col_hi - col_lo;
+    let mut tmp = vec![0.0f32; c * rows * out_w];
+    let mut planar = vec![0.0f32; c * cols];
+    // Tap-major weights and start offsets, so the inner loop runs over output columns.
+    let offs: Vec<usize> = wx.first.iter().map(|&f| f - col_lo).collect();
+    let wk: Vec<f32> = (0..wx.taps).flat_map(|k| (0..out_w).map(move |x| (x, k))).map(|(x, k)| wx.w[x * wx.taps + k]).collect();
     for y in row_lo..row_hi {
-        let srow = &src[y * w * c..(y + 1) * w * c];
-        let trow = &mut tmp[(y - row_lo) * out_w * c..][..out_w * c];
-        for (x, (lo, ws)) in wx.iter().enumerate() {
-            for ch in 0..c {
-                let mut acc = 0.0;
-                for (k, wt) in ws.iter().enumerate() {
-                    acc += wt * srow[(lo + k) * c + ch] as f32;
+        // The source row's used columns as f32, one plane per channel.
+        let srow = &src[(y * w + col_lo) * c..(y * w + col_hi) * c];
+        for (i, px) in srow.chunks_exact(c).enumerate() {
+            for (ch, &v) in px.iter().enumerate() {
+                planar[ch * cols + i] = v as f32;
+            }
+        }
+        for ch in 0..c {
+            let prow = &planar[ch * cols..][..cols];
+            let trow = &mut tmp[(ch * rows + y - row_lo) * out_w..][..out_w];
+            for k in 0..wx.taps {
+                let src = &prow[k..];
+                for ((t, &o), &wt) in trow.iter_mut().zip(&offs).zip(&wk[k * out_w..][..out_w]) {
+                    *t += wt * src[o];
                 }
-                trow[x * c + ch] = acc;
             }
         }
     }
-    let mut data = vec![0.0f32; out_h * out_w * c];
-    for (y, (lo, ws)) in wy.iter().enumerate() {
-        let drow = &mut data[y * out_w * c..][..out_w * c];
-        for (k, wt) in ws.iter().enumerate() {
-            let trow = &tmp[(lo + k - row_lo) * out_w * c..][..out_w * c];
-            for (d, s) in drow.iter_mut().zip(trow) {
-                *d += wt * s;
+    // Vertical pass: each output row is a weighted sum of whole rows.
+    let mut data = vec![0.0f32; c * out_h * out_w];
+    for ch in 0..c {
+        for y in 0..out_h {
+            let drow = &mut data[(ch * out_h + y) * out_w..][..out_w];
+            let (first, ws) = (wy.first[y], &wy.w[y * wy.taps..][..wy.taps]);
+            for (k, &wt) in ws.iter().enumerate() {
+                if wt == 0.0 {
+                    continue;
+                }
+                let trow = &tmp[(ch * rows + first + k - row_lo) * out_w..][..out_w];
+                for (d, s) in drow.iter_mut().zip(trow) {
+                    *d += wt * s;
+                }
             }
+            drow.iter_mut().for_each(|v| *v = (*v / 255.0).clamp(0.0, 1.0));
         }
-        drow.iter_mut().for_each(|v| *v = (*v / 255.0).clamp(0.0, 1.0));
     }
     Image { height: out_h, width: out_w, channels: c, data }
 }
@@ -178,5 +215,13 @@ mod tests {
         let src = vec![77u8; 40 * 40];
         let img = crop_resize(&src, 40, 40, 1, Window { top: 3, left: 5, height: 30, width: 33 }, 7, 7, Interpolation::Bicubic);
         assert!(img.to_u8().iter().all(|&v| v == 77));
+        // Windows at the far edges, up- and downscaled, and a source narrower than the filter.
+        for (win, out) in [(Window { top: 30, left: 35, height: 10, width: 5 }, 16), (Window { top: 0, left: 37, height: 40, width: 3 }, 2)] {
+            let img = crop_resize(&src, 40, 40, 1, win, out, out, Interpolation::Bicubic);
+            assert!(img.to_u8().iter().all(|&v| v == 77));
+        }
+        let tiny = vec![5u8; 2 * 3];
+        let img = crop_resize(&tiny, 2, 3, 1, Window { top: 0, left: 0, height: 2, width: 3 }, 1, 1, Interpolation::Bicubic);
+        assert_eq!(img.to_u8(), vec![5]);
     }
 }

@@ -208,12 +208,13 @@ impl Pipeline {
         img
     }
 
-    /// Normalises an H x W x C view into a C x H x W slot.
+    /// Normalises a view into its C x H x W slot.
     pub fn write_chw(&self, img: &Image, out: &mut [f32]) {
         let hw = img.height * img.width;
-        for (p, px) in img.data.chunks_exact(img.channels).enumerate() {
-            for (ch, &v) in px.iter().enumerate() {
-                out[ch * hw + p] = (v - self.mean[ch]) * self.inv_std[ch];
+        for ch in 0..img.channels {
+            let (m, k) = (self.mean[ch], self.inv_std[ch]);
+            for (o, &v) in out[ch * hw..(ch + 1) * hw].iter_mut().zip(img.plane(ch)) {
+                *o = (v - m) * k;
             }
         }
     }
