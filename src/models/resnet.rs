@@ -2,9 +2,9 @@
 //! BasicBlocks with a 1x1 projection shortcut where the shape changes, global average pooling
 //! at the end. Inputs are NCHW `(B, Const<C>, H, W)`; features are `(B, Const<WIDTH>)`.
 
-use dfdx::nn::builders::{AvgPoolGlobal, GeneralizedResidual, ReLU, Residual};
+use dfdx::nn::builders::{AvgPoolGlobal, GeneralizedResidual, Residual};
 
-use crate::nn::builders::{BatchNorm2D, BatchNormReLU2D, Conv2D};
+use crate::nn::builders::{BatchNorm2D, BatchNormReLU2D, Conv2D, ReLU};
 
 /// Two 3x3 convolutions with BatchNorm (the first with its ReLU fused) and an identity
 /// shortcut, then ReLU.

@@ -1,11 +1,12 @@
 //! Layers the project owns on top of dfdx: convolution, pooling and flatten, which dfdx 0.13
-//! has only behind its nightly feature. Each op: the API in `mod.rs`, the kernel beside it.
+//! has only behind its nightly feature, and faster batch norm and ReLU. Each op: the API in `mod.rs`, the kernel beside it.
 
 pub mod batchnorm2d;
 pub mod conv2d;
 pub mod flatten;
 pub mod gemm;
 pub mod pool2d;
+pub mod relu;
 #[cfg(test)]
 pub mod gradcheck;
 pub mod tape;
@@ -14,6 +15,7 @@ pub use batchnorm2d::{BatchNorm2D, BatchNormReLU2D};
 pub use conv2d::{Conv2D, GroupedConv2D};
 pub use flatten::Flatten2D;
 pub use pool2d::{AvgPool2D, MaxPool2D};
+pub use relu::ReLU;
 
 /// Builder types, used with `dev.build_module::<Model, f32>()`, in dfdx's style.
 pub mod builders {
@@ -21,4 +23,5 @@ pub mod builders {
     pub use super::conv2d::builder::{Conv2D, DepthwiseConv2D, GroupedConv2D};
     pub use super::flatten::Flatten2D;
     pub use super::pool2d::{AvgPool2D, MaxPool2D};
+    pub use super::relu::ReLU;
 }

@@ -17,6 +17,11 @@ pub fn to_vec<S: Shape, E: Dtype, T>(t: &Tensor<S, E, Cpu, T>) -> Vec<E> {
 /// Moves the gradient buffer of a tensor or ghost out of `Gradients` (zeros if it had none),
 /// as a `Vec<f32>`; give it back with [`put_grad!`]. Use inside a backward op returning
 /// `Result<_, CpuError>`.
+///
+/// An op takes its *output's* gradient and does not give it back: backward ops run in reverse
+/// order, so every consumer of the output has already added its part, and nothing reads it
+/// again. Freeing it there keeps dfdx from holding every intermediate gradient until the end
+/// of the backward pass (PyTorch frees them as it goes too); the entry stays, empty.
 macro_rules! take_grad {
     ($grads:expr, $t:expr) => {
         std::mem::take(&mut **$grads.get_or_alloc_mut($t)?)

@@ -155,7 +155,6 @@ impl<const C: usize, const RELU: bool, B: Dim, H: Dim, W: Dim, E: Dtype + Real>
             let mut ds = take_grad!(grads, &s_ghost);
             let mut db = take_grad!(grads, &b_ghost);
             cpu_kernel::backward(&g, &xv, &mean, &var, eps, &scale, &bias, RELU, &mut dy, &mut dx, &mut ds, &mut db);
-            put_grad!(grads, &out_ghost, dy);
             put_grad!(grads, &x_ghost, dx);
             put_grad!(grads, &s_ghost, ds);
             put_grad!(grads, &b_ghost, db);

@@ -209,7 +209,6 @@ impl<
                 let mut dx = take_grad!(grads, &x_ghost);
                 let mut dw = take_grad!(grads, &w_ghost);
                 cpu_kernel::backward(&geom, &to_vec(&x), &wv, &dy, Some(&mut dx), &mut dw);
-                put_grad!(grads, &out_ghost, dy);
                 put_grad!(grads, &x_ghost, dx);
                 put_grad!(grads, &w_ghost, dw);
                 Ok(())

@@ -62,7 +62,6 @@ where
                 let dy = take_grad!(grads, &out_ghost);
                 let mut dx = take_grad!(grads, &x_ghost);
                 cpu_kernel::max_backward(&g, &arg, &dy, &mut dx);
-                put_grad!(grads, &out_ghost, dy);
                 put_grad!(grads, &x_ghost, dx);
                 Ok(())
             });
@@ -93,7 +92,6 @@ where
                 let dy = take_grad!(grads, &out_ghost);
                 let mut dx = take_grad!(grads, &x_ghost);
                 cpu_kernel::avg_backward(&g, &dy, &mut dx);
-                put_grad!(grads, &out_ghost, dy);
                 put_grad!(grads, &x_ghost, dx);
                 Ok(())
             });
