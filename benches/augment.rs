@@ -2,26 +2,11 @@
 //! images a batch written into the float batch buffer. Throughput is in source images.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use rand::{Rng, SeedableRng};
 use ssl::augment::{AugmentConfig, Pipeline};
 use ssl::data::{ImageShape, Split};
 
 #[global_allocator]
 static ALLOC: ssl::alloc::Allocator = ssl::alloc::Allocator {};
-
-fn random_split(size: usize, channels: usize) -> Split {
-    let shape = ImageShape { height: size, width: size, channels };
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    Split {
-        name: "random".into(),
-        shape,
-        images: (0..256 * shape.len()).map(|_| rng.gen()).collect(),
-        labels: None,
-        classes: vec![],
-        mean: vec![0.5; channels],
-        std: vec![0.5; channels],
-    }
-}
 
 fn bench(c: &mut Criterion) {
     ssl::alloc::keep_freed_memory();
@@ -30,7 +15,7 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(256));
     let indices: Vec<usize> = (0..256).collect();
     for (size, channels) in [(28, 1), (32, 3), (96, 3)] {
-        let split = random_split(size, channels);
+        let split = Split::random(256, ImageShape { height: size, width: size, channels }, 0);
         let pipeline = Pipeline::for_split(AugmentConfig::simclr(), &split).unwrap();
         for threads in [1, 2] {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();

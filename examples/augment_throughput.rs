@@ -2,7 +2,6 @@
 //! `cargo run --release --example augment_throughput -- THREADS N SIZE CHANNELS`.
 //! Prints source images/s (each image gives two views written into a float batch buffer).
 
-use rand::{Rng, SeedableRng};
 use ssl::augment::{AugmentConfig, Pipeline};
 use ssl::data::{ImageShape, Split};
 
@@ -17,17 +16,7 @@ fn main() {
     let size = args.get(2).copied().unwrap_or(32);
     let channels = args.get(3).copied().unwrap_or(3);
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().unwrap();
-    let shape = ImageShape { height: size, width: size, channels };
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let split = Split {
-        name: "random".into(),
-        shape,
-        images: (0..256 * shape.len()).map(|_| rng.gen()).collect(),
-        labels: None,
-        classes: vec![],
-        mean: vec![0.5; channels],
-        std: vec![0.5; channels],
-    };
+    let split = Split::random(256, ImageShape { height: size, width: size, channels }, 0);
     let pipeline = Pipeline::for_split(AugmentConfig::simclr(), &split).unwrap();
     let batch = 256;
     let indices: Vec<usize> = (0..batch).collect();

@@ -6,12 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 workers=${1:-2}
 ref=../shared/bench/torch_augment.py
-py=~/torchref/bin/python
-if ! "$py" -c "import torchvision" 2>/dev/null; then
-  echo "setting up the PyTorch reference in ~/torchref"
-  python3 -m venv ~/torchref
-  ~/torchref/bin/pip install -q torch torchvision
-fi
+source scripts/torchref.sh
 cargo build --release --example augment_throughput
 lines=()
 for spec in "28 1" "32 3" "96 3"; do

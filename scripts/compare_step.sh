@@ -1,24 +1,22 @@
 #!/usr/bin/env bash
-# SimCLR step throughput, ssl vs the PyTorch reference, side by side on this machine.
-# Usage: scripts/compare_step.sh [BATCH] [STEPS]   (defaults 128 and 3; both thread counts)
+# SimCLR step throughput and peak memory, ssl vs the PyTorch reference, side by side on this
+# machine. Usage: scripts/compare_step.sh [BATCH] [STEPS]   (defaults 128 and 3; 2 and 1 threads)
 # Sets up the PyTorch reference in ~/torchref when it is missing (a few GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 batch=${1:-128}
 steps=${2:-3}
 ref=../shared/bench/torch_simclr_step.py
-py=~/torchref/bin/python
-if ! "$py" -c "import torch" 2>/dev/null; then
-  echo "setting up the PyTorch reference in ~/torchref"
-  python3 -m venv ~/torchref
-  ~/torchref/bin/pip install -q torch torchvision
-fi
+source scripts/torchref.sh
 cargo build --release --example simclr_step
 out=$(mktemp -d)
 for t in 2 1; do
-  ./target/release/examples/simclr_step "$t" "$batch" "$steps" | tee -a "$out/ssl"
-  "$py" "$ref" "$t" "$batch" "$steps" | tee -a "$out/torch"
+  for b in resnet18_cifar small_fmnist; do
+    ./target/release/examples/simclr_step "$t" "$batch" "$steps" "$b" | tee -a "$out/ssl"
+  done
+  /usr/bin/time -f "pytorch peak RSS %M KiB, threads $t" "$py" "$ref" "$t" "$batch" "$steps" 2>>"$out/torch_rss" | tee -a "$out/torch"
 done
+cat "$out/torch_rss"
 echo
 for t in 2 1; do
   for b in resnet18_cifar small_fmnist; do

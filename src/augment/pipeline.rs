@@ -238,22 +238,10 @@ impl Pipeline {
 mod tests {
     use super::*;
 
-    fn split(n: usize, shape: ImageShape) -> Split {
-        Split {
-            name: "t".into(),
-            shape,
-            images: (0..n * shape.len()).map(|i| (i * 7 % 251) as u8).collect(),
-            labels: None,
-            classes: vec![],
-            mean: vec![0.5; shape.channels],
-            std: vec![0.25; shape.channels],
-        }
-    }
-
     #[test]
     fn views_depend_only_on_seed_epoch_and_index() {
         let shape = ImageShape { height: 12, width: 10, channels: 3 };
-        let s = split(20, shape);
+        let s = Split::random(20, shape, 1);
         let p = Pipeline::for_split(AugmentConfig::simclr(), &s).unwrap();
         let run = |threads: usize, idx: &[usize]| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
@@ -277,7 +265,7 @@ mod tests {
     #[test]
     fn probability_zero_is_identity_and_one_always_applies() {
         let shape = ImageShape { height: 8, width: 8, channels: 3 };
-        let s = split(1, shape);
+        let s = Split::random(1, shape, 1);
         let p = Pipeline::new(AugmentConfig { normalize: false, ..AugmentConfig::none() }, shape, &[], &[]).unwrap();
         let mut out = Vec::new();
         p.views_into(&s, &[0], 1, 0, 0, &mut out);

@@ -86,6 +86,22 @@ impl Split {
     pub fn labels_at(&self, indices: &[usize]) -> Option<Vec<u32>> {
         self.labels.as_ref().map(|l| indices.iter().map(|&i| l[i]).collect())
     }
+    /// `n` images of uniformly random pixels, unlabeled, with mean and std 0.5: synthetic data
+    /// for benchmarks and tests.
+    pub fn random(n: usize, shape: ImageShape, seed: u64) -> Split {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        Split {
+            name: "random".into(),
+            shape,
+            images: (0..n * shape.len()).map(|_| rng.gen()).collect(),
+            labels: None,
+            classes: Vec::new(),
+            mean: vec![0.5; shape.channels],
+            std: vec![0.5; shape.channels],
+        }
+    }
+
     /// A new split holding only the images at `indices`, in that order.
     pub fn subset(&self, name: &str, indices: &[usize]) -> Split {
         let mut images = Vec::new();
