@@ -11,6 +11,7 @@ pub mod fsutil;
 pub mod loss;
 pub mod models;
 pub mod nn;
+pub mod optim;
 pub mod progress;
 pub mod train;
 pub mod viz;

@@ -135,7 +135,7 @@ fn corrupt_or_foreign_file_given_to_info() {
     let r = ssl(&["data", "info", s(&cut)]);
     assert!(!r.ok && r.stderr.lines().count() == 1 && r.stderr.contains("cut.h5"), "{}", r.stderr);
     // Valid HDF5 that is not a store.
-    hdf5::File::create(t.path().join("other.h5")).unwrap();
+    hdf5::File::create(t.path().join("other.h5")).unwrap().close().unwrap();
     ssl_fails(&["data", "info", s(&t.path().join("other.h5"))], &["other.h5", "not an ssl dataset store"]);
     ssl_fails(&["data", "preview", s(&good), "--split", "nope", "--out", s(&t.path().join("p.png"))], &["no split named 'nope'"]);
 }
