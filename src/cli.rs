@@ -20,6 +20,23 @@ pub enum Command {
     /// Augmentations: preview what a recipe does to images.
     #[command(subcommand)]
     Augment(AugmentCommand),
+    /// Models: list them with input shape, parameters and multiply-adds, or summarise one.
+    Models {
+        #[command(subcommand)]
+        command: Option<ModelsCommand>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelsCommand {
+    /// Each layer's output shape, parameters and multiply-adds, and the totals.
+    Summary {
+        /// Model name (see `ssl models`).
+        name: String,
+        /// Input HxWxC (default: the model's own).
+        #[arg(long, value_name = "HxWxC")]
+        input: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -5,19 +5,27 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{AugmentCommand, Cli, Command, DataCommand, FormatArg, ImportArgs};
+use cli::{AugmentCommand, Cli, Command, DataCommand, FormatArg, ImportArgs, ModelsCommand};
 use ssl::data::import::{import, Format, ImportOptions};
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use ssl::augment::{AugmentConfig, Pipeline};
 use ssl::data::Store;
+use ssl::models::registry;
+use ssl::models::summary::totals;
 use ssl::{Error, Result};
 
 #[global_allocator]
 static ALLOC: ssl::alloc::Allocator = ssl::alloc::Allocator {};
 
 fn main() -> ExitCode {
+    // Die quietly when the reader of our output goes away (`ssl models | head`), as Unix tools do.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     ssl::alloc::keep_freed_memory();
     let cli = Cli::parse();
     match run(cli) {
@@ -50,6 +58,51 @@ fn run(cli: Cli) -> Result<()> {
             println!("wrote {}", out.display());
             Ok(())
         }
+        Command::Models { command: None } => {
+            println!("{:<16} {:>9} {:>9} {:>12} {:>15}  description", "model", "input", "features", "params", "MACs");
+            for m in registry::MODELS {
+                let (params, macs) = totals(&registry::summary(m.name, m.input)?);
+                println!("{:<16} {:>9} {:>9} {:>12} {:>15}  {}", m.name, m.input.to_string(), m.features, group(params as u64), group(macs), m.description);
+            }
+            Ok(())
+        }
+        Command::Models { command: Some(ModelsCommand::Summary { name, input }) } => {
+            let shape = match input {
+                Some(s) => parse_shape(&s)?,
+                None => registry::find(&name)?.input,
+            };
+            let rows = registry::summary(&name, shape)?;
+            println!("{name} on {shape} (HxWxC)");
+            println!("{:<4} {:<36} {:>12} {:>12} {:>15}", "#", "layer", "output", "params", "MACs");
+            for (i, r) in rows.iter().enumerate() {
+                println!("{:<4} {:<36} {:>12} {:>12} {:>15}", i, r.layer, r.output.to_string(), group(r.params as u64), group(r.macs));
+            }
+            let (params, macs) = totals(&rows);
+            println!("total: {} parameters, {} multiply-adds", group(params as u64), group(macs));
+            Ok(())
+        }
+    }
+}
+
+/// 1234567 -> "1,234,567".
+fn group(v: u64) -> String {
+    let s = v.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn parse_shape(s: &str) -> Result<ssl::data::ImageShape> {
+    let bad = || Error::invalid("--input", format!("'{s}' is not HxWxC with positive integers, e.g. 32x32x3"));
+    let parts: Vec<usize> = s.split(['x', 'X']).map(|p| p.trim().parse().map_err(|_| bad())).collect::<Result<_>>()?;
+    match parts[..] {
+        [h, w, c] if h > 0 && w > 0 && c > 0 => Ok(ssl::data::ImageShape { height: h, width: w, channels: c }),
+        _ => Err(bad()),
     }
 }
 
