@@ -59,10 +59,10 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Models { command: None } => {
-            println!("{:<16} {:>9} {:>9} {:>12} {:>15}  description", "model", "input", "features", "params", "MACs");
+            println!("{:<22} {:>9} {:>9} {:>12} {:>15}  description", "model", "input", "features", "params", "MACs");
             for m in registry::MODELS {
                 let (params, macs) = totals(&registry::summary(m.name, m.input)?);
-                println!("{:<16} {:>9} {:>9} {:>12} {:>15}  {}", m.name, m.input.to_string(), m.features, group(params as u64), group(macs), m.description);
+                println!("{:<22} {:>9} {:>9} {:>12} {:>15}  {}", m.name, m.input.to_string(), m.features, group(params as u64), group(macs), m.description);
             }
             Ok(())
         }

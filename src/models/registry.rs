@@ -3,7 +3,8 @@
 
 use dfdx::prelude::*;
 
-use super::resnet::{ResNet18Cifar, SmallFmnist};
+use super::classic::{AlexNetCifar, MobileNetCifar, MobileNetCifarHalf, Vgg11Cifar};
+use super::resnet::{ResNet18Cifar, ResNet18Imagenet, ResNet34Cifar, ResNet50Cifar, SmallFmnist};
 use super::summary::{ActShape, LayerRow, Summary};
 use crate::data::ImageShape;
 use crate::error::{Error, Result};
@@ -47,6 +48,13 @@ macro_rules! registry {
 registry! {
     "resnet18_cifar" => ResNet18Cifar, (32, 32, 3), 512, "ResNet-18, CIFAR stem (3x3 s1, no max-pool)";
     "small_fmnist" => SmallFmnist, (28, 28, 1), 128, "small ResNet for 28x28x1: 32, 64, 128 wide";
+    "resnet34_cifar" => ResNet34Cifar, (32, 32, 3), 512, "ResNet-34, CIFAR stem";
+    "resnet50_cifar" => ResNet50Cifar, (32, 32, 3), 2048, "ResNet-50 (Bottleneck), CIFAR stem";
+    "resnet18_imagenet" => ResNet18Imagenet, (96, 96, 3), 512, "ResNet-18, ImageNet stem (7x7 s2 + max-pool), e.g. STL-10";
+    "vgg11_cifar" => Vgg11Cifar, (32, 32, 3), 512, "VGG-11 with BatchNorm: stacked 3x3";
+    "alexnet_cifar" => AlexNetCifar, (32, 32, 3), 256, "small AlexNet: 5x5 and 3x3, ReLU, overlapping max-pools";
+    "mobilenet_cifar" => MobileNetCifar, (32, 32, 3), 1024, "MobileNet v1, width 1.0: depthwise + pointwise";
+    "mobilenet_cifar_w0.5" => MobileNetCifarHalf, (32, 32, 3), 512, "MobileNet v1, width 0.5";
 }
 
 fn unknown(name: &str) -> Error {
@@ -80,6 +88,52 @@ mod tests {
         assert_eq!(totals(&rows), (676_192, 66_056_704));
         assert_eq!(dev.build_module::<SmallFmnist, f32>().num_trainable_params(), 676_192);
         assert_eq!(rows.last().unwrap().output, ActShape::Flat(128));
+    }
+
+    /// Builds `$model` with a 10-class linear head, runs it forward on 4 images of `$shape`,
+    /// then takes Adam steps on that fixed batch: the loss must fall.
+    macro_rules! trains {
+        ($model:ty, $features:expr, $c:expr, $h:expr, $w:expr) => {{
+            use dfdx::optim::{Adam, AdamConfig, Optimizer};
+            let dev = Cpu::seed_from_u64(0);
+            let mut m = dev.build_module::<($model, dfdx::nn::builders::Linear<$features, 10>), f32>();
+            let x: Tensor<(usize, Const<$c>, usize, usize), f32, _> = dev.sample_normal_like(&(4, Const, $h, $w));
+            let y = m.forward(x.clone());
+            assert_eq!(y.shape(), &(4, Const::<10>));
+            let mut target = vec![0.0f32; 40];
+            (0..4).for_each(|i| target[i * 10 + i * 2] = 1.0);
+            let target: Tensor<(usize, Const<10>), f32, _> = dev.tensor_from_vec(target, (4, Const));
+            let mut opt = Adam::new(&m, AdamConfig { lr: 1e-3, ..Default::default() });
+            let mut grads = m.alloc_grads();
+            let mut losses = Vec::new();
+            for _ in 0..6 {
+                let loss = cross_entropy_with_logits_loss(m.forward_mut(x.trace(grads)), target.clone());
+                losses.push(loss.array());
+                grads = loss.backward();
+                opt.update(&mut m, &grads).unwrap();
+                m.zero_grads(&mut grads);
+            }
+            assert!(losses[5] < losses[0], "{}: loss did not fall: {losses:?}", stringify!($model));
+        }};
+    }
+
+    #[test]
+    fn every_family_runs_forward_and_learns_a_fixed_batch() {
+        trains!(SmallFmnist, 128, 1, 28, 28);
+        trains!(ResNet18Cifar, 512, 3, 32, 32);
+        trains!(ResNet50Cifar, 2048, 3, 32, 32);
+        trains!(ResNet18Imagenet, 512, 3, 96, 96);
+        trains!(Vgg11Cifar, 512, 3, 32, 32);
+        trains!(AlexNetCifar, 256, 3, 32, 32);
+        trains!(MobileNetCifarHalf, 512, 3, 32, 32);
+    }
+
+    #[test]
+    fn every_registered_model_fits_its_own_input() {
+        for m in MODELS {
+            let rows = summary(m.name, m.input).unwrap();
+            assert_eq!(rows.last().unwrap().output, ActShape::Flat(m.features), "{}", m.name);
+        }
     }
 
     #[test]

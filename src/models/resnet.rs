@@ -4,7 +4,7 @@
 
 use dfdx::nn::builders::{AvgPoolGlobal, GeneralizedResidual, Residual};
 
-use crate::nn::builders::{BatchNorm2D, BatchNormReLU2D, Conv2D, ReLU};
+use crate::nn::builders::{BatchNorm2D, BatchNormReLU2D, Conv2D, MaxPool2D, ReLU};
 
 /// Two 3x3 convolutions with BatchNorm (the first with its ReLU fused) and an identity
 /// shortcut, then ReLU.
@@ -26,6 +26,25 @@ pub type DownBlock<const I: usize, const O: usize> = (
 /// The CIFAR stem: 3x3 stride 1 convolution, BatchNorm, ReLU, no max-pool.
 pub type CifarStem<const I: usize, const O: usize> = (Conv2D<I, O, 3, 1, 1>, BatchNormReLU2D<O>);
 
+/// The ImageNet stem: 7x7 stride-2 convolution, BatchNorm, ReLU, 3x3 stride-2 max-pool (a
+/// quarter of the resolution), for inputs such as 96x96 STL-10.
+pub type ImagenetStem<const I: usize, const O: usize> = (Conv2D<I, O, 7, 2, 3>, BatchNormReLU2D<O>, MaxPool2D<3, 2, 1>);
+
+/// Bottleneck (ResNet-50): 1x1 down to M, 3x3 at M, 1x1 up to O = 4M, identity shortcut.
+pub type Bottleneck<const O: usize, const M: usize> = (
+    Residual<(Conv2D<O, M, 1>, BatchNormReLU2D<M>, Conv2D<M, M, 3, 1, 1>, BatchNormReLU2D<M>, Conv2D<M, O, 1>, BatchNorm2D<O>)>,
+    ReLU,
+);
+
+/// A Bottleneck that changes width (and resolution when S = 2): projection shortcut.
+pub type DownBottleneck<const I: usize, const M: usize, const O: usize, const S: usize> = (
+    GeneralizedResidual<
+        (Conv2D<I, M, 1>, BatchNormReLU2D<M>, Conv2D<M, M, 3, S, 1>, BatchNormReLU2D<M>, Conv2D<M, O, 1>, BatchNorm2D<O>),
+        (Conv2D<I, O, 1, S, 0>, BatchNorm2D<O>),
+    >,
+    ReLU,
+);
+
 /// ResNet-18 with the CIFAR stem (32x32x3 input, 512 features).
 pub type ResNet18Cifar = (
     CifarStem<3, 64>,
@@ -33,6 +52,43 @@ pub type ResNet18Cifar = (
     (DownBlock<64, 128>, BasicBlock<128>),
     (DownBlock<128, 256>, BasicBlock<256>),
     (DownBlock<256, 512>, BasicBlock<512>),
+    AvgPoolGlobal,
+);
+
+/// ResNet-18 with the ImageNet stem, for larger inputs (96x96x3 STL-10; 512 features).
+pub type ResNet18Imagenet = (
+    ImagenetStem<3, 64>,
+    (BasicBlock<64>, BasicBlock<64>),
+    (DownBlock<64, 128>, BasicBlock<128>),
+    (DownBlock<128, 256>, BasicBlock<256>),
+    (DownBlock<256, 512>, BasicBlock<512>),
+    AvgPoolGlobal,
+);
+
+/// ResNet-34 with the CIFAR stem: 3, 4, 6, 3 BasicBlocks (512 features).
+pub type ResNet34Cifar = (
+    CifarStem<3, 64>,
+    (BasicBlock<64>, BasicBlock<64>, BasicBlock<64>),
+    (DownBlock<64, 128>, BasicBlock<128>, BasicBlock<128>, BasicBlock<128>),
+    (DownBlock<128, 256>, BasicBlock<256>, BasicBlock<256>, BasicBlock<256>, BasicBlock<256>, BasicBlock<256>),
+    (DownBlock<256, 512>, BasicBlock<512>, BasicBlock<512>),
+    AvgPoolGlobal,
+);
+
+/// ResNet-50 with the CIFAR stem: 3, 4, 6, 3 Bottlenecks (2048 features).
+pub type ResNet50Cifar = (
+    CifarStem<3, 64>,
+    (DownBottleneck<64, 64, 256, 1>, Bottleneck<256, 64>, Bottleneck<256, 64>),
+    (DownBottleneck<256, 128, 512, 2>, Bottleneck<512, 128>, Bottleneck<512, 128>, Bottleneck<512, 128>),
+    (
+        DownBottleneck<512, 256, 1024, 2>,
+        Bottleneck<1024, 256>,
+        Bottleneck<1024, 256>,
+        Bottleneck<1024, 256>,
+        Bottleneck<1024, 256>,
+        Bottleneck<1024, 256>,
+    ),
+    (DownBottleneck<1024, 512, 2048, 2>, Bottleneck<2048, 512>, Bottleneck<2048, 512>),
     AvgPoolGlobal,
 );
 

@@ -6,6 +6,7 @@
 
 use rayon::prelude::*;
 
+use super::depthwise;
 use crate::nn::gemm::{matmul, Mat, Real};
 
 /// GEMM columns (output pixels over the chunk's images) aimed at per chunk.
@@ -169,8 +170,26 @@ fn im2col_chunk<E: Real>(g: &ConvGeom, xs: &[E], group: usize, col: &mut Vec<E>)
 }
 
 /// Forward: `y = conv(x, w)`. `x` is [N, C_in, H, W], `w` [C_out, C_in / groups, K, K],
-/// `y` [N, C_out, OH, OW] (overwritten).
+/// `y` [N, C_out, OH, OW] (overwritten). Depthwise geometries take a direct kernel.
 pub fn forward<E: Real>(g: &ConvGeom, x: &[E], w: &[E], y: &mut [E]) {
+    if depthwise::applicable(g) {
+        depthwise::forward(g, x, w, y)
+    } else {
+        forward_im2col(g, x, w, y)
+    }
+}
+
+/// Backward: adds the input gradient into `dx` (when given) and the weight gradient into `dw`.
+pub fn backward<E: Real>(g: &ConvGeom, x: &[E], w: &[E], dy: &[E], dx: Option<&mut [E]>, dw: &mut [E]) {
+    if depthwise::applicable(g) {
+        depthwise::backward(g, x, w, dy, dx, dw)
+    } else {
+        backward_im2col(g, x, w, dy, dx, dw)
+    }
+}
+
+/// The im2col + GEMM forward, for every geometry.
+pub fn forward_im2col<E: Real>(g: &ConvGeom, x: &[E], w: &[E], y: &mut [E]) {
     let (p, opg, rows) = (g.out_pixels(), g.opg(), g.rows());
     let ci = g.chunk_images();
     x.par_chunks(ci * g.in_len()).zip(y.par_chunks_mut(ci * g.out_len())).for_each_init(
@@ -197,8 +216,8 @@ pub fn forward<E: Real>(g: &ConvGeom, x: &[E], w: &[E], y: &mut [E]) {
     );
 }
 
-/// Backward: adds the input gradient into `dx` (when given) and the weight gradient into `dw`.
-pub fn backward<E: Real>(g: &ConvGeom, x: &[E], w: &[E], dy: &[E], dx: Option<&mut [E]>, dw: &mut [E]) {
+/// The im2col + GEMM backward, for every geometry.
+pub fn backward_im2col<E: Real>(g: &ConvGeom, x: &[E], w: &[E], dy: &[E], dx: Option<&mut [E]>, dw: &mut [E]) {
     let (p, opg, rows) = (g.out_pixels(), g.opg(), g.rows());
     let ci = g.chunk_images();
     let chunks = g.batch.div_ceil(ci);
@@ -301,17 +320,21 @@ mod tests {
             (3, 5, 7, 6, 4, 3, 1, 0, 1, 1),
             (2, 3, 5, 8, 2, 3, 1, 2, 1, 1),
             (40, 3, 3, 3, 5, 3, 1, 1, 1, 1),
+            (3, 6, 7, 7, 6, 3, 2, 1, 1, 6),
+            (2, 4, 6, 5, 4, 3, 1, 2, 2, 4),
             (5, 2, 9, 9, 3, 5, 3, 2, 1, 1),
         ];
         for (b, c, h, w_, o, k, s, p, d, gr) in cases {
             let g = ConvGeom::new(b, c, h, w_, o, k, s, p, d, gr).unwrap();
             let x: Vec<f32> = (0..b * c * h * w_).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
             let w: Vec<f32> = (0..o * c / gr * k * k).map(|i| ((i * 13 % 17) as f32 - 8.0) / 9.0).collect();
-            let mut y = vec![f32::NAN; b * g.out_len()];
-            forward(&g, &x, &w, &mut y);
             let want = naive(&g, &x, &w);
-            for (a, e) in y.iter().zip(&want) {
-                assert!((*a as f64 - e).abs() < 1e-4 * (1.0 + e.abs()), "{g:?}: {a} vs {e}");
+            for path in [forward::<f32> as fn(&ConvGeom, &[f32], &[f32], &mut [f32]), forward_im2col::<f32>] {
+                let mut y = vec![f32::NAN; b * g.out_len()];
+                path(&g, &x, &w, &mut y);
+                for (a, e) in y.iter().zip(&want) {
+                    assert!((*a as f64 - e).abs() < 1e-4 * (1.0 + e.abs()), "{g:?}: {a} vs {e}");
+                }
             }
         }
     }

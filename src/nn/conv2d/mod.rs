@@ -23,6 +23,7 @@
 //! ±1/sqrt(fan_in) with fan_in = IPG * K * K.
 
 mod cpu_kernel;
+mod depthwise;
 
 pub use cpu_kernel::ConvGeom;
 

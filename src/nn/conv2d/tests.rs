@@ -67,6 +67,7 @@ fn gradients_match_finite_differences() {
     conv_grad_check!(builders::Conv2D<2, 2, 3, 1, 2, 2>, 2, 2, 6, 6);
     conv_grad_check!(builders::GroupedConv2D<4, 6, 3, 1, 1, 1, 2>, 4, 2, 5, 5);
     conv_grad_check!(builders::DepthwiseConv2D<3, 3, 2, 1>, 3, 2, 6, 6);
+    conv_grad_check!(builders::DepthwiseConv2D<4, 3, 1, 1>, 4, 3, 5, 7);
     // Padding 0 and 2 with odd sizes.
     conv_grad_check!(builders::Conv2D<2, 3, 3, 1, 0>, 2, 2, 7, 6);
     conv_grad_check!(builders::Conv2D<2, 3, 3, 1, 2>, 2, 2, 5, 3);
