@@ -2,6 +2,8 @@
 
 pub mod classic;
 pub mod heads;
+pub mod inception;
 pub mod registry;
 pub mod resnet;
 pub mod summary;
+pub mod vit;

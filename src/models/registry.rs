@@ -4,6 +4,8 @@
 use dfdx::prelude::*;
 
 use super::classic::{AlexNetCifar, MobileNetCifar, MobileNetCifarHalf, Vgg11Cifar};
+use super::inception::GoogLeNetCifar;
+use super::vit::VitTinyCifar;
 use super::resnet::{ResNet18Cifar, ResNet18Imagenet, ResNet34Cifar, ResNet50Cifar, SmallFmnist};
 use super::summary::{ActShape, LayerRow, Summary};
 use crate::data::ImageShape;
@@ -53,6 +55,8 @@ registry! {
     "resnet18_imagenet" => ResNet18Imagenet, (96, 96, 3), 512, "ResNet-18, ImageNet stem (7x7 s2 + max-pool), e.g. STL-10";
     "vgg11_cifar" => Vgg11Cifar, (32, 32, 3), 512, "VGG-11 with BatchNorm: stacked 3x3";
     "alexnet_cifar" => AlexNetCifar, (32, 32, 3), 256, "small AlexNet: 5x5 and 3x3, ReLU, overlapping max-pools";
+    "googlenet_cifar" => GoogLeNetCifar, (32, 32, 3), 512, "small GoogLeNet: Inception blocks (1x1, 3x3, 5x5, pool branches)";
+    "vit_tiny_cifar" => VitTinyCifar, (32, 32, 3), 192, "tiny ViT: 4x4 patches, width 192, 6 layers, 3 heads, mean pooling";
     "mobilenet_cifar" => MobileNetCifar, (32, 32, 3), 1024, "MobileNet v1, width 1.0: depthwise + pointwise";
     "mobilenet_cifar_w0.5" => MobileNetCifarHalf, (32, 32, 3), 512, "MobileNet v1, width 0.5";
 }
@@ -88,6 +92,15 @@ mod tests {
         assert_eq!(totals(&rows), (676_192, 66_056_704));
         assert_eq!(dev.build_module::<SmallFmnist, f32>().num_trainable_params(), 676_192);
         assert_eq!(rows.last().unwrap().output, ActShape::Flat(128));
+        // Every model's summary agrees with dfdx's own parameter count.
+        macro_rules! same_params {
+            ($($name:literal => $ty:ty),*) => {$(
+                let rows = summary($name, find($name).unwrap().input).unwrap();
+                assert_eq!(totals(&rows).0, dev.build_module::<$ty, f32>().num_trainable_params(), $name);
+            )*};
+        }
+        same_params!("resnet50_cifar" => ResNet50Cifar, "vgg11_cifar" => Vgg11Cifar, "alexnet_cifar" => AlexNetCifar,
+            "googlenet_cifar" => GoogLeNetCifar, "vit_tiny_cifar" => VitTinyCifar, "mobilenet_cifar" => MobileNetCifar);
     }
 
     /// Builds `$model` with a 10-class linear head, runs it forward on 4 images of `$shape`,
@@ -126,6 +139,8 @@ mod tests {
         trains!(Vgg11Cifar, 512, 3, 32, 32);
         trains!(AlexNetCifar, 256, 3, 32, 32);
         trains!(MobileNetCifarHalf, 512, 3, 32, 32);
+        trains!(GoogLeNetCifar, 512, 3, 32, 32);
+        trains!(VitTinyCifar, 192, 3, 32, 32);
     }
 
     #[test]

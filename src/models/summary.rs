@@ -15,6 +15,8 @@ use crate::nn::{AvgPool2D, Flatten2D, MaxPool2D, ReLU};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum ActShape {
     Map { c: usize, h: usize, w: usize },
+    /// A sequence of `n` tokens of width `d`.
+    Seq { n: usize, d: usize },
     Flat(usize),
 }
 
@@ -22,6 +24,7 @@ impl std::fmt::Display for ActShape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ActShape::Map { c, h, w } => write!(f, "{c}x{h}x{w}"),
+            ActShape::Seq { n, d } => write!(f, "{n}x{d} tokens"),
             ActShape::Flat(n) => write!(f, "{n}"),
         }
     }
@@ -45,7 +48,7 @@ pub trait Summary {
 fn map(x: ActShape, what: &str) -> Result<(usize, usize, usize), String> {
     match x {
         ActShape::Map { c, h, w } => Ok((c, h, w)),
-        ActShape::Flat(n) => Err(format!("{what} needs a C x H x W input, got a vector of {n}")),
+        other => Err(format!("{what} needs a C x H x W input, got {other}")),
     }
 }
 
@@ -184,4 +187,69 @@ tuple_summary!(A 0, B 1, C 2, D 3, F 4, G 5);
 /// Totals of a summary: parameters and multiply-adds.
 pub fn totals(rows: &[LayerRow]) -> (usize, u64) {
     (rows.iter().map(|r| r.params).sum(), rows.iter().map(|r| r.macs).sum())
+}
+
+impl<const I: usize, const C1: usize, const R3: usize, const C3: usize, const R5: usize, const C5: usize, const CP: usize, const O: usize, E: Dtype, D: Storage<E>>
+    Summary for crate::models::inception::Inception<I, C1, R3, C3, R5, C5, CP, O, E, D>
+{
+    fn summarize(&self, x: ActShape, rows: &mut Vec<LayerRow>) -> Result<ActShape, String> {
+        let outs = [
+            self.b1.summarize(x, rows)?,
+            self.b3.summarize(x, rows)?,
+            self.b5.summarize(x, rows)?,
+            self.bp.summarize(x, rows)?,
+        ];
+        let (_, h, w) = map(outs[0], "Inception")?;
+        if outs.iter().any(|o| !matches!(o, ActShape::Map { h: oh, w: ow, .. } if (*oh, *ow) == (h, w))) {
+            return Err("Inception branches disagree on the spatial size".into());
+        }
+        row(rows, format!("Inception concat -> {O}"), ActShape::Map { c: O, h, w }, 0, 0)
+    }
+}
+
+impl<const N: usize, const D: usize, E: Dtype, Dev: Storage<E>> Summary for crate::models::vit::Tokens<N, D, E, Dev> {
+    fn summarize(&self, x: ActShape, rows: &mut Vec<LayerRow>) -> Result<ActShape, String> {
+        let (c, h, w) = map(x, "Tokens")?;
+        if c != D || h * w != N {
+            return Err(format!("Tokens expects {D} channels on a grid of {N} patches, got {c}x{h}x{w}"));
+        }
+        row(rows, format!("Tokens + position embedding {N}x{D}"), ActShape::Seq { n: N, d: D }, N * D, 0)
+    }
+}
+
+impl Summary for crate::models::vit::MeanTokens {
+    fn summarize(&self, x: ActShape, rows: &mut Vec<LayerRow>) -> Result<ActShape, String> {
+        match x {
+            ActShape::Seq { d, .. } => row(rows, "Mean over tokens".into(), ActShape::Flat(d), 0, 0),
+            other => Err(format!("MeanTokens needs tokens, got {other}")),
+        }
+    }
+}
+
+impl<const M: usize, E: Dtype, D: Storage<E>> Summary for dfdx::nn::modules::LayerNorm1D<M, E, D> {
+    fn summarize(&self, x: ActShape, rows: &mut Vec<LayerRow>) -> Result<ActShape, String> {
+        row(rows, format!("LayerNorm {M}"), x, 2 * M, 0)
+    }
+}
+
+impl<const M: usize, const H: usize, const F: usize, E: Dtype, D: Storage<E>> Summary
+    for dfdx::nn::modules::TransformerEncoderBlock<M, H, F, E, D>
+{
+    /// Multiply-adds: Q, K, V and output projections (4 n M^2), attention scores and their
+    /// weighted sum (2 n^2 M), the MLP (2 n M F).
+    fn summarize(&self, x: ActShape, rows: &mut Vec<LayerRow>) -> Result<ActShape, String> {
+        let ActShape::Seq { n, d } = x else { return Err(format!("a Transformer block needs tokens, got {x}")) };
+        if d != M {
+            return Err(format!("a Transformer block of width {M} got tokens of width {d}"));
+        }
+        let params = 4 * (M * M + M) + (M * F + F) + (F * M + M) + 4 * M;
+        let macs = (4 * n * M * M + 2 * n * n * M + 2 * n * M * F) as u64;
+        row(rows, format!("Transformer block {M}, {H} heads, MLP {F}"), x, params, macs)
+    }
+}
+
+impl<T: Summary, const N: usize> Summary for dfdx::nn::modules::Repeated<T, N> {
+    fn summarize(&self, x: ActShape, rows: &mut Vec<LayerRow>) -> Result<ActShape, String> {
+        self.modules.iter().try_fold(x, |y, m| m.summarize(y, rows))
+    }
 }
