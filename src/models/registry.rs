@@ -144,6 +144,14 @@ mod tests {
     }
 
     #[test]
+    fn the_remaining_models_run_forward() {
+        let dev = Cpu::seed_from_u64(1);
+        let x: Tensor<(usize, Const<3>, usize, usize), f32, _> = dev.sample_normal_like(&(2, Const, 32, 32));
+        assert_eq!(dev.build_module::<ResNet34Cifar, f32>().forward(x.clone()).shape(), &(2, Const::<512>));
+        assert_eq!(dev.build_module::<MobileNetCifar, f32>().forward(x).shape(), &(2, Const::<1024>));
+    }
+
+    #[test]
     fn every_registered_model_fits_its_own_input() {
         for m in MODELS {
             let rows = summary(m.name, m.input).unwrap();

@@ -33,10 +33,33 @@ impl<const K: usize, const S: usize, const P: usize> NonMutableModule for MaxPoo
 impl<const K: usize, const S: usize, const P: usize> ZeroSizedModule for AvgPool2D<K, S, P> {}
 impl<const K: usize, const S: usize, const P: usize> NonMutableModule for AvgPool2D<K, S, P> {}
 
-fn geometry<B: Dim, const C: usize, H: Dim, W: Dim>(s: &(B, Const<C>, H, W), k: usize, st: usize, p: usize) -> PoolGeom {
-    PoolGeom::new(s.0.size() * C, s.2.size(), s.3.size(), k, st, p).unwrap_or_else(|| {
+/// Runs a pooling kernel on the tape: `forward` fills the output and returns what its
+/// `backward` needs.
+fn pool<B: Dim, const C: usize, H: Dim, W: Dim, E: Dtype + Real, T: Tape<E, Cpu>, State: 'static>(
+    x: Tensor<(B, Const<C>, H, W), E, Cpu, T>,
+    (k, st, p): (usize, usize, usize),
+    forward: impl FnOnce(&PoolGeom, &[E], &mut [E]) -> State,
+    backward: impl FnOnce(&PoolGeom, &State, &[E], &mut [E]) + 'static,
+) -> Result<Tensor<(B, Const<C>, usize, usize), E, Cpu, T>, CpuError> {
+    let s = *x.shape();
+    let g = PoolGeom::new(s.0.size() * C, s.2.size(), s.3.size(), k, st, p).unwrap_or_else(|| {
         panic!("pool window {k} (stride {st}, padding {p}) does not fit input {}x{}", s.2.size(), s.3.size())
-    })
+    });
+    let (x, mut tape) = x.split_tape();
+    let mut y = vec![E::zero(); g.planes * g.oh * g.ow];
+    let state = forward(&g, &to_vec(&x), &mut y);
+    let out = x.device().tensor_from_vec(y, (s.0, Const::<C>, g.oh, g.ow));
+    if T::OWNS_TAPE {
+        let (x_ghost, out_ghost) = (x.ghost(), out.ghost());
+        tape.add_backward_op(move |grads| {
+            let dy = take_grad!(grads, &out_ghost);
+            let mut dx = take_grad!(grads, &x_ghost);
+            backward(&g, &state, &dy, &mut dx);
+            put_grad!(grads, &x_ghost, dx);
+            Ok(())
+        });
+    }
+    Ok(out.put_tape(tape))
 }
 
 impl<const K: usize, const S: usize, const P: usize, B: Dim, const C: usize, H: Dim, W: Dim, E, T>
@@ -49,24 +72,16 @@ where
     type Error = CpuError;
 
     fn try_forward(&self, x: Tensor<(B, Const<C>, H, W), E, Cpu, T>) -> Result<Self::Output, CpuError> {
-        let g = geometry(x.shape(), K, S, P);
-        let b = x.shape().0;
-        let (x, mut tape) = x.split_tape();
-        let n_out = g.planes * g.oh * g.ow;
-        let (mut y, mut arg) = (vec![E::zero(); n_out], vec![0u32; n_out]);
-        cpu_kernel::max_forward(&g, &to_vec(&x), &mut y, &mut arg);
-        let out = x.device().tensor_from_vec(y, (b, Const::<C>, g.oh, g.ow));
-        if T::OWNS_TAPE {
-            let (x_ghost, out_ghost) = (x.ghost(), out.ghost());
-            tape.add_backward_op(move |grads| {
-                let dy = take_grad!(grads, &out_ghost);
-                let mut dx = take_grad!(grads, &x_ghost);
-                cpu_kernel::max_backward(&g, &arg, &dy, &mut dx);
-                put_grad!(grads, &x_ghost, dx);
-                Ok(())
-            });
-        }
-        Ok(out.put_tape(tape))
+        pool(
+            x,
+            (K, S, P),
+            |g, x, y| {
+                let mut arg = vec![0u32; y.len()];
+                cpu_kernel::max_forward(g, x, y, &mut arg);
+                arg
+            },
+            |g, arg, dy, dx| cpu_kernel::max_backward(g, arg, dy, dx),
+        )
     }
 }
 
@@ -80,23 +95,7 @@ where
     type Error = CpuError;
 
     fn try_forward(&self, x: Tensor<(B, Const<C>, H, W), E, Cpu, T>) -> Result<Self::Output, CpuError> {
-        let g = geometry(x.shape(), K, S, P);
-        let b = x.shape().0;
-        let (x, mut tape) = x.split_tape();
-        let mut y = vec![E::zero(); g.planes * g.oh * g.ow];
-        cpu_kernel::avg_forward(&g, &to_vec(&x), &mut y);
-        let out = x.device().tensor_from_vec(y, (b, Const::<C>, g.oh, g.ow));
-        if T::OWNS_TAPE {
-            let (x_ghost, out_ghost) = (x.ghost(), out.ghost());
-            tape.add_backward_op(move |grads| {
-                let dy = take_grad!(grads, &out_ghost);
-                let mut dx = take_grad!(grads, &x_ghost);
-                cpu_kernel::avg_backward(&g, &dy, &mut dx);
-                put_grad!(grads, &x_ghost, dx);
-                Ok(())
-            });
-        }
-        Ok(out.put_tape(tape))
+        pool(x, (K, S, P), cpu_kernel::avg_forward, |g, _, dy, dx| cpu_kernel::avg_backward(g, dy, dx))
     }
 }
 
