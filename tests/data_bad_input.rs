@@ -97,7 +97,7 @@ fn missing_and_unreadable_paths() {
     ssl_fails(&["data", "import", "folder", s(&file.join("sub")), s(&t.path().join("o.h5"))], &["plain.txt/sub"]);
     ssl_fails(&["data", "info", s(&missing)], &["nope", "No such file"]);
     ssl_fails(&["data", "import", "idx", s(&file), s(&t.path().join("o.h5"))], &["plain.txt", "folder"]);
-    ssl_fails(&["data", "import", "idx", s(&t.path()), s(&t.path().join("no/such/dir/o.h5"))], &["o.h5", "folder"]);
+    ssl_fails(&["data", "import", "idx", s(t.path()), s(&t.path().join("no/such/dir/o.h5"))], &["o.h5", "folder"]);
 }
 
 #[test]

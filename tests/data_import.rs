@@ -60,7 +60,7 @@ fn real_fashion_mnist_idx() {
 
 fn cifar_record(label_bytes: &[u8], fill: u8) -> Vec<u8> {
     let mut r = label_bytes.to_vec();
-    r.extend(std::iter::repeat(fill).take(3072));
+    r.extend(std::iter::repeat_n(fill, 3072));
     r
 }
 

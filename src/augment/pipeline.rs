@@ -130,7 +130,7 @@ impl AugmentConfig {
         if !(b0 > 0.0 && b0 <= b1) {
             return Err(Error::invalid("augment.blur_sigma", format!("({b0}, {b1}) must satisfy 0 < min <= max")));
         }
-        if !(self.strength >= 0.0) {
+        if self.strength.is_nan() || self.strength < 0.0 {
             return Err(Error::invalid("augment.strength", format!("{} must be >= 0", self.strength)));
         }
         if self.size == Some(0) {

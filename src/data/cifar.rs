@@ -136,9 +136,9 @@ mod tests {
     #[test]
     fn planes_become_hwc() {
         let mut rec = vec![3u8];
-        rec.extend(std::iter::repeat(10u8).take(PLANE));
-        rec.extend(std::iter::repeat(20u8).take(PLANE));
-        rec.extend(std::iter::repeat(30u8).take(PLANE));
+        rec.extend(std::iter::repeat_n(10u8, PLANE));
+        rec.extend(std::iter::repeat_n(20u8, PLANE));
+        rec.extend(std::iter::repeat_n(30u8, PLANE));
         let (img, lbl) = parse_batch(Path::new("b"), &rec, Variant::Cifar10).unwrap();
         assert_eq!(lbl, vec![3]);
         assert_eq!(&img[..6], &[10, 20, 30, 10, 20, 30]);

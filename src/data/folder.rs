@@ -136,7 +136,7 @@ pub fn import(src: &Path, out: &Path, opts: &ImportOptions) -> Result<Imported> 
             if in_class.is_empty() {
                 return Err(Error::bad_input(d, "class folder holds no images"));
             }
-            labels.extend(std::iter::repeat(k as u32).take(in_class.len()));
+            labels.extend(std::iter::repeat_n(k as u32, in_class.len()));
             files.extend(in_class);
             classes.push(d.file_name().unwrap().to_string_lossy().into_owned());
         }

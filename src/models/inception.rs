@@ -97,14 +97,15 @@ where
 }
 
 type Dyn4<B, T> = Tensor<(B, usize, usize, usize), f32, Cpu, T>;
+type Map4<B, const C: usize, T> = Tensor<(B, Const<C>, usize, usize), f32, Cpu, T>;
 
 /// Concatenates the four branch outputs along channels into O channels.
 fn concat<const C1: usize, const C3: usize, const C5: usize, const CP: usize, const O: usize, B: Dim, T>(
-    y1: Tensor<(B, Const<C1>, usize, usize), f32, Cpu, T>,
-    y3: Tensor<(B, Const<C3>, usize, usize), f32, Cpu, T>,
-    y5: Tensor<(B, Const<C5>, usize, usize), f32, Cpu, T>,
-    yp: Tensor<(B, Const<CP>, usize, usize), f32, Cpu, T>,
-) -> Result<Tensor<(B, Const<O>, usize, usize), f32, Cpu, T>, CpuError>
+    y1: Map4<B, C1, T>,
+    y3: Map4<B, C3, T>,
+    y5: Map4<B, C5, T>,
+    yp: Map4<B, CP, T>,
+) -> Result<Map4<B, O, T>, CpuError>
 where
     T: Tape<f32, Cpu> + Merge<T> + std::fmt::Debug,
     (Dyn4<B, T>, Dyn4<B, T>): TryConcatAlong<Axis<1>, Output = Dyn4<B, T>, Error = CpuError>,

@@ -32,7 +32,7 @@ mod tests {
     fn flattens_and_passes_gradients() {
         let dev: Cpu = Default::default();
         let x: Tensor<(usize, Const<2>, usize, usize), f32, _> = dev.tensor_from_vec((0..12).map(|v| v as f32).collect(), (1, Const, 2, 3));
-        let y = Flatten2D::<12>::default().forward(x.leaky_trace());
+        let y = Flatten2D::<12>.forward(x.leaky_trace());
         assert_eq!(y.as_vec(), (0..12).map(|v| v as f32).collect::<Vec<_>>());
         let g = y.sum().backward();
         assert_eq!(g.get(&x).as_vec(), vec![1.0; 12]);

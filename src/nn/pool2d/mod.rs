@@ -35,12 +35,14 @@ impl<const K: usize, const S: usize, const P: usize> NonMutableModule for AvgPoo
 
 /// Runs a pooling kernel on the tape: `forward` fills the output and returns what its
 /// `backward` needs.
+type Pooled<B, const C: usize, E, T> = Tensor<(B, Const<C>, usize, usize), E, Cpu, T>;
+
 fn pool<B: Dim, const C: usize, H: Dim, W: Dim, E: Dtype + Real, T: Tape<E, Cpu>, State: 'static>(
     x: Tensor<(B, Const<C>, H, W), E, Cpu, T>,
     (k, st, p): (usize, usize, usize),
     forward: impl FnOnce(&PoolGeom, &[E], &mut [E]) -> State,
     backward: impl FnOnce(&PoolGeom, &State, &[E], &mut [E]) + 'static,
-) -> Result<Tensor<(B, Const<C>, usize, usize), E, Cpu, T>, CpuError> {
+) -> Result<Pooled<B, C, E, T>, CpuError> {
     let s = *x.shape();
     let g = PoolGeom::new(s.0.size() * C, s.2.size(), s.3.size(), k, st, p).unwrap_or_else(|| {
         panic!("pool window {k} (stride {st}, padding {p}) does not fit input {}x{}", s.2.size(), s.3.size())
@@ -110,12 +112,12 @@ mod tests {
     fn hand_computed_forward() {
         let dev: Cpu = Default::default();
         let x: X<f32> = dev.tensor_from_vec((1..=16).map(|v| v as f32).collect(), (1, Const, 4, 4));
-        assert_eq!(MaxPool2D::<2>::default().forward(x.clone()).as_vec(), vec![6.0, 8.0, 14.0, 16.0]);
-        assert_eq!(AvgPool2D::<2>::default().forward(x.clone()).as_vec(), vec![3.5, 5.5, 11.5, 13.5]);
+        assert_eq!(MaxPool2D::<2>.forward(x.clone()).as_vec(), vec![6.0, 8.0, 14.0, 16.0]);
+        assert_eq!(AvgPool2D::<2>.forward(x.clone()).as_vec(), vec![3.5, 5.5, 11.5, 13.5]);
         // 3x3 window, stride 2, padding 1: ResNet's ImageNet max-pool.
-        let y = MaxPool2D::<3, 2, 1>::default().forward(x.clone());
+        let y = MaxPool2D::<3, 2, 1>.forward(x.clone());
         assert_eq!(y.as_vec(), vec![6.0, 8.0, 14.0, 16.0]);
-        let y = AvgPool2D::<3, 2, 1>::default().forward(x);
+        let y = AvgPool2D::<3, 2, 1>.forward(x);
         assert_eq!(y.as_vec()[0], (1.0 + 2.0 + 5.0 + 6.0) / 9.0);
     }
 
@@ -139,9 +141,9 @@ mod tests {
 
     #[test]
     fn gradients_match_finite_differences() {
-        pool_grad_check!(MaxPool2D::<2>::default());
-        pool_grad_check!(MaxPool2D::<3, 2, 1>::default());
-        pool_grad_check!(AvgPool2D::<2>::default());
-        pool_grad_check!(AvgPool2D::<3, 1, 1>::default());
+        pool_grad_check!(MaxPool2D::<2>);
+        pool_grad_check!(MaxPool2D::<3, 2, 1>);
+        pool_grad_check!(AvgPool2D::<2>);
+        pool_grad_check!(AvgPool2D::<3, 1, 1>);
     }
 }
