@@ -13,6 +13,7 @@ pub mod models;
 pub mod nn;
 pub mod optim;
 pub mod progress;
+pub mod recipe;
 pub mod train;
 pub mod viz;
 

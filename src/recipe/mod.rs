@@ -1,0 +1,65 @@
+//! Recipes: one RON file is a whole experiment. Every field has the paper's default, unknown
+//! fields are rejected with their name and position, `--set path.to.field=value` overrides any
+//! field, and the resolved recipe is what a run saves beside its results.
+
+pub mod pretrain;
+
+pub use pretrain::PretrainRecipe;
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Context, Error, Result};
+
+/// Reads a recipe file, then applies `overrides` (`path.to.field=value`, the value in RON).
+pub fn load<R: Serialize + DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<R> {
+    let text = std::fs::read_to_string(path).at(path)?;
+    let recipe: R = ron::from_str(&text).map_err(|e| Error::bad_input(path, format!("{e}")))?;
+    if overrides.is_empty() {
+        return Ok(recipe);
+    }
+    let mut value = serde_json::to_value(&recipe).expect("a recipe serialises");
+    for o in overrides {
+        apply_override(&mut value, o)?;
+    }
+    serde_json::from_value(value).map_err(|e| Error::invalid("--set", e.to_string()))
+}
+
+/// Sets `path.to.field` in a JSON view of the recipe; the value is RON (a bare word is a string,
+/// so enum variants can be named without quotes).
+fn apply_override(root: &mut serde_json::Value, spec: &str) -> Result<()> {
+    let (path, raw) = spec
+        .split_once('=')
+        .ok_or_else(|| Error::invalid("--set", format!("'{spec}' is not path.to.field=value")))?;
+    let raw = raw.trim();
+    let word = raw.chars().all(|c| c.is_alphanumeric() || c == '_') && raw != "None";
+    let value = match ron::from_str::<serde_json::Value>(raw) {
+        // RON reads a bare word as a unit value; here it names an enum variant or is a string.
+        Ok(serde_json::Value::Null) | Err(_) if word => serde_json::Value::String(raw.to_string()),
+        Ok(v) => v,
+        Err(_) => serde_json::Value::String(raw.to_string()),
+    };
+    let mut node = root;
+    let keys: Vec<&str> = path.trim().split('.').collect();
+    for (i, key) in keys.iter().enumerate() {
+        let map = node
+            .as_object_mut()
+            .ok_or_else(|| Error::invalid("--set", format!("'{}' is not a section", keys[..i].join("."))))?;
+        if !map.contains_key(*key) {
+            return Err(Error::invalid("--set", format!("unknown field '{}'", keys[..=i].join("."))));
+        }
+        if i + 1 == keys.len() {
+            map.insert(key.to_string(), value);
+            return Ok(());
+        }
+        node = map.get_mut(*key).expect("checked above");
+    }
+    Err(Error::invalid("--set", "empty field path"))
+}
+
+/// The recipe as RON, as a run saves it.
+pub fn to_ron<R: Serialize>(recipe: &R) -> String {
+    ron::ser::to_string_pretty(recipe, ron::ser::PrettyConfig::default()).expect("a recipe serialises")
+}

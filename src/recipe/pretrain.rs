@@ -1,0 +1,301 @@
+//! The SimCLR pretraining recipe (`ssl pretrain`), with SimCLR's defaults (Chen et al. 2020).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::augment::AugmentConfig;
+use crate::error::{Error, Result};
+use crate::optim::LrScaling;
+
+/// Which optimiser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OptimizerKind {
+    /// LARS: trust ratio per weight tensor; biases and BatchNorm excluded (SimCLR's choice).
+    Lars,
+    /// SGD with momentum (classic or Nesterov).
+    Sgd,
+    /// Adam with decoupled weight decay.
+    AdamW,
+}
+
+/// What follows the warmup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AnnealingKind {
+    Cosine,
+    Step,
+    Constant,
+}
+
+/// Where the images come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// The HDF5 store (`ssl data import`).
+    pub file: PathBuf,
+    /// The split to pretrain on (its labels, if any, are not used).
+    pub split: String,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig { file: PathBuf::from("data/fashion-mnist.h5"), split: "train".into() }
+    }
+}
+
+/// The projection head.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeadConfig {
+    /// Hidden width (SimCLR: the backbone's width, 2048 for ResNet-50).
+    pub hidden: usize,
+    /// Output width (SimCLR: 128).
+    pub out: usize,
+    /// 2 (SimCLR v1) or 3 layers with BatchNorm (v2).
+    pub layers: usize,
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        HeadConfig { hidden: 512, out: 128, layers: 2 }
+    }
+}
+
+/// The optimiser and its hyper-parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerConfig {
+    pub kind: OptimizerKind,
+    /// Momentum (LARS, SGD).
+    pub momentum: f64,
+    /// Nesterov momentum (SGD).
+    pub nesterov: bool,
+    /// LARS trust coefficient eta (SimCLR: 0.001).
+    pub trust_coefficient: f64,
+    /// Adam's betas.
+    pub betas: (f64, f64),
+    /// Weight decay (SimCLR with LARS: 1e-6); never applied to biases and BatchNorm under LARS.
+    pub weight_decay: f64,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig {
+            kind: OptimizerKind::Lars,
+            momentum: 0.9,
+            nesterov: false,
+            trust_coefficient: 1e-3,
+            betas: (0.9, 0.999),
+            weight_decay: 1e-6,
+        }
+    }
+}
+
+/// The learning-rate schedule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LrConfig {
+    /// Base rate before batch scaling (SimCLR with LARS: 0.3 with linear scaling).
+    pub base: f64,
+    /// Linear (base x batch / 256), Sqrt (base x sqrt(batch)) or None.
+    pub scaling: LrScaling,
+    /// Linear warmup (SimCLR: 10 epochs).
+    pub warmup_epochs: usize,
+    /// Cosine (SimCLR), Step or Constant after the warmup.
+    pub annealing: AnnealingKind,
+    /// Cosine: the final rate as a fraction of the peak.
+    pub final_fraction: f64,
+    /// Step: epochs at which the rate is multiplied by `gamma`.
+    pub milestones: Vec<usize>,
+    pub gamma: f64,
+}
+
+impl Default for LrConfig {
+    fn default() -> Self {
+        LrConfig {
+            base: 0.3,
+            scaling: LrScaling::Linear,
+            warmup_epochs: 10,
+            annealing: AnnealingKind::Cosine,
+            final_fraction: 0.0,
+            milestones: Vec::new(),
+            gamma: 0.1,
+        }
+    }
+}
+
+/// Checkpoint cadence.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Every N epochs (and always at the end).
+    pub every_epochs: usize,
+    /// How many to keep.
+    pub keep: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig { every_epochs: 1, keep: 3 }
+    }
+}
+
+/// The online kNN monitor (weighted kNN on cosine similarity, as lightly and solo-learn).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KnnConfig {
+    /// Every N epochs; 0 turns it off.
+    pub every_epochs: usize,
+    /// Labeled split whose features form the memory bank.
+    pub train_split: String,
+    /// Labeled split evaluated against it.
+    pub test_split: String,
+    pub k: usize,
+    pub temperature: f64,
+}
+
+impl Default for KnnConfig {
+    fn default() -> Self {
+        KnnConfig { every_epochs: 1, train_split: "train".into(), test_split: "test".into(), k: 200, temperature: 0.1 }
+    }
+}
+
+/// A whole pretraining experiment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PretrainRecipe {
+    /// Run name: results go to `run_dir/name/`.
+    pub name: String,
+    pub run_dir: PathBuf,
+    pub data: DataConfig,
+    /// A model name from `ssl models`.
+    pub model: String,
+    pub head: HeadConfig,
+    pub augment: AugmentConfig,
+    /// Images per step (each gives two views).
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub optimizer: OptimizerConfig,
+    pub lr: LrConfig,
+    /// NT-Xent temperature (SimCLR: 0.5 for CIFAR, 0.1 for ImageNet with large batches).
+    pub temperature: f64,
+    pub seed: u64,
+    pub checkpoint: CheckpointConfig,
+    pub knn: KnnConfig,
+}
+
+impl Default for PretrainRecipe {
+    fn default() -> Self {
+        PretrainRecipe {
+            name: "simclr".into(),
+            run_dir: PathBuf::from("runs"),
+            data: DataConfig::default(),
+            model: "small_fmnist".into(),
+            head: HeadConfig::default(),
+            augment: AugmentConfig::simclr(),
+            batch_size: 256,
+            epochs: 100,
+            optimizer: OptimizerConfig::default(),
+            lr: LrConfig::default(),
+            temperature: 0.5,
+            seed: 0,
+            checkpoint: CheckpointConfig::default(),
+            knn: KnnConfig::default(),
+        }
+    }
+}
+
+impl PretrainRecipe {
+    /// Checks what can be checked without the data, naming the field at fault.
+    pub fn validate(&self) -> Result<()> {
+        let positive = |field: &str, v: f64| {
+            if v > 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(Error::invalid(field, format!("{v} must be a positive number")))
+            }
+        };
+        positive("lr.base", self.lr.base)?;
+        positive("temperature", self.temperature)?;
+        if self.batch_size < 2 {
+            return Err(Error::invalid("batch_size", format!("{} must be at least 2", self.batch_size)));
+        }
+        if self.epochs == 0 {
+            return Err(Error::invalid("epochs", "must be at least 1"));
+        }
+        if self.lr.warmup_epochs > self.epochs {
+            return Err(Error::invalid("lr.warmup_epochs", format!("{} is longer than the run ({} epochs)", self.lr.warmup_epochs, self.epochs)));
+        }
+        if !(2..=3).contains(&self.head.layers) {
+            return Err(Error::invalid("head.layers", format!("{} must be 2 or 3", self.head.layers)));
+        }
+        if self.optimizer.weight_decay < 0.0 {
+            return Err(Error::invalid("optimizer.weight_decay", "must be >= 0"));
+        }
+        if self.knn.every_epochs > 0 && self.knn.k == 0 {
+            return Err(Error::invalid("knn.k", "must be at least 1"));
+        }
+        crate::models::registry::find(&self.model).map_err(|e| Error::invalid("model", e.to_string()))?;
+        self.augment.validate()
+    }
+
+    /// The peak learning rate after batch scaling.
+    pub fn peak_lr(&self) -> f64 {
+        crate::optim::scaled_lr(self.lr.base, self.batch_size, self.lr.scaling)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipe::{load, to_ron};
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("r.ron");
+        std::fs::write(&p, text).unwrap();
+        (d, p)
+    }
+
+    #[test]
+    fn the_shipped_recipe_parses_and_validates() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/simclr_resnet.ron");
+        let r: PretrainRecipe = load(&path, &[]).unwrap();
+        r.validate().unwrap();
+        assert_eq!(r.model, "small_fmnist");
+        // The resolved recipe round-trips through RON.
+        let (_d, p) = write(&to_ron(&r));
+        assert_eq!(load::<PretrainRecipe>(&p, &[]).unwrap(), r);
+    }
+
+    #[test]
+    fn overrides_and_errors_name_the_field() {
+        let (_d, p) = write("(epochs: 5, lr: (base: 0.5))");
+        let r: PretrainRecipe = load(&p, &["lr.warmup_epochs=2".into(), "optimizer.kind=Sgd".into(), "augment.flip_p=0.0".into()]).unwrap();
+        assert_eq!((r.epochs, r.lr.base, r.lr.warmup_epochs), (5, 0.5, 2));
+        assert_eq!(r.optimizer.kind, OptimizerKind::Sgd);
+        assert!((r.peak_lr() - 0.5).abs() < 1e-12);
+        let e = load::<PretrainRecipe>(&p, &["lr.nope=1".into()]).unwrap_err().to_string();
+        assert!(e.contains("lr.nope"), "{e}");
+        let e = load::<PretrainRecipe>(&p, &["epochs=many".into()]).unwrap_err().to_string();
+        assert!(e.contains("--set"), "{e}");
+
+        let (_d, p) = write("(epochs: 5,\n  lr: (bse: 0.5))");
+        let e = load::<PretrainRecipe>(&p, &[]).unwrap_err().to_string();
+        assert!(e.contains("bse") && e.contains("2:"), "unknown field with its line: {e}");
+        let (_d, p) = write("(epochs: \"five\")");
+        assert!(load::<PretrainRecipe>(&p, &[]).unwrap_err().to_string().contains("r.ron"));
+
+        let bad = |f: fn(&mut PretrainRecipe), field: &str| {
+            let mut r = PretrainRecipe::default();
+            f(&mut r);
+            let e = r.validate().unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
+        };
+        bad(|r| r.lr.base = 0.0, "lr.base");
+        bad(|r| r.temperature = -1.0, "temperature");
+        bad(|r| r.model = "nope".into(), "model");
+        bad(|r| r.batch_size = 1, "batch_size");
+        bad(|r| r.lr.warmup_epochs = 1000, "lr.warmup_epochs");
+    }
+}
