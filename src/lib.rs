@@ -7,6 +7,7 @@ pub mod alloc;
 pub mod augment;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod fsutil;
 pub mod loss;
 pub mod models;

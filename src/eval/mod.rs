@@ -1,0 +1,5 @@
+//! Evaluation on frozen features.
+
+pub mod knn;
+
+pub use knn::{knn_accuracy, knn_predict, KnnParams};
