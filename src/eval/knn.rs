@@ -39,7 +39,7 @@ pub fn knn_predict(train: &[f32], labels: &[u32], test: &[f32], d: usize, classe
     if d == 0 || train.len() != n * d || test.len() % d != 0 {
         return Err(Error::invalid("knn", format!("features of width {d} do not match {n} labels")));
     }
-    if n == 0 || p.k == 0 || !(p.temperature > 0.0) {
+    if n == 0 || p.k == 0 || p.temperature.is_nan() || p.temperature <= 0.0 {
         return Err(Error::invalid("knn", "needs training features, k >= 1 and a positive temperature"));
     }
     if let Some(&bad) = labels.iter().find(|&&l| l as usize >= classes) {
