@@ -88,19 +88,18 @@ impl AugmentConfig {
     }
 
     /// The `augment` section of a RON recipe file (defaults when it has none), validated.
+    /// Other sections are skipped, so any recipe (pretraining, fine-tuning) will do.
     pub fn from_recipe_file(path: &std::path::Path) -> Result<Self> {
         use crate::error::Context;
+        #[derive(Deserialize)]
+        struct AugmentSection {
+            #[serde(default)]
+            augment: AugmentConfig,
+        }
         let text = std::fs::read_to_string(path).at(path)?;
-        let value: ron::Value = ron::from_str(&text).map_err(|e| Error::bad_input(path, format!("not valid RON: {e}")))?;
-        let ron::Value::Map(map) = value else {
-            return Err(Error::bad_input(path, "a recipe is a RON struct: ( field: value, ... )"));
-        };
-        let cfg = match map.iter().find(|(k, _)| matches!(k, ron::Value::String(s) if s == "augment")) {
-            Some((_, v)) => v.clone().into_rust::<AugmentConfig>().map_err(|e| Error::bad_input(path, format!("augment: {e}")))?,
-            None => AugmentConfig::default(),
-        };
-        cfg.validate()?;
-        Ok(cfg)
+        let section: AugmentSection = ron::from_str(&text).map_err(|e| Error::bad_input(path, format!("{e}")))?;
+        section.augment.validate()?;
+        Ok(section.augment)
     }
 
     /// Checks every range and probability, naming the field at fault.
