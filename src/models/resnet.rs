@@ -2,26 +2,21 @@
 //! BasicBlocks with a 1x1 projection shortcut where the shape changes, global average pooling
 //! at the end. Inputs are NCHW `(B, Const<C>, H, W)`; features are `(B, Const<WIDTH>)`.
 
-use dfdx::nn::builders::{AvgPoolGlobal, GeneralizedResidual, Residual};
+use dfdx::nn::builders::AvgPoolGlobal;
 
-use crate::nn::builders::{BatchNorm2D, BatchNormReLU2D, Conv2D, MaxPool2D, ReLU};
+use crate::nn::builders::{BatchNorm2D, BatchNormReLU2D, Conv2D, GeneralizedResidualReLU, MaxPool2D, ResidualReLU};
 
 /// Two 3x3 convolutions with BatchNorm (the first with its ReLU fused) and an identity
-/// shortcut, then ReLU.
-pub type BasicBlock<const C: usize> = (
-    Residual<(Conv2D<C, C, 3, 1, 1>, BatchNormReLU2D<C>, Conv2D<C, C, 3, 1, 1>, BatchNorm2D<C>)>,
-    ReLU,
-);
+/// shortcut, then ReLU (fused with the addition).
+pub type BasicBlock<const C: usize> =
+    ResidualReLU<(Conv2D<C, C, 3, 1, 1>, BatchNormReLU2D<C>, Conv2D<C, C, 3, 1, 1>, BatchNorm2D<C>)>;
 
 /// A BasicBlock that changes width and halves the resolution: its shortcut is a strided 1x1
 /// convolution with BatchNorm.
-pub type DownBlock<const I: usize, const O: usize> = (
-    GeneralizedResidual<
-        (Conv2D<I, O, 3, 2, 1>, BatchNormReLU2D<O>, Conv2D<O, O, 3, 1, 1>, BatchNorm2D<O>),
-        (Conv2D<I, O, 1, 2, 0>, BatchNorm2D<O>),
-    >,
-    ReLU,
-);
+pub type DownBlock<const I: usize, const O: usize> = GeneralizedResidualReLU<
+    (Conv2D<I, O, 3, 2, 1>, BatchNormReLU2D<O>, Conv2D<O, O, 3, 1, 1>, BatchNorm2D<O>),
+    (Conv2D<I, O, 1, 2, 0>, BatchNorm2D<O>),
+>;
 
 /// The CIFAR stem: 3x3 stride 1 convolution, BatchNorm, ReLU, no max-pool.
 pub type CifarStem<const I: usize, const O: usize> = (Conv2D<I, O, 3, 1, 1>, BatchNormReLU2D<O>);
@@ -31,19 +26,14 @@ pub type CifarStem<const I: usize, const O: usize> = (Conv2D<I, O, 3, 1, 1>, Bat
 pub type ImagenetStem<const I: usize, const O: usize> = (Conv2D<I, O, 7, 2, 3>, BatchNormReLU2D<O>, MaxPool2D<3, 2, 1>);
 
 /// Bottleneck (ResNet-50): 1x1 down to M, 3x3 at M, 1x1 up to O = 4M, identity shortcut.
-pub type Bottleneck<const O: usize, const M: usize> = (
-    Residual<(Conv2D<O, M, 1>, BatchNormReLU2D<M>, Conv2D<M, M, 3, 1, 1>, BatchNormReLU2D<M>, Conv2D<M, O, 1>, BatchNorm2D<O>)>,
-    ReLU,
-);
+pub type Bottleneck<const O: usize, const M: usize> =
+    ResidualReLU<(Conv2D<O, M, 1>, BatchNormReLU2D<M>, Conv2D<M, M, 3, 1, 1>, BatchNormReLU2D<M>, Conv2D<M, O, 1>, BatchNorm2D<O>)>;
 
 /// A Bottleneck that changes width (and resolution when S = 2): projection shortcut.
-pub type DownBottleneck<const I: usize, const M: usize, const O: usize, const S: usize> = (
-    GeneralizedResidual<
-        (Conv2D<I, M, 1>, BatchNormReLU2D<M>, Conv2D<M, M, 3, S, 1>, BatchNormReLU2D<M>, Conv2D<M, O, 1>, BatchNorm2D<O>),
-        (Conv2D<I, O, 1, S, 0>, BatchNorm2D<O>),
-    >,
-    ReLU,
-);
+pub type DownBottleneck<const I: usize, const M: usize, const O: usize, const S: usize> = GeneralizedResidualReLU<
+    (Conv2D<I, M, 1>, BatchNormReLU2D<M>, Conv2D<M, M, 3, S, 1>, BatchNormReLU2D<M>, Conv2D<M, O, 1>, BatchNorm2D<O>),
+    (Conv2D<I, O, 1, S, 0>, BatchNorm2D<O>),
+>;
 
 /// ResNet-18 with the CIFAR stem (32x32x3 input, 512 features).
 pub type ResNet18Cifar = (

@@ -253,3 +253,24 @@ impl<T: Summary, const N: usize> Summary for dfdx::nn::modules::Repeated<T, N> {
         self.modules.iter().try_fold(x, |y, m| m.summarize(y, rows))
     }
 }
+
+impl<F: Summary> Summary for crate::nn::ResidualReLU<F> {
+    fn summarize(&self, x: ActShape, rows: &mut Vec<LayerRow>) -> Result<ActShape, String> {
+        let y = self.0.summarize(x, rows)?;
+        if y != x {
+            return Err(format!("Residual branch changes the shape {x} to {y}"));
+        }
+        row(rows, "Residual add + ReLU".into(), y, 0, 0)
+    }
+}
+
+impl<F: Summary, R: Summary> Summary for crate::nn::GeneralizedResidualReLU<F, R> {
+    fn summarize(&self, x: ActShape, rows: &mut Vec<LayerRow>) -> Result<ActShape, String> {
+        let y = self.f.summarize(x, rows)?;
+        let r = self.r.summarize(x, rows)?;
+        if y != r {
+            return Err(format!("residual branches disagree: {y} and {r}"));
+        }
+        row(rows, "Residual add + ReLU".into(), y, 0, 0)
+    }
+}

@@ -7,6 +7,7 @@ pub mod flatten;
 pub mod gemm;
 pub mod pool2d;
 pub mod relu;
+pub mod residual;
 #[cfg(test)]
 pub mod gradcheck;
 pub mod tape;
@@ -16,6 +17,7 @@ pub use conv2d::{Conv2D, GroupedConv2D};
 pub use flatten::Flatten2D;
 pub use pool2d::{AvgPool2D, MaxPool2D};
 pub use relu::ReLU;
+pub use residual::{GeneralizedResidualReLU, ResidualReLU};
 
 /// Builder types, used with `dev.build_module::<Model, f32>()`, in dfdx's style.
 pub mod builders {
@@ -24,4 +26,5 @@ pub mod builders {
     pub use super::flatten::Flatten2D;
     pub use super::pool2d::{AvgPool2D, MaxPool2D};
     pub use super::relu::ReLU;
+    pub use super::residual::{GeneralizedResidualReLU, ResidualReLU};
 }
