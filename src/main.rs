@@ -97,13 +97,21 @@ fn group(v: u64) -> String {
     out
 }
 
-fn parse_shape(s: &str) -> Result<ssl::data::ImageShape> {
-    let bad = || Error::invalid("--input", format!("'{s}' is not HxWxC with positive integers, e.g. 32x32x3"));
+/// Parses `AxB[xC...]` into exactly `N` positive integers, naming `flag`, `form` and an example
+/// on error.
+fn parse_dims<const N: usize>(flag: &str, form: &str, example: &str, s: &str) -> Result<[usize; N]> {
+    let bad = || Error::invalid(flag, format!("'{s}' is not {form} with positive integers, e.g. {example}"));
     let parts: Vec<usize> = s.split(['x', 'X']).map(|p| p.trim().parse().map_err(|_| bad())).collect::<Result<_>>()?;
-    match parts[..] {
-        [h, w, c] if h > 0 && w > 0 && c > 0 => Ok(ssl::data::ImageShape { height: h, width: w, channels: c }),
-        _ => Err(bad()),
+    let dims: [usize; N] = parts.try_into().map_err(|_| bad())?;
+    if dims.contains(&0) {
+        return Err(bad());
     }
+    Ok(dims)
+}
+
+fn parse_shape(s: &str) -> Result<ssl::data::ImageShape> {
+    let [height, width, channels] = parse_dims("--input", "HxWxC", "32x32x3", s)?;
+    Ok(ssl::data::ImageShape { height, width, channels })
 }
 
 /// Loads split `name` of a store, or its first split.
@@ -117,13 +125,12 @@ fn load_split(file: &std::path::Path, name: Option<String>) -> Result<ssl::data:
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32)> {
-    let bad = || Error::invalid("--size", format!("'{s}' is not HxW with positive integers, e.g. 64x64"));
-    let (h, w) = s.split_once(['x', 'X']).ok_or_else(bad)?;
-    let (h, w): (u32, u32) = (h.trim().parse().map_err(|_| bad())?, w.trim().parse().map_err(|_| bad())?);
-    if h == 0 || w == 0 || h > ssl::data::folder::MAX_SIDE || w > ssl::data::folder::MAX_SIDE {
-        return Err(bad());
+    let [h, w] = parse_dims("--size", "HxW", "64x64", s)?;
+    let max = ssl::data::folder::MAX_SIDE as usize;
+    if h > max || w > max {
+        return Err(Error::invalid("--size", format!("'{s}' exceeds the {max} pixel limit")));
     }
-    Ok((h, w))
+    Ok((h as u32, w as u32))
 }
 
 fn data_import(args: ImportArgs) -> Result<()> {

@@ -14,11 +14,7 @@ pub fn preview(pipeline: &Pipeline, split: &Split, indices: &[usize], pairs: usi
     let shape = pipeline.output_shape();
     let mut pixels: Vec<(Vec<u8>, String)> = Vec::new();
     for &i in indices {
-        let caption = match &split.labels {
-            Some(l) => split.classes[l[i] as usize].clone(),
-            None => format!("#{i}"),
-        };
-        pixels.push((split.image(i).to_vec(), caption));
+        pixels.push((split.image(i).to_vec(), split.caption(i)));
         for pair in 0..pairs {
             for v in 0..2 {
                 // Epoch = pair, so each pair is what training would see in successive epochs.

@@ -118,11 +118,7 @@ pub fn import(src: &Path, out: &Path, variant: Variant, opts: &ImportOptions) ->
     let shape = ImageShape { height: SIDE, width: SIDE, channels: 3 };
     let mut imported = Imported::default();
     for (name, (images, labels)) in [("train", train), ("test", test)] {
-        let per = shape.len();
-        writer.add_split(name, shape, labels.len(), Some(&labels), |start, buf| {
-            buf.copy_from_slice(&images[start * per..start * per + buf.len()]);
-            Ok(())
-        })?;
+        writer.add_split_from(name, shape, &images, Some(&labels))?;
         imported.splits.push((name.to_string(), labels.len()));
     }
     writer.finish()?;

@@ -148,11 +148,7 @@ pub fn import(src: &Path, out: &Path, opts: &ImportOptions) -> Result<Imported> 
     let (shape, bytes) = load_all(&files, channels, opts.resize)?;
     let prov = Provenance { format: "folder".into(), source: src.to_path_buf() };
     let mut writer = StoreWriter::create(out, opts.force, &prov, &classes)?;
-    let per = shape.len();
-    writer.add_split(split, shape, files.len(), labels.as_deref(), |start, buf| {
-        buf.copy_from_slice(&bytes[start * per..start * per + buf.len()]);
-        Ok(())
-    })?;
+    writer.add_split_from(split, shape, &bytes, labels.as_deref())?;
     writer.finish()?;
     Ok(Imported { splits: vec![(split.to_string(), files.len())] })
 }

@@ -88,13 +88,8 @@ pub fn import(src: &Path, out: &Path, opts: &ImportOptions) -> Result<Imported> 
     let mut writer = StoreWriter::create(out, opts.force, &prov, &classes)?;
     let mut imported = Imported::default();
     for (name, (shape, images, labels, _)) in [("train", train), ("test", test)] {
-        let n = labels.len();
-        let per = shape.len();
-        writer.add_split(name, shape, n, Some(&labels), |start, buf| {
-            buf.copy_from_slice(&images[start * per..start * per + buf.len()]);
-            Ok(())
-        })?;
-        imported.splits.push((name.to_string(), n));
+        writer.add_split_from(name, shape, &images, Some(&labels))?;
+        imported.splits.push((name.to_string(), labels.len()));
     }
     writer.finish()?;
     Ok(imported)

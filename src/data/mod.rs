@@ -82,6 +82,13 @@ impl Split {
             out.extend_from_slice(self.image(i));
         }
     }
+    /// What a picture of image `i` is captioned with: its class name, or `#i` when unlabeled.
+    pub fn caption(&self, i: usize) -> String {
+        match &self.labels {
+            Some(l) => self.classes[l[i] as usize].clone(),
+            None => format!("#{i}"),
+        }
+    }
     /// The labels at `indices`, if the split is labeled.
     pub fn labels_at(&self, indices: &[usize]) -> Option<Vec<u32>> {
         self.labels.as_ref().map(|l| indices.iter().map(|&i| l[i]).collect())

@@ -20,10 +20,7 @@ pub fn preview(split: &Split, count: usize, cols: usize, seed: u64, out: &Path) 
         .map(|&i| Tile {
             pixels: split.image(i),
             shape: split.shape,
-            caption: match &split.labels {
-                Some(l) => split.classes[l[i] as usize].clone(),
-                None => format!("#{i}"),
-            },
+            caption: split.caption(i),
         })
         .collect();
     save_png(&grid(&tiles, cols, scale_for(split.shape.width, 96)), out)

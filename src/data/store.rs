@@ -138,6 +138,16 @@ impl StoreWriter {
         Ok(())
     }
 
+    /// Writes split `name` from images already in memory (`images.len()` a multiple of
+    /// `shape.len()`).
+    pub fn add_split_from(&mut self, name: &str, shape: ImageShape, images: &[u8], labels: Option<&[u32]>) -> Result<()> {
+        let per = shape.len();
+        self.add_split(name, shape, images.len() / per.max(1), labels, |start, buf| {
+            buf.copy_from_slice(&images[start * per..start * per + buf.len()]);
+            Ok(())
+        })
+    }
+
     /// Closes the file and moves it into place.
     pub fn finish(mut self) -> Result<()> {
         if let Some(f) = self.file.take() {
