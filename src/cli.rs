@@ -10,10 +10,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Worker threads (default: one per core). Results do not depend on it.
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// SimCLR pretraining from a recipe (e.g. recipes/simclr_resnet.ron).
+    Pretrain(PretrainArgs),
     /// Datasets: import into HDF5, inspect, preview.
     #[command(subcommand)]
     Data(DataCommand),
@@ -135,4 +140,22 @@ pub struct ImportArgs {
     /// Comma-separated class names replacing the format's own.
     #[arg(long, value_delimiter = ',')]
     pub classes: Option<Vec<String>>,
+}
+
+#[derive(Args, Debug)]
+pub struct PretrainArgs {
+    /// The recipe (RON). With --resume, the run's saved recipe is used when none is given.
+    pub recipe: Option<PathBuf>,
+    /// Override a recipe field, e.g. --set lr.base=0.5 --set optimizer.kind=Sgd (repeatable).
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    pub set: Vec<String>,
+    /// Continue the run in this folder from its newest checkpoint.
+    #[arg(long, value_name = "RUN")]
+    pub resume: Option<PathBuf>,
+    /// Replace the run folder if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Stop as Ctrl-C would after this many steps of the whole run (for tests).
+    #[arg(long, hide = true)]
+    pub stop_after_steps: Option<u64>,
 }

@@ -5,7 +5,7 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{AugmentCommand, Cli, Command, DataCommand, FormatArg, ImportArgs, ModelsCommand};
+use cli::{AugmentCommand, Cli, Command, DataCommand, FormatArg, ImportArgs, ModelsCommand, PretrainArgs};
 use ssl::data::import::{import, Format, ImportOptions};
 use rand::seq::index::sample;
 use rand::SeedableRng;
@@ -28,8 +28,14 @@ fn main() -> ExitCode {
     }
     ssl::alloc::keep_freed_memory();
     let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
+            eprintln!("error: --threads: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -37,8 +43,38 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Pretrain(args) = cli.command {
+        return pretrain(args);
+    }
+    run_tool(cli).map(|()| ExitCode::SUCCESS)
+}
+
+/// `ssl pretrain`: exit 130 when stopped by Ctrl-C (after saving a checkpoint).
+fn pretrain(a: PretrainArgs) -> Result<ExitCode> {
+    use ssl::train::{Outcome, PretrainOptions};
+    let recipe: ssl::recipe::PretrainRecipe = match (&a.recipe, &a.resume) {
+        (Some(path), _) => ssl::recipe::load(path, &a.set)?,
+        (None, Some(run)) => ssl::recipe::load(&run.join("recipe.ron"), &a.set)?,
+        (None, None) => return Err(Error::invalid("pretrain", "give a recipe file (e.g. recipes/simclr_resnet.ron) or --resume RUN")),
+    };
+    let opts = PretrainOptions { resume: a.resume, force: a.force, stop_after: a.stop_after_steps };
+    match ssl::train::pretrain(&recipe, &opts)? {
+        Outcome::Finished { run, final_loss, knn_top1, elapsed_s } => {
+            let knn = knn_top1.map_or(String::new(), |a| format!(", kNN top-1 {:.2}%", 100.0 * a));
+            println!("done in {:.0} s: final loss {final_loss:.4}{knn}; backbone at {}", elapsed_s, run.join("backbone.safetensors").display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::Interrupted { run, checkpoint, step } => {
+            eprintln!("stopped at step {step}: saved {}; continue with: ssl pretrain --resume {}", checkpoint.display(), run.display());
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+fn run_tool(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Pretrain(_) => unreachable!("handled in run"),
         Command::Data(DataCommand::Import(args)) => data_import(args),
         Command::Data(DataCommand::Info { file, json }) => data_info(&file, json),
         Command::Data(DataCommand::Preview { file, out, split, count, cols, seed }) => {

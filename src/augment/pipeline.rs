@@ -231,6 +231,18 @@ impl Pipeline {
             self.write_chw(&img, slot);
         });
     }
+
+    /// Fills `out` with the images at `indices` as evaluation sees them: [N, C, H, W], whole,
+    /// resized to the output size, normalised; no randomness.
+    pub fn eval_into(&self, split: &Split, indices: &[usize], out: &mut Vec<f32>) {
+        let (s, chw) = (self.src, self.out.len());
+        let whole = super::crop::Window { top: 0, left: 0, height: s.height, width: s.width };
+        out.resize(indices.len() * chw, 0.0);
+        out.par_chunks_mut(chw).zip(indices).for_each(|(slot, &i)| {
+            let img = super::crop::crop_resize(split.image(i), s.height, s.width, s.channels, whole, self.out.height, self.out.width, self.cfg.interpolation);
+            self.write_chw(&img, slot);
+        });
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,17 @@ pub fn train_val_split(n: usize, val_fraction: f64, seed: u64) -> Result<(Vec<us
     Ok((train, val))
 }
 
+/// `k` of `0..n` chosen at random, sorted (all of them when `k` is 0 or at least `n`).
+pub fn random_subset(n: usize, k: usize, seed: u64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    if k > 0 && k < n {
+        idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        idx.truncate(k);
+        idx.sort_unstable();
+    }
+    idx
+}
+
 /// Keeps `round(count * fraction)` indices of each class (at least one), chosen at random;
 /// sorted. A class that would be left empty is an error.
 pub fn stratified_fraction(labels: &[u32], num_classes: usize, fraction: f64, seed: u64) -> Result<Vec<usize>> {

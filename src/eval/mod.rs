@@ -1,5 +1,6 @@
 //! Evaluation on frozen features.
 
+pub mod features;
 pub mod knn;
 
 pub use knn::{knn_accuracy, knn_predict, KnnParams};

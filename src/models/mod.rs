@@ -1,5 +1,6 @@
 //! Backbones and heads as compile-time-shaped dfdx types.
 
+pub mod backbone;
 pub mod classic;
 pub mod heads;
 pub mod inception;

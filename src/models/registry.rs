@@ -7,6 +7,7 @@ use super::classic::{AlexNetCifar, MobileNetCifar, MobileNetCifarHalf, Vgg11Cifa
 use super::inception::GoogLeNetCifar;
 use super::vit::VitTinyCifar;
 use super::resnet::{ResNet18Cifar, ResNet18Imagenet, ResNet34Cifar, ResNet50Cifar, SmallFmnist};
+use super::backbone::WithBackbone;
 use super::summary::{ActShape, LayerRow, Summary};
 use crate::data::ImageShape;
 use crate::error::{Error, Result};
@@ -43,6 +44,14 @@ macro_rules! registry {
             };
             fits.map_err(|why| Error::invalid(format!("model {name}"), format!("input {shape} does not fit: {why}")))?;
             Ok(rows)
+        }
+
+        /// Runs `job` with the compiled type of model `name`.
+        pub fn with_backbone<J: WithBackbone>(name: &str, job: J) -> Result<J::Out> {
+            match name {
+                $($name => Ok(job.run::<$ty, $c, $features>()),)*
+                _ => Err(unknown(name)),
+            }
         }
     };
 }

@@ -1,8 +1,9 @@
 //! What dfdx lacks for SimCLR's optimisation: learning-rate schedules (warmup, cosine or step
-//! annealing, batch scaling) and LARS with biases and BatchNorm parameters excluded.
+//! annealing, batch scaling) and optimisers (LARS, SGD, AdamW) that exclude biases and
+//! BatchNorm parameters from weight decay and keep their state in checkpoints.
 
-pub mod lars;
+pub mod optimizer;
 pub mod schedule;
 
-pub use lars::{Lars, LarsConfig};
+pub use optimizer::{Optim, OptimConfig, OptimizerKind};
 pub use schedule::{scaled_lr, Annealing, LrScaling, Schedule};

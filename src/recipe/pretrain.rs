@@ -6,18 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::augment::AugmentConfig;
 use crate::error::{Error, Result};
+pub use crate::optim::OptimizerKind;
 use crate::optim::LrScaling;
-
-/// Which optimiser.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OptimizerKind {
-    /// LARS: trust ratio per weight tensor; biases and BatchNorm excluded (SimCLR's choice).
-    Lars,
-    /// SGD with momentum (classic or Nesterov).
-    Sgd,
-    /// Adam with decoupled weight decay.
-    AdamW,
-}
 
 /// What follows the warmup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,11 +25,13 @@ pub struct DataConfig {
     pub file: PathBuf,
     /// The split to pretrain on (its labels, if any, are not used).
     pub split: String,
+    /// Use a seeded random subset of this many images (0: all).
+    pub subset: usize,
 }
 
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig { file: PathBuf::from("data/fashion-mnist.h5"), split: "train".into() }
+        DataConfig { file: PathBuf::from("data/fashion-mnist.h5"), split: "train".into(), subset: 0 }
     }
 }
 
@@ -152,11 +144,14 @@ pub struct KnnConfig {
     pub test_split: String,
     pub k: usize,
     pub temperature: f64,
+    /// Seeded random subsets of the memory bank and the evaluated split (0: all).
+    pub max_train: usize,
+    pub max_test: usize,
 }
 
 impl Default for KnnConfig {
     fn default() -> Self {
-        KnnConfig { every_epochs: 1, train_split: "train".into(), test_split: "test".into(), k: 200, temperature: 0.1 }
+        KnnConfig { every_epochs: 1, train_split: "train".into(), test_split: "test".into(), k: 200, temperature: 0.1, max_train: 0, max_test: 0 }
     }
 }
 
@@ -174,6 +169,8 @@ pub struct PretrainRecipe {
     pub augment: AugmentConfig,
     /// Images per step (each gives two views).
     pub batch_size: usize,
+    /// Drop the last partial batch of an epoch (SimCLR, solo-learn) or train on it.
+    pub drop_last: bool,
     pub epochs: usize,
     pub optimizer: OptimizerConfig,
     pub lr: LrConfig,
@@ -194,6 +191,7 @@ impl Default for PretrainRecipe {
             head: HeadConfig::default(),
             augment: AugmentConfig::simclr(),
             batch_size: 256,
+            drop_last: true,
             epochs: 100,
             optimizer: OptimizerConfig::default(),
             lr: LrConfig::default(),

@@ -1,0 +1,119 @@
+//! The pretraining loader: a seeded shuffle per epoch, both views of each batch augmented in
+//! parallel, and the next batch prepared on a second thread while the model trains on this one.
+//!
+//! Last partial batch: dropped when `drop_last` (SimCLR and solo-learn do so: a short batch
+//! has fewer negatives and noisier BatchNorm statistics), kept as a smaller batch otherwise.
+
+use std::ops::Range;
+use std::sync::mpsc::sync_channel;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::augment::Pipeline;
+use crate::data::Split;
+use crate::error::Result;
+
+/// Steps in an epoch of `n` images at `batch` per step.
+pub fn steps_per_epoch(n: usize, batch: usize, drop_last: bool) -> usize {
+    if drop_last {
+        n / batch
+    } else {
+        n.div_ceil(batch)
+    }
+}
+
+/// The order of `0..n` in `epoch`: depends only on (seed, epoch).
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(epoch as u64);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rng);
+    order
+}
+
+/// One epoch's batches.
+pub struct Epoch<'a> {
+    pub pipeline: &'a Pipeline,
+    pub split: &'a Split,
+    pub order: &'a [usize],
+    pub batch: usize,
+    pub seed: u64,
+    pub epoch: usize,
+}
+
+impl Epoch<'_> {
+    /// The images of step `step`.
+    pub fn indices(&self, step: usize) -> &[usize] {
+        let lo = step * self.batch;
+        &self.order[lo..(lo + self.batch).min(self.order.len())]
+    }
+
+    /// Calls `train(step, views)` for each step in `steps`, views laid out [2N, C, H, W] with
+    /// the two views of image k at rows k and N + k; the next batch is augmented meanwhile.
+    /// Stops early when `train` returns `Ok(false)` or an error.
+    pub fn run(&self, steps: Range<usize>, mut train: impl FnMut(usize, Vec<f32>) -> Result<bool>) -> Result<()> {
+        std::thread::scope(|s| {
+            let (tx, rx) = sync_channel::<(usize, Vec<f32>)>(1);
+            s.spawn(move || {
+                for step in steps {
+                    let mut views = Vec::new();
+                    self.pipeline.views_into(self.split, self.indices(step), 2, self.seed, self.epoch as u64, &mut views);
+                    if tx.send((step, views)).is_err() {
+                        break;
+                    }
+                }
+            });
+            for (step, views) in rx {
+                if !train(step, views)? {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::augment::AugmentConfig;
+    use crate::data::ImageShape;
+
+    #[test]
+    fn orders_and_batches() {
+        assert_eq!(steps_per_epoch(10, 4, true), 2);
+        assert_eq!(steps_per_epoch(10, 4, false), 3);
+        let a = epoch_order(50, 1, 0);
+        assert_eq!(a, epoch_order(50, 1, 0));
+        assert_ne!(a, epoch_order(50, 1, 1));
+        assert_ne!(a, epoch_order(50, 2, 0));
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+
+        let shape = ImageShape { height: 6, width: 6, channels: 1 };
+        let split = Split::random(10, shape, 0);
+        let pipeline = Pipeline::for_split(AugmentConfig::simclr(), &split).unwrap();
+        let order = epoch_order(10, 3, 0);
+        let e = Epoch { pipeline: &pipeline, split: &split, order: &order, batch: 4, seed: 3, epoch: 0 };
+        let mut seen = Vec::new();
+        e.run(0..3, |step, views| {
+            let mut want = Vec::new();
+            pipeline.views_into(&split, e.indices(step), 2, 3, 0, &mut want);
+            assert_eq!(views, want);
+            seen.push((step, views.len() / 36));
+            Ok(step < 1)
+        })
+        .unwrap();
+        assert_eq!(seen, vec![(0, 8), (1, 8)], "stops when asked");
+        let mut last = 0;
+        e.run(2..3, |_, views| {
+            last = views.len() / 36;
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(last, 4, "a partial last batch of 2 images when kept");
+    }
+}

@@ -1,0 +1,226 @@
+//! `ssl pretrain`: the SimCLR loop. Recipe in, run folder out: the resolved recipe,
+//! `metrics.jsonl`, checkpoints, and `backbone.safetensors` at the end.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::augment::Pipeline;
+use crate::data::split::random_subset;
+use crate::data::Store;
+use crate::error::{Context, Error, Result};
+use crate::eval::KnnParams;
+use crate::models::registry::check_input;
+use crate::optim::{Annealing, OptimConfig, Schedule};
+use crate::recipe::pretrain::{AnnealingKind, PretrainRecipe};
+
+use super::checkpoint::{self, CheckpointState};
+use super::loader::{epoch_order, steps_per_epoch, Epoch};
+use super::metrics::MetricsLog;
+use super::monitor::{KnnMonitor, Labeled};
+use super::run_dir;
+use super::signal;
+use super::simclr_net::{self, BACKBONE_FILE};
+
+/// How to start.
+#[derive(Clone, Debug, Default)]
+pub struct PretrainOptions {
+    /// Continue the run in this folder from its newest checkpoint.
+    pub resume: Option<PathBuf>,
+    /// Replace an existing run folder.
+    pub force: bool,
+    /// Behave as if Ctrl-C came after this many steps of the whole run (for tests).
+    pub stop_after: Option<u64>,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// All epochs done; the backbone is at `run/backbone.safetensors`.
+    Finished { run: PathBuf, final_loss: f64, knn_top1: Option<f64>, elapsed_s: f64 },
+    /// Stopped by Ctrl-C after saving `checkpoint`.
+    Interrupted { run: PathBuf, checkpoint: PathBuf, step: u64 },
+}
+
+/// The optimiser settings of a recipe at its peak rate.
+pub fn optim_config(r: &PretrainRecipe) -> OptimConfig {
+    let o = &r.optimizer;
+    OptimConfig {
+        kind: o.kind,
+        lr: r.peak_lr(),
+        momentum: o.momentum,
+        nesterov: o.nesterov,
+        weight_decay: o.weight_decay,
+        trust_coefficient: o.trust_coefficient,
+        betas: o.betas,
+        eps: 1e-8,
+    }
+}
+
+/// The recipe's schedule for `steps` steps per epoch.
+pub fn schedule(r: &PretrainRecipe, steps: usize) -> Result<Schedule> {
+    let l = &r.lr;
+    let annealing = match l.annealing {
+        AnnealingKind::Cosine => Annealing::Cosine { final_fraction: l.final_fraction },
+        AnnealingKind::Step => Annealing::Step { milestones: l.milestones.clone(), gamma: l.gamma },
+        AnnealingKind::Constant => Annealing::Constant,
+    };
+    Schedule::new(r.peak_lr(), l.warmup_epochs, r.epochs, steps, annealing).map_err(|e| Error::invalid("lr", e.to_string()))
+}
+
+/// Runs (or resumes) the pretraining that `recipe` describes.
+pub fn pretrain(recipe: &PretrainRecipe, opts: &PretrainOptions) -> Result<Outcome> {
+    recipe.validate()?;
+    let run = opts.resume.clone().unwrap_or_else(|| recipe.run_dir.join(&recipe.name));
+    let resume_from = match &opts.resume {
+        Some(run) => Some(run_dir::resume_point(run, &recipe.model)?),
+        None => {
+            run_dir::check_new(&run, opts.force)?;
+            None
+        }
+    };
+
+    // Data, model and monitor are all checked before anything is written.
+    let store = Store::open(&recipe.data.file)?;
+    let full = store.load_split(&recipe.data.split).map_err(|e| Error::invalid("data.split", e.to_string()))?;
+    let split = match recipe.data.subset {
+        0 => full,
+        k => full.subset(&full.name, &random_subset(full.len(), k, recipe.seed)),
+    };
+    let pipeline = Pipeline::for_split(recipe.augment.clone(), &split)?;
+    let shape = pipeline.output_shape();
+    check_input(&recipe.model, shape)?;
+    if recipe.batch_size > split.len() {
+        return Err(Error::invalid(
+            "batch_size",
+            format!("{} is larger than the dataset ({} images in {}:{})", recipe.batch_size, split.len(), recipe.data.file.display(), split.name),
+        ));
+    }
+    let monitor = if recipe.knn.every_epochs > 0 {
+        let k = &recipe.knn;
+        let train = Labeled::load(&store, &k.train_split, k.max_train, recipe.seed, "knn.train_split")?;
+        let test = Labeled::load(&store, &k.test_split, k.max_test, recipe.seed + 1, "knn.test_split")?;
+        let params = KnnParams { k: k.k, temperature: k.temperature as f32 };
+        let m = KnnMonitor::new(train, test, &recipe.augment, &split.mean, &split.std, params, &recipe.data.file)?;
+        if m.input_shape() != shape {
+            return Err(Error::invalid("knn", format!("its splits give {} images, pretraining {}", m.input_shape(), shape)));
+        }
+        Some(m)
+    } else {
+        None
+    };
+    let steps = steps_per_epoch(split.len(), recipe.batch_size, recipe.drop_last);
+    let sched = schedule(recipe, steps)?;
+    let mut net = simclr_net::build(&recipe.model, &recipe.head, optim_config(recipe), recipe.seed)?;
+
+    // The run folder.
+    if opts.force && resume_from.is_none() && run.exists() {
+        std::fs::remove_dir_all(&run).at(&run)?;
+    }
+    std::fs::create_dir_all(&run).at(&run)?;
+    run_dir::save_recipe(&run, recipe)?;
+    let (mut epoch, mut first_step, mut global, mut elapsed0, mut extra) = (0, 0, 0u64, 0.0, json!({}));
+    if let Some((dir, state)) = &resume_from {
+        net.load(dir)?;
+        (epoch, first_step, global, elapsed0, extra) = (state.epoch, state.step_in_epoch, state.global_step, state.elapsed_s, state.extra.clone());
+        println!("resuming {} at epoch {} step {} ({})", run.display(), epoch + 1, first_step, dir.display());
+    }
+    let mut log = MetricsLog::open(&run.join("metrics.jsonl"), resume_from.as_ref().map(|(_, s)| s.global_step))?;
+    signal::install();
+
+    let start = Instant::now();
+    let elapsed = |t: &Instant| elapsed0 + t.elapsed().as_secs_f64();
+    let state = |epoch, step_in_epoch, global, elapsed_s, extra| CheckpointState {
+        model: recipe.model.clone(),
+        epoch,
+        step_in_epoch,
+        global_step: global,
+        elapsed_s,
+        extra,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let (c, h, w) = (shape.channels, shape.height, shape.width);
+    let mut last_loss = f64::NAN;
+    let mut knn_top1 = None;
+    while epoch < recipe.epochs {
+        let order = epoch_order(split.len(), recipe.seed, epoch);
+        let ep = Epoch { pipeline: &pipeline, split: &split, order: &order, batch: recipe.batch_size, seed: recipe.seed, epoch };
+        let mut loss_sum = extra.get("epoch_loss_sum").and_then(|v| v.as_f64()).unwrap_or(0.0);
+        let bar = crate::progress::bar(steps as u64, &format!("epoch {}/{}", epoch + 1, recipe.epochs));
+        bar.set_position(first_step as u64);
+        let (mut tick, epoch_t, mut epoch_views) = (Instant::now(), Instant::now(), 0usize);
+        let mut stopped_at = None;
+        ep.run(first_step..steps, |step, views| {
+            let rows = views.len() / (c * h * w);
+            let lr = sched.lr(global as usize);
+            let loss = net.step(views, (c, h, w), recipe.temperature, lr);
+            if !loss.is_finite() {
+                let last = checkpoint::latest(&run)?.map_or("none".to_string(), |(d, _)| d.display().to_string());
+                return Err(Error::invalid(
+                    "loss",
+                    format!(
+                        "{loss} at epoch {} step {} (lr {lr:.4}); the run stopped, the last good checkpoint is {last}; try a lower lr.base or a higher temperature",
+                        epoch + 1,
+                        global + 1
+                    ),
+                ));
+            }
+            global += 1;
+            loss_sum += loss as f64;
+            epoch_views += rows;
+            let vps = rows as f64 / tick.elapsed().as_secs_f64();
+            tick = Instant::now();
+            log.log(&json!({"kind": "step", "epoch": epoch + 1, "step": global, "loss": loss, "lr": lr, "views_per_s": vps, "elapsed_s": elapsed(&start)}))?;
+            bar.set_message(format!("epoch {}/{} loss {loss:.4} lr {lr:.4} {:.0} views/s", epoch + 1, recipe.epochs, epoch_views as f64 / epoch_t.elapsed().as_secs_f64()));
+            bar.inc(1);
+            last_loss = loss as f64;
+            if signal::stop_requested() || opts.stop_after == Some(global) {
+                stopped_at = Some(step + 1);
+                return Ok(false);
+            }
+            Ok(true)
+        })?;
+        bar.finish_and_clear();
+        if let Some(step_in_epoch) = stopped_at {
+            let st = state(epoch, step_in_epoch, global, elapsed(&start), json!({"epoch_loss_sum": loss_sum}));
+            let dir = checkpoint::write(&run, &st, recipe.checkpoint.keep, |d| net.save(d))?;
+            return Ok(Outcome::Interrupted { run, checkpoint: dir, step: global });
+        }
+        let epoch_loss = loss_sum / steps.max(1) as f64;
+        let done = epoch + 1;
+        let mut record = json!({"kind": "epoch", "epoch": done, "step": global, "loss": epoch_loss, "lr": sched.lr(global.saturating_sub(1) as usize),
+            "views_per_s": epoch_views as f64 / epoch_t.elapsed().as_secs_f64(), "elapsed_s": elapsed(&start)});
+        let mut line = format!("epoch {done}/{}: loss {epoch_loss:.4}", recipe.epochs);
+        if let Some(m) = &monitor {
+            if done % recipe.knn.every_epochs == 0 || done == recipe.epochs {
+                let t = Instant::now();
+                let acc = m.accuracy(net.feature_width(), |x| net.features(x, (c, h, w)))?;
+                record["knn_top1"] = json!(acc);
+                line += &format!(", kNN top-1 {:.2}% ({:.0} s)", 100.0 * acc, t.elapsed().as_secs_f64());
+                knn_top1 = Some(acc);
+            }
+        }
+        log.log(&record)?;
+        println!("{line}, {:.0} s elapsed", elapsed(&start));
+        epoch += 1;
+        first_step = 0;
+        extra = json!({});
+        if epoch % recipe.checkpoint.every_epochs.max(1) == 0 || epoch == recipe.epochs {
+            let st = state(epoch, 0, global, elapsed(&start), json!({}));
+            checkpoint::write(&run, &st, recipe.checkpoint.keep, |d| net.save(d))?;
+        }
+    }
+    net.save_backbone(&run.join(BACKBONE_FILE))?;
+    Ok(Outcome::Finished { run, final_loss: last_loss, knn_top1, elapsed_s: elapsed(&start) })
+}
+
+/// The run folder a recipe writes to.
+pub fn run_folder(recipe: &PretrainRecipe) -> PathBuf {
+    recipe.run_dir.join(&recipe.name)
+}
+
+/// Whether `path` holds a finished pretraining run.
+pub fn is_finished(path: &Path) -> bool {
+    path.join(BACKBONE_FILE).exists()
+}

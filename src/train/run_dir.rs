@@ -1,0 +1,46 @@
+//! Run folders: refusing to overwrite one by accident, finding where to resume, and saving the
+//! resolved recipe.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Context, Error, Result};
+use crate::fsutil::tmp_beside;
+
+use super::checkpoint::{self, CheckpointState};
+
+/// A new run may go to `run` unless something is there already (or `force`).
+pub fn check_new(run: &Path, force: bool) -> Result<()> {
+    let occupied = run.exists() && std::fs::read_dir(run).at(run)?.next().is_some();
+    if occupied && !force {
+        return Err(Error::invalid(
+            format!("run folder {}", run.display()),
+            "already exists: continue it with --resume, pick another name with --set name=..., or replace it with --force",
+        ));
+    }
+    Ok(())
+}
+
+/// The newest checkpoint of `run`, which must have been made with model `model`.
+pub fn resume_point(run: &Path, model: &str) -> Result<(PathBuf, CheckpointState)> {
+    if !run.is_dir() {
+        return Err(Error::invalid("--resume", format!("{}: no such run folder", run.display())));
+    }
+    let (dir, state) = checkpoint::latest(run)?.ok_or_else(|| Error::invalid("--resume", format!("{}: no checkpoint to resume from", run.display())))?;
+    if state.model != model {
+        return Err(Error::invalid(
+            "--resume",
+            format!("{} was made with model '{}', the recipe asks for '{model}'", run.display(), state.model),
+        ));
+    }
+    Ok((dir, state))
+}
+
+/// Writes the resolved recipe as `run/recipe.ron`.
+pub fn save_recipe<R: Serialize>(run: &Path, recipe: &R) -> Result<()> {
+    let path = run.join("recipe.ron");
+    let tmp = tmp_beside(&path);
+    std::fs::write(&tmp, crate::recipe::to_ron(recipe)).at(&tmp)?;
+    std::fs::rename(&tmp, &path).at(&path)
+}
