@@ -51,6 +51,8 @@ fn apply_override(root: &mut serde_json::Value, spec: &str) -> Result<()> {
             return Err(Error::invalid("--set", format!("unknown field '{}'", keys[..=i].join("."))));
         }
         if i + 1 == keys.len() {
+            // `None` is both an empty option and an enum variant (LrScaling::None).
+            let value = if value.is_null() && map[*key].is_string() { serde_json::Value::String(raw.to_string()) } else { value };
             map.insert(key.to_string(), value);
             return Ok(());
         }

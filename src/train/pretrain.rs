@@ -75,10 +75,7 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &PretrainOptions) -> Result<Outco
     let run = opts.resume.clone().unwrap_or_else(|| recipe.run_dir.join(&recipe.name));
     let resume_from = match &opts.resume {
         Some(run) => Some(run_dir::resume_point(run, &recipe.model)?),
-        None => {
-            run_dir::check_new(&run, opts.force)?;
-            None
-        }
+        None => None,
     };
 
     // Data, model and monitor are all checked before anything is written.
@@ -115,6 +112,9 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &PretrainOptions) -> Result<Outco
     let mut net = simclr_net::build(&recipe.model, &recipe.head, optim_config(recipe), recipe.seed)?;
 
     // The run folder.
+    if resume_from.is_none() {
+        run_dir::check_new(&run, opts.force)?;
+    }
     if opts.force && resume_from.is_none() && run.exists() {
         std::fs::remove_dir_all(&run).at(&run)?;
     }
@@ -160,7 +160,7 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &PretrainOptions) -> Result<Outco
                 return Err(Error::invalid(
                     "loss",
                     format!(
-                        "{loss} at epoch {} step {} (lr {lr:.4}); the run stopped, the last good checkpoint is {last}; try a lower lr.base or a higher temperature",
+                        "{loss} at epoch {} step {} (lr {lr:.4e}); the run stopped, the last good checkpoint is {last}; try a lower lr.base or a higher temperature",
                         epoch + 1,
                         global + 1
                     ),

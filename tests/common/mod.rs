@@ -62,10 +62,41 @@ pub fn write_idx_dataset(dir: &Path, n_train: u32, n_test: u32, gz: bool) {
     std::fs::create_dir_all(dir).unwrap();
     for (prefix, n) in [("train", n_train), ("t10k", n_test)] {
         let images: Vec<u8> = (0..n * 30).map(|i| (i % 251) as u8).collect();
-        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-        write_maybe_gz(&dir.join(format!("{prefix}-images-idx3-ubyte")), &idx_bytes(&[n, 6, 5], &images), gz);
-        write_maybe_gz(&dir.join(format!("{prefix}-labels-idx1-ubyte")), &idx_bytes(&[n], &labels), gz);
+        write_idx_split(dir, prefix, n, 6, 5, &images, gz);
     }
+}
+
+/// Writes one IDX split (images and labels cycling through 0..10).
+fn write_idx_split(dir: &Path, prefix: &str, n: u32, h: u32, w: u32, images: &[u8], gz: bool) {
+    let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+    write_maybe_gz(&dir.join(format!("{prefix}-images-idx3-ubyte")), &idx_bytes(&[n, h, w], images), gz);
+    write_maybe_gz(&dir.join(format!("{prefix}-labels-idx1-ubyte")), &idx_bytes(&[n], &labels), gz);
+}
+
+/// Imports a labeled store of `n_train` + `n_test` 12x12 gray images into `dir/data.h5`: class
+/// k is a bright square at a position of its own plus noise, so features can separate classes.
+pub fn labeled_store(dir: &Path, n_train: u32, n_test: u32) -> std::path::PathBuf {
+    let src = dir.join("idx");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut state = 12345u32;
+    for (prefix, n) in [("train", n_train), ("t10k", n_test)] {
+        let mut images = Vec::new();
+        for i in 0..n {
+            let (cy, cx) = (((i % 10) / 4) * 4, ((i % 10) % 4) * 3);
+            for y in 0..12 {
+                for x in 0..12 {
+                    state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    let noise = (state >> 26) as u8;
+                    let inside = (cy..cy + 4).contains(&y) && (cx..cx + 3).contains(&x);
+                    images.push(if inside { 200 + noise / 2 } else { noise });
+                }
+            }
+        }
+        write_idx_split(&src, prefix, n, 12, 12, &images, false);
+    }
+    let out = dir.join("data.h5");
+    ssl_ok(&["data", "import", "idx", s(&src), s(&out)]);
+    out
 }
 
 /// Writes `data` at `path`, or gzipped at `path.gz`.
