@@ -18,7 +18,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// SimCLR pretraining from a recipe (e.g. recipes/simclr_resnet.ron).
-    Pretrain(PretrainArgs),
+    Pretrain(TrainArgs),
+    /// Supervised fine-tuning of a backbone with a classifier (e.g. recipes/finetune_resnet.ron).
+    Finetune(TrainArgs),
     /// Datasets: import into HDF5, inspect, preview.
     #[command(subcommand)]
     Data(DataCommand),
@@ -143,7 +145,7 @@ pub struct ImportArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct PretrainArgs {
+pub struct TrainArgs {
     /// The recipe (RON). With --resume, the run's saved recipe is used when none is given.
     pub recipe: Option<PathBuf>,
     /// Override a recipe field, e.g. --set lr.base=0.5 --set optimizer.kind=Sgd (repeatable).

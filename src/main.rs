@@ -5,7 +5,7 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{AugmentCommand, Cli, Command, DataCommand, FormatArg, ImportArgs, ModelsCommand, PretrainArgs};
+use cli::{AugmentCommand, Cli, Command, DataCommand, FormatArg, ImportArgs, ModelsCommand, TrainArgs};
 use ssl::data::import::{import, Format, ImportOptions};
 use rand::seq::index::sample;
 use rand::SeedableRng;
@@ -44,37 +44,42 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    if let Command::Pretrain(args) = cli.command {
-        return pretrain(args);
+    match cli.command {
+        Command::Pretrain(a) => train_command(a, ssl::train::pretrain),
+        Command::Finetune(a) => train_command(a, ssl::train::finetune),
+        other => run_tool(other).map(|()| ExitCode::SUCCESS),
     }
-    run_tool(cli).map(|()| ExitCode::SUCCESS)
 }
 
-/// `ssl pretrain`: exit 130 when stopped by Ctrl-C (after saving a checkpoint).
-fn pretrain(a: PretrainArgs) -> Result<ExitCode> {
-    use ssl::train::{Outcome, PretrainOptions};
-    let recipe: ssl::recipe::PretrainRecipe = match (&a.recipe, &a.resume) {
+/// `ssl pretrain` and `ssl finetune`: exit 130 when stopped by Ctrl-C (after saving a
+/// checkpoint).
+fn train_command<R: serde::Serialize + serde::de::DeserializeOwned>(
+    a: TrainArgs,
+    go: impl FnOnce(&R, &ssl::train::RunOptions) -> Result<ssl::train::Outcome>,
+) -> Result<ExitCode> {
+    use ssl::train::{Outcome, RunOptions};
+    let recipe: R = match (&a.recipe, &a.resume) {
         (Some(path), _) => ssl::recipe::load(path, &a.set)?,
         (None, Some(run)) => ssl::recipe::load(&run.join("recipe.ron"), &a.set)?,
-        (None, None) => return Err(Error::invalid("pretrain", "give a recipe file (e.g. recipes/simclr_resnet.ron) or --resume RUN")),
+        (None, None) => return Err(Error::invalid("recipe", "give a recipe file (e.g. recipes/simclr_resnet.ron) or --resume RUN")),
     };
-    let opts = PretrainOptions { resume: a.resume, force: a.force, stop_after: a.stop_after_steps };
-    match ssl::train::pretrain(&recipe, &opts)? {
-        Outcome::Finished { run, final_loss, knn_top1, elapsed_s } => {
-            let knn = knn_top1.map_or(String::new(), |a| format!(", kNN top-1 {:.2}%", 100.0 * a));
-            println!("done in {:.0} s: final loss {final_loss:.4}{knn}; backbone at {}", elapsed_s, run.join("backbone.safetensors").display());
+    let opts = RunOptions { resume: a.resume, force: a.force, stop_after: a.stop_after_steps };
+    match go(&recipe, &opts)? {
+        Outcome::Finished { summary, .. } => {
+            println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
         Outcome::Interrupted { run, checkpoint, step } => {
-            eprintln!("stopped at step {step}: saved {}; continue with: ssl pretrain --resume {}", checkpoint.display(), run.display());
+            let cmd = std::env::args().nth(1).unwrap_or_default();
+            eprintln!("stopped at step {step}: saved {}; continue with: ssl {cmd} --resume {}", checkpoint.display(), run.display());
             Ok(ExitCode::from(130))
         }
     }
 }
 
-fn run_tool(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Pretrain(_) => unreachable!("handled in run"),
+fn run_tool(command: Command) -> Result<()> {
+    match command {
+        Command::Pretrain(_) | Command::Finetune(_) => Err(Error::invalid("command", "training commands run through train_command")),
         Command::Data(DataCommand::Import(args)) => data_import(args),
         Command::Data(DataCommand::Info { file, json }) => data_info(&file, json),
         Command::Data(DataCommand::Preview { file, out, split, count, cols, seed }) => {

@@ -1,6 +1,11 @@
-//! Evaluation on frozen features.
+//! Evaluation on frozen features: extraction and caching, weighted kNN, the linear probe, and
+//! classification metrics.
 
+pub mod feature_cache;
 pub mod features;
 pub mod knn;
+pub mod metrics;
+pub mod probe;
 
 pub use knn::{knn_accuracy, knn_predict, KnnParams};
+pub use metrics::{evaluate, Evaluation};

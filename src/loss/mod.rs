@@ -1,5 +1,7 @@
-//! Losses: NT-Xent for contrastive pretraining.
+//! Losses: NT-Xent for contrastive pretraining, label-smoothed cross entropy for fine-tuning.
 
+pub mod cross_entropy;
 pub mod nt_xent;
 
+pub use cross_entropy::smoothed_cross_entropy;
 pub use nt_xent::nt_xent;

@@ -2,8 +2,11 @@
 //! fields are rejected with their name and position, `--set path.to.field=value` overrides any
 //! field, and the resolved recipe is what a run saves beside its results.
 
+pub mod common;
+pub mod finetune;
 pub mod pretrain;
 
+pub use finetune::FinetuneRecipe;
 pub use pretrain::PretrainRecipe;
 
 use std::path::Path;

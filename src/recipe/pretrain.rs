@@ -6,16 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::augment::AugmentConfig;
 use crate::error::{Error, Result};
+pub use super::common::{AnnealingKind, CheckpointConfig, LrConfig, OptimizerConfig};
 pub use crate::optim::OptimizerKind;
-use crate::optim::LrScaling;
-
-/// What follows the warmup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AnnealingKind {
-    Cosine,
-    Step,
-    Constant,
-}
 
 /// Where the images come from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -50,85 +42,6 @@ pub struct HeadConfig {
 impl Default for HeadConfig {
     fn default() -> Self {
         HeadConfig { hidden: 512, out: 128, layers: 2 }
-    }
-}
-
-/// The optimiser and its hyper-parameters.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OptimizerConfig {
-    pub kind: OptimizerKind,
-    /// Momentum (LARS, SGD).
-    pub momentum: f64,
-    /// Nesterov momentum (SGD).
-    pub nesterov: bool,
-    /// LARS trust coefficient eta (SimCLR: 0.001).
-    pub trust_coefficient: f64,
-    /// Adam's betas.
-    pub betas: (f64, f64),
-    /// Weight decay (SimCLR with LARS: 1e-6); never applied to biases and BatchNorm under LARS.
-    pub weight_decay: f64,
-}
-
-impl Default for OptimizerConfig {
-    fn default() -> Self {
-        OptimizerConfig {
-            kind: OptimizerKind::Lars,
-            momentum: 0.9,
-            nesterov: false,
-            trust_coefficient: 1e-3,
-            betas: (0.9, 0.999),
-            weight_decay: 1e-6,
-        }
-    }
-}
-
-/// The learning-rate schedule.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LrConfig {
-    /// Base rate before batch scaling (SimCLR with LARS: 0.3 with linear scaling).
-    pub base: f64,
-    /// Linear (base x batch / 256), Sqrt (base x sqrt(batch)) or None.
-    pub scaling: LrScaling,
-    /// Linear warmup (SimCLR: 10 epochs).
-    pub warmup_epochs: usize,
-    /// Cosine (SimCLR), Step or Constant after the warmup.
-    pub annealing: AnnealingKind,
-    /// Cosine: the final rate as a fraction of the peak.
-    pub final_fraction: f64,
-    /// Step: epochs at which the rate is multiplied by `gamma`.
-    pub milestones: Vec<usize>,
-    pub gamma: f64,
-}
-
-impl Default for LrConfig {
-    fn default() -> Self {
-        LrConfig {
-            base: 0.3,
-            scaling: LrScaling::Linear,
-            warmup_epochs: 10,
-            annealing: AnnealingKind::Cosine,
-            final_fraction: 0.0,
-            milestones: Vec::new(),
-            gamma: 0.1,
-        }
-    }
-}
-
-/// Checkpoint cadence.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CheckpointConfig {
-    /// Every N epochs (and always at the end).
-    pub every_epochs: usize,
-    /// How many to keep.
-    pub keep: usize,
-}
-
-impl Default for CheckpointConfig {
-    fn default() -> Self {
-        CheckpointConfig { every_epochs: 1, keep: 3 }
     }
 }
 
@@ -239,7 +152,7 @@ impl PretrainRecipe {
 
     /// The peak learning rate after batch scaling.
     pub fn peak_lr(&self) -> f64 {
-        crate::optim::scaled_lr(self.lr.base, self.batch_size, self.lr.scaling)
+        self.lr.peak(self.batch_size)
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Epoch<'a> {
     pub split: &'a Split,
     pub order: &'a [usize],
     pub batch: usize,
+    /// Augmented views of each image (2 for SimCLR, 1 for fine-tuning).
+    pub views: usize,
     pub seed: u64,
     pub epoch: usize,
 }
@@ -50,8 +52,8 @@ impl Epoch<'_> {
         &self.order[lo..(lo + self.batch).min(self.order.len())]
     }
 
-    /// Calls `train(step, views)` for each step in `steps`, views laid out [2N, C, H, W] with
-    /// the two views of image k at rows k and N + k; the next batch is augmented meanwhile.
+    /// Calls `train(step, views)` for each step in `steps`, views laid out [V N, C, H, W] with
+    /// view v of image k at row v N + k; the next batch is augmented meanwhile.
     /// Stops early when `train` returns `Ok(false)` or an error.
     pub fn run(&self, steps: Range<usize>, mut train: impl FnMut(usize, Vec<f32>) -> Result<bool>) -> Result<()> {
         std::thread::scope(|s| {
@@ -59,7 +61,7 @@ impl Epoch<'_> {
             s.spawn(move || {
                 for step in steps {
                     let mut views = Vec::new();
-                    self.pipeline.views_into(self.split, self.indices(step), 2, self.seed, self.epoch as u64, &mut views);
+                    self.pipeline.views_into(self.split, self.indices(step), self.views, self.seed, self.epoch as u64, &mut views);
                     if tx.send((step, views)).is_err() {
                         break;
                     }
@@ -97,7 +99,7 @@ mod tests {
         let split = Split::random(10, shape, 0);
         let pipeline = Pipeline::for_split(AugmentConfig::simclr(), &split).unwrap();
         let order = epoch_order(10, 3, 0);
-        let e = Epoch { pipeline: &pipeline, split: &split, order: &order, batch: 4, seed: 3, epoch: 0 };
+        let e = Epoch { pipeline: &pipeline, split: &split, order: &order, batch: 4, views: 2, seed: 3, epoch: 0 };
         let mut seen = Vec::new();
         e.run(0..3, |step, views| {
             let mut want = Vec::new();

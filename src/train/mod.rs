@@ -2,8 +2,11 @@
 //! traits, checkpoints, metrics, Ctrl-C handling.
 
 pub mod checkpoint;
+pub mod classifier_net;
+pub mod finetune;
 pub mod loader;
 pub mod metrics;
+pub mod module_file;
 pub mod monitor;
 pub mod pretrain;
 pub mod run_dir;
@@ -12,4 +15,5 @@ pub mod simclr_net;
 pub mod step;
 pub mod tensors_file;
 
-pub use pretrain::{pretrain, Outcome, PretrainOptions};
+pub use finetune::finetune;
+pub use pretrain::{pretrain, Outcome, RunOptions};

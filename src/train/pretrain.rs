@@ -9,23 +9,21 @@ use serde_json::json;
 use crate::augment::Pipeline;
 use crate::data::split::random_subset;
 use crate::data::Store;
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
 use crate::eval::KnnParams;
 use crate::models::registry::check_input;
-use crate::optim::{Annealing, OptimConfig, Schedule};
-use crate::recipe::pretrain::{AnnealingKind, PretrainRecipe};
+use crate::recipe::pretrain::PretrainRecipe;
 
 use super::checkpoint::{self, CheckpointState};
 use super::loader::{epoch_order, steps_per_epoch, Epoch};
-use super::metrics::MetricsLog;
 use super::monitor::{KnnMonitor, Labeled};
 use super::run_dir;
 use super::signal;
 use super::simclr_net::{self, BACKBONE_FILE};
 
-/// How to start.
+/// How to start a pretraining or fine-tuning run.
 #[derive(Clone, Debug, Default)]
-pub struct PretrainOptions {
+pub struct RunOptions {
     /// Continue the run in this folder from its newest checkpoint.
     pub resume: Option<PathBuf>,
     /// Replace an existing run folder.
@@ -37,40 +35,14 @@ pub struct PretrainOptions {
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
-    /// All epochs done; the backbone is at `run/backbone.safetensors`.
-    Finished { run: PathBuf, final_loss: f64, knn_top1: Option<f64>, elapsed_s: f64 },
+    /// All epochs done; `summary` says how it went in one line.
+    Finished { run: PathBuf, summary: String },
     /// Stopped by Ctrl-C after saving `checkpoint`.
     Interrupted { run: PathBuf, checkpoint: PathBuf, step: u64 },
 }
 
-/// The optimiser settings of a recipe at its peak rate.
-pub fn optim_config(r: &PretrainRecipe) -> OptimConfig {
-    let o = &r.optimizer;
-    OptimConfig {
-        kind: o.kind,
-        lr: r.peak_lr(),
-        momentum: o.momentum,
-        nesterov: o.nesterov,
-        weight_decay: o.weight_decay,
-        trust_coefficient: o.trust_coefficient,
-        betas: o.betas,
-        eps: 1e-8,
-    }
-}
-
-/// The recipe's schedule for `steps` steps per epoch.
-pub fn schedule(r: &PretrainRecipe, steps: usize) -> Result<Schedule> {
-    let l = &r.lr;
-    let annealing = match l.annealing {
-        AnnealingKind::Cosine => Annealing::Cosine { final_fraction: l.final_fraction },
-        AnnealingKind::Step => Annealing::Step { milestones: l.milestones.clone(), gamma: l.gamma },
-        AnnealingKind::Constant => Annealing::Constant,
-    };
-    Schedule::new(r.peak_lr(), l.warmup_epochs, r.epochs, steps, annealing).map_err(|e| Error::invalid("lr", e.to_string()))
-}
-
 /// Runs (or resumes) the pretraining that `recipe` describes.
-pub fn pretrain(recipe: &PretrainRecipe, opts: &PretrainOptions) -> Result<Outcome> {
+pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
     recipe.validate()?;
     let run = opts.resume.clone().unwrap_or_else(|| recipe.run_dir.join(&recipe.name));
     let resume_from = match &opts.resume {
@@ -108,25 +80,16 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &PretrainOptions) -> Result<Outco
         None
     };
     let steps = steps_per_epoch(split.len(), recipe.batch_size, recipe.drop_last);
-    let sched = schedule(recipe, steps)?;
-    let mut net = simclr_net::build(&recipe.model, &recipe.head, optim_config(recipe), recipe.seed)?;
+    let sched = recipe.lr.schedule(recipe.batch_size, recipe.epochs, steps)?;
+    let mut net = simclr_net::build(&recipe.model, &recipe.head, recipe.optimizer.at(recipe.peak_lr()), recipe.seed)?;
 
-    // The run folder.
-    if resume_from.is_none() {
-        run_dir::check_new(&run, opts.force)?;
-    }
-    if opts.force && resume_from.is_none() && run.exists() {
-        std::fs::remove_dir_all(&run).at(&run)?;
-    }
-    std::fs::create_dir_all(&run).at(&run)?;
-    run_dir::save_recipe(&run, recipe)?;
+    let mut log = run_dir::open(&run, resume_from.as_ref().map(|(_, s)| s), opts.force, recipe)?;
     let (mut epoch, mut first_step, mut global, mut elapsed0, mut extra) = (0, 0, 0u64, 0.0, json!({}));
     if let Some((dir, state)) = &resume_from {
         net.load(dir)?;
         (epoch, first_step, global, elapsed0, extra) = (state.epoch, state.step_in_epoch, state.global_step, state.elapsed_s, state.extra.clone());
         println!("resuming {} at epoch {} step {} ({})", run.display(), epoch + 1, first_step, dir.display());
     }
-    let mut log = MetricsLog::open(&run.join("metrics.jsonl"), resume_from.as_ref().map(|(_, s)| s.global_step))?;
     signal::install();
 
     let start = Instant::now();
@@ -145,7 +108,7 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &PretrainOptions) -> Result<Outco
     let mut knn_top1 = None;
     while epoch < recipe.epochs {
         let order = epoch_order(split.len(), recipe.seed, epoch);
-        let ep = Epoch { pipeline: &pipeline, split: &split, order: &order, batch: recipe.batch_size, seed: recipe.seed, epoch };
+        let ep = Epoch { pipeline: &pipeline, split: &split, order: &order, batch: recipe.batch_size, views: 2, seed: recipe.seed, epoch };
         let mut loss_sum = extra.get("epoch_loss_sum").and_then(|v| v.as_f64()).unwrap_or(0.0);
         let bar = crate::progress::bar(steps as u64, &format!("epoch {}/{}", epoch + 1, recipe.epochs));
         bar.set_position(first_step as u64);
@@ -212,7 +175,9 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &PretrainOptions) -> Result<Outco
         }
     }
     net.save_backbone(&run.join(BACKBONE_FILE))?;
-    Ok(Outcome::Finished { run, final_loss: last_loss, knn_top1, elapsed_s: elapsed(&start) })
+    let knn = knn_top1.map_or(String::new(), |a| format!(", kNN top-1 {:.2}%", 100.0 * a));
+    let summary = format!("done in {:.0} s: final loss {last_loss:.4}{knn}; backbone at {}", elapsed(&start), run.join(BACKBONE_FILE).display());
+    Ok(Outcome::Finished { run, summary })
 }
 
 /// The run folder a recipe writes to.

@@ -9,6 +9,7 @@ use crate::error::{Context, Error, Result};
 use crate::fsutil::tmp_beside;
 
 use super::checkpoint::{self, CheckpointState};
+use super::metrics::MetricsLog;
 
 /// A new run may go to `run` unless something is there already (or `force`).
 pub fn check_new(run: &Path, force: bool) -> Result<()> {
@@ -43,4 +44,19 @@ pub fn save_recipe<R: Serialize>(run: &Path, recipe: &R) -> Result<()> {
     let tmp = tmp_beside(&path);
     std::fs::write(&tmp, crate::recipe::to_ron(recipe)).at(&tmp)?;
     std::fs::rename(&tmp, &path).at(&path)
+}
+
+/// Opens the run folder once every input has been checked: a new run (an occupied folder is
+/// refused unless `force`, which empties it) or the resumed one; saves the resolved recipe and
+/// opens `metrics.jsonl`, dropping what was logged after the checkpoint resumed from.
+pub fn open<R: Serialize>(run: &Path, resumed: Option<&CheckpointState>, force: bool, recipe: &R) -> Result<MetricsLog> {
+    if resumed.is_none() {
+        check_new(run, force)?;
+        if run.exists() {
+            std::fs::remove_dir_all(run).at(run)?;
+        }
+    }
+    std::fs::create_dir_all(run).at(run)?;
+    save_recipe(run, recipe)?;
+    MetricsLog::open(&run.join("metrics.jsonl"), resumed.map(|s| s.global_step))
 }

@@ -1,0 +1,127 @@
+//! Recipe sections shared by pretraining and fine-tuning: optimiser, learning-rate schedule,
+//! checkpoints.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::optim::{Annealing, LrScaling, OptimConfig, OptimizerKind, Schedule};
+
+/// What follows the warmup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AnnealingKind {
+    Cosine,
+    Step,
+    Constant,
+}
+
+/// The optimiser and its hyper-parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerConfig {
+    pub kind: OptimizerKind,
+    /// Momentum (LARS, SGD).
+    pub momentum: f64,
+    /// Nesterov momentum (SGD).
+    pub nesterov: bool,
+    /// LARS trust coefficient eta (SimCLR: 0.001).
+    pub trust_coefficient: f64,
+    /// Adam's betas.
+    pub betas: (f64, f64),
+    /// Weight decay (SimCLR with LARS: 1e-6); never applied to biases and BatchNorm parameters.
+    pub weight_decay: f64,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig {
+            kind: OptimizerKind::Lars,
+            momentum: 0.9,
+            nesterov: false,
+            trust_coefficient: 1e-3,
+            betas: (0.9, 0.999),
+            weight_decay: 1e-6,
+        }
+    }
+}
+
+/// The learning-rate schedule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LrConfig {
+    /// Base rate before batch scaling (SimCLR with LARS: 0.3 with linear scaling).
+    pub base: f64,
+    /// Linear (base x batch / 256), Sqrt (base x sqrt(batch)) or None.
+    pub scaling: LrScaling,
+    /// Linear warmup (SimCLR: 10 epochs).
+    pub warmup_epochs: usize,
+    /// Cosine (SimCLR), Step or Constant after the warmup.
+    pub annealing: AnnealingKind,
+    /// Cosine: the final rate as a fraction of the peak.
+    pub final_fraction: f64,
+    /// Step: epochs at which the rate is multiplied by `gamma`.
+    pub milestones: Vec<usize>,
+    pub gamma: f64,
+}
+
+impl Default for LrConfig {
+    fn default() -> Self {
+        LrConfig {
+            base: 0.3,
+            scaling: LrScaling::Linear,
+            warmup_epochs: 10,
+            annealing: AnnealingKind::Cosine,
+            final_fraction: 0.0,
+            milestones: Vec::new(),
+            gamma: 0.1,
+        }
+    }
+}
+
+/// Checkpoint cadence.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Every N epochs (and always at the end).
+    pub every_epochs: usize,
+    /// How many to keep.
+    pub keep: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig { every_epochs: 1, keep: 3 }
+    }
+}
+
+impl OptimizerConfig {
+    /// The optimiser settings at learning rate `lr`.
+    pub fn at(&self, lr: f64) -> OptimConfig {
+        OptimConfig {
+            kind: self.kind,
+            lr,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+            trust_coefficient: self.trust_coefficient,
+            betas: self.betas,
+            eps: 1e-8,
+        }
+    }
+}
+
+impl LrConfig {
+    /// The peak rate after batch scaling.
+    pub fn peak(&self, batch: usize) -> f64 {
+        crate::optim::scaled_lr(self.base, batch, self.scaling)
+    }
+
+    /// The per-step schedule of a run of `epochs` epochs of `steps` steps at `batch`.
+    pub fn schedule(&self, batch: usize, epochs: usize, steps: usize) -> Result<Schedule> {
+        let annealing = match self.annealing {
+            AnnealingKind::Cosine => Annealing::Cosine { final_fraction: self.final_fraction },
+            AnnealingKind::Step => Annealing::Step { milestones: self.milestones.clone(), gamma: self.gamma },
+            AnnealingKind::Constant => Annealing::Constant,
+        };
+        Schedule::new(self.peak(batch), self.warmup_epochs, epochs, steps, annealing).map_err(|e| Error::invalid("lr", e.to_string()))
+    }
+}

@@ -1,0 +1,179 @@
+//! The fine-tuning recipe (`ssl finetune`): a backbone (pretrained or random), a linear
+//! classifier with dropout, label smoothing, a small annealed rate with warmup, and early
+//! stopping on a validation split. Defaults follow SimCLR's fine-tuning (Nesterov SGD,
+//! momentum 0.9) and common practice for small images.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{CheckpointConfig, LrConfig, OptimizerConfig};
+use crate::augment::AugmentConfig;
+use crate::error::{Error, Result};
+use crate::optim::{LrScaling, OptimizerKind};
+
+/// Labeled data and how it is divided.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FinetuneData {
+    pub file: PathBuf,
+    pub train_split: String,
+    pub test_split: String,
+    /// Fraction of the training labels used (stratified per class): 1.0, or 0.1 / 0.01 for
+    /// the semi-supervised protocol.
+    pub label_fraction: f64,
+    /// Fraction of those held out for validation and early stopping (0: none).
+    pub val_fraction: f64,
+}
+
+impl Default for FinetuneData {
+    fn default() -> Self {
+        FinetuneData {
+            file: PathBuf::from("data/fashion-mnist.h5"),
+            train_split: "train".into(),
+            test_split: "test".into(),
+            label_fraction: 1.0,
+            val_fraction: 0.1,
+        }
+    }
+}
+
+/// How the backbone trains.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackboneTraining {
+    /// Keep the backbone fixed (evaluation mode, no optimiser): only the classifier learns.
+    pub freeze: bool,
+    /// The backbone's rate as a fraction of the classifier's (e.g. 0.1).
+    pub lr_factor: f64,
+}
+
+impl Default for BackboneTraining {
+    fn default() -> Self {
+        BackboneTraining { freeze: false, lr_factor: 1.0 }
+    }
+}
+
+/// Early stopping on validation top-1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EarlyStopping {
+    /// Epochs without improvement before stopping (0: never stop early).
+    pub patience: usize,
+    /// The improvement that counts.
+    pub min_delta: f64,
+}
+
+impl Default for EarlyStopping {
+    fn default() -> Self {
+        EarlyStopping { patience: 5, min_delta: 0.0 }
+    }
+}
+
+/// A whole fine-tuning experiment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FinetuneRecipe {
+    pub name: String,
+    pub run_dir: PathBuf,
+    /// A pretraining run folder (or a backbone .safetensors file); None trains from random
+    /// initialisation (the supervised baseline).
+    pub pretrained: Option<PathBuf>,
+    pub data: FinetuneData,
+    pub model: String,
+    pub augment: AugmentConfig,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub optimizer: OptimizerConfig,
+    pub lr: LrConfig,
+    pub backbone: BackboneTraining,
+    /// Label smoothing epsilon (Szegedy et al. 2016: 0.1).
+    pub label_smoothing: f64,
+    /// Dropout before the classifier.
+    pub dropout: f64,
+    pub early_stopping: EarlyStopping,
+    pub seed: u64,
+    pub checkpoint: CheckpointConfig,
+}
+
+impl Default for FinetuneRecipe {
+    fn default() -> Self {
+        FinetuneRecipe {
+            name: "finetune".into(),
+            run_dir: PathBuf::from("runs"),
+            pretrained: None,
+            data: FinetuneData::default(),
+            model: "small_fmnist".into(),
+            augment: AugmentConfig::light(),
+            batch_size: 256,
+            epochs: 30,
+            optimizer: OptimizerConfig { kind: OptimizerKind::Sgd, nesterov: true, weight_decay: 5e-4, ..OptimizerConfig::default() },
+            lr: LrConfig { base: 0.05, scaling: LrScaling::Linear, warmup_epochs: 1, ..LrConfig::default() },
+            backbone: BackboneTraining::default(),
+            label_smoothing: 0.1,
+            dropout: 0.2,
+            early_stopping: EarlyStopping::default(),
+            seed: 0,
+            checkpoint: CheckpointConfig::default(),
+        }
+    }
+}
+
+impl FinetuneRecipe {
+    /// Checks what can be checked without the data, naming the field at fault.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.lr.base > 0.0 && self.lr.base.is_finite()) {
+            return Err(Error::invalid("lr.base", format!("{} must be a positive number", self.lr.base)));
+        }
+        if self.batch_size < 2 {
+            return Err(Error::invalid("batch_size", format!("{} must be at least 2", self.batch_size)));
+        }
+        if self.epochs == 0 {
+            return Err(Error::invalid("epochs", "must be at least 1"));
+        }
+        if self.lr.warmup_epochs > self.epochs {
+            return Err(Error::invalid("lr.warmup_epochs", format!("{} is longer than the run ({} epochs)", self.lr.warmup_epochs, self.epochs)));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(Error::invalid("label_smoothing", format!("{} must be in [0, 1)", self.label_smoothing)));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::invalid("dropout", format!("{} must be in [0, 1)", self.dropout)));
+        }
+        if !(self.data.label_fraction > 0.0 && self.data.label_fraction <= 1.0) {
+            return Err(Error::invalid("data.label_fraction", format!("{} must be in (0, 1]", self.data.label_fraction)));
+        }
+        if !(0.0..1.0).contains(&self.data.val_fraction) {
+            return Err(Error::invalid("data.val_fraction", format!("{} must be in [0, 1)", self.data.val_fraction)));
+        }
+        if self.early_stopping.patience > 0 && self.data.val_fraction == 0.0 {
+            return Err(Error::invalid("early_stopping.patience", "needs a validation split (data.val_fraction > 0)"));
+        }
+        if !(self.backbone.lr_factor >= 0.0 && self.backbone.lr_factor.is_finite()) {
+            return Err(Error::invalid("backbone.lr_factor", "must be >= 0"));
+        }
+        if self.optimizer.weight_decay < 0.0 {
+            return Err(Error::invalid("optimizer.weight_decay", "must be >= 0"));
+        }
+        crate::models::registry::find(&self.model).map_err(|e| Error::invalid("model", e.to_string()))?;
+        self.augment.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_recipes_parse_and_validate() {
+        for name in ["finetune_resnet.ron", "supervised_resnet.ron"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes").join(name);
+            let r: FinetuneRecipe = crate::recipe::load(&path, &[]).unwrap();
+            r.validate().unwrap();
+        }
+        let bad = FinetuneRecipe { label_smoothing: 1.0, ..Default::default() };
+        assert!(bad.validate().unwrap_err().to_string().contains("label_smoothing"));
+        let bad = FinetuneRecipe { data: FinetuneData { val_fraction: 0.0, ..Default::default() }, ..Default::default() };
+        assert!(bad.validate().unwrap_err().to_string().contains("early_stopping"));
+    }
+}

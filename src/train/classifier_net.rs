@@ -1,0 +1,247 @@
+//! A classifier network for fine-tuning: a backbone of a compiled type and a linear classifier
+//! (dropout on its input), behind an object-safe trait like [`super::simclr_net::SimclrNet`].
+//!
+//! The classifier is compiled for 10, 100 or 1000 outputs; a dataset with fewer classes uses
+//! the smallest that fits and masks the rest out of the loss and the predictions.
+//! A frozen backbone runs in evaluation mode without a tape (BatchNorm statistics untouched)
+//! and has no optimiser at all, so nothing can move it.
+
+use std::path::Path;
+
+use dfdx::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Error, Result};
+use crate::loss::cross_entropy::smoothed_cross_entropy;
+use crate::models::backbone::{Backbone, Images, WithBackbone};
+use crate::models::heads::Classifier;
+use crate::models::registry::with_backbone;
+use crate::optim::{Optim, OptimConfig};
+
+use super::module_file::{load_module, load_optimizer, save_module, save_optimizer};
+use super::simclr_net::BACKBONE_FILE;
+
+const CLASSIFIER_FILE: &str = "classifier.safetensors";
+const BACKBONE_OPT_FILE: &str = "optimizer-backbone.safetensors";
+const CLASSIFIER_OPT_FILE: &str = "optimizer-classifier.safetensors";
+
+/// What the fine-tuning loop needs of a network.
+pub trait ClassifierNet {
+    /// One step on a batch [N, C, H, W] with its labels: label-smoothed cross entropy, dropout
+    /// from `dropout_seed`, the classifier updated at `lr` and the backbone at `backbone_lr`
+    /// (unless frozen). Returns the loss and the number of correct predictions.
+    fn step(&mut self, images: Vec<f32>, shape: (usize, usize, usize), labels: &[u32], smoothing: f64, lr: f64, backbone_lr: f64, dropout_seed: u64) -> (f32, usize);
+    /// Class scores [N, classes] in evaluation mode.
+    fn logits(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Vec<f32>;
+    /// Backbone features [N, F] in evaluation mode.
+    fn features(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Vec<f32>;
+    fn feature_width(&self) -> usize;
+    fn classes(&self) -> usize;
+    /// Loads backbone weights (a pretraining run's `backbone.safetensors`).
+    fn load_backbone(&mut self, path: &Path) -> Result<()>;
+    /// Writes the weights (and with `optimizer`, the optimiser state) into `dir`.
+    fn save(&self, dir: &Path, optimizer: bool) -> Result<()>;
+    /// Reads what [`ClassifierNet::save`] wrote.
+    fn load(&mut self, dir: &Path, optimizer: bool) -> Result<()>;
+}
+
+struct Net<B, const C: usize, const F: usize, const K: usize> {
+    dev: Cpu,
+    backbone: B,
+    head: dfdx::nn::modules::Linear<F, K, f32, Cpu>,
+    classes: usize,
+    dropout: f64,
+    frozen: bool,
+    opt_backbone: Optim,
+    opt_head: Optim,
+}
+
+/// A dropout mask [n x f]: 0 with probability p, else 1 / (1 - p).
+fn dropout_mask(n: usize, f: usize, p: f64, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let keep = (1.0 / (1.0 - p)) as f32;
+    (0..n * f).map(|_| if rng.gen::<f64>() < p { 0.0 } else { keep }).collect()
+}
+
+impl<B: Backbone<C, F>, const C: usize, const F: usize, const K: usize> Net<B, C, F, K> {
+    fn input(&self, images: Vec<f32>, (c, h, w): (usize, usize, usize)) -> Images<C> {
+        debug_assert_eq!(c, C);
+        let n = images.len() / (c * h * w);
+        self.dev.tensor_from_vec(images, (n, Const, h, w))
+    }
+
+    fn correct(&self, logits: &[f32], labels: &[u32]) -> usize {
+        logits.chunks(K).zip(labels).filter(|(row, &y)| argmax(&row[..self.classes]) == y as usize).count()
+    }
+}
+
+/// Index of the largest value (the first on ties).
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
+}
+
+impl<B: Backbone<C, F>, const C: usize, const F: usize, const K: usize> ClassifierNet for Net<B, C, F, K> {
+    fn step(&mut self, images: Vec<f32>, shape: (usize, usize, usize), labels: &[u32], smoothing: f64, lr: f64, backbone_lr: f64, dropout_seed: u64) -> (f32, usize) {
+        let x = self.input(images, shape);
+        let n = labels.len();
+        let mask = self.dev.tensor_from_vec(dropout_mask(n, F, self.dropout, dropout_seed), (n, Const::<F>));
+        let mut grads = self.head.alloc_grads();
+        let features = if self.frozen {
+            self.backbone.forward(x).trace(grads)
+        } else {
+            self.backbone.zero_grads(&mut grads);
+            self.backbone.forward_mut(x.trace(grads))
+        };
+        let logits = self.head.forward_mut(features * mask);
+        let scores = logits.retaped::<NoneTape>().as_vec();
+        let loss = smoothed_cross_entropy(logits, labels, self.classes, smoothing);
+        let value = loss.array();
+        let grads = loss.backward();
+        if value.is_finite() {
+            self.opt_head.cfg.lr = lr;
+            self.opt_head.update(&mut self.head, &grads);
+            if !self.frozen {
+                self.opt_backbone.cfg.lr = backbone_lr;
+                self.opt_backbone.update(&mut self.backbone, &grads);
+            }
+        }
+        (value, self.correct(&scores, labels))
+    }
+
+    fn logits(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Vec<f32> {
+        let out = self.head.forward(self.backbone.forward(self.input(images, shape))).as_vec();
+        out.chunks(K).flat_map(|row| row[..self.classes].to_vec()).collect()
+    }
+
+    fn features(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Vec<f32> {
+        self.backbone.forward(self.input(images, shape)).as_vec()
+    }
+
+    fn feature_width(&self) -> usize {
+        F
+    }
+
+    fn classes(&self) -> usize {
+        self.classes
+    }
+
+    fn load_backbone(&mut self, path: &Path) -> Result<()> {
+        load_module(&mut self.backbone, path)
+    }
+
+    fn save(&self, dir: &Path, optimizer: bool) -> Result<()> {
+        save_module(&self.backbone, &dir.join(BACKBONE_FILE))?;
+        save_module(&self.head, &dir.join(CLASSIFIER_FILE))?;
+        if optimizer {
+            save_optimizer(&self.opt_backbone, &dir.join(BACKBONE_OPT_FILE))?;
+            save_optimizer(&self.opt_head, &dir.join(CLASSIFIER_OPT_FILE))?;
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, dir: &Path, optimizer: bool) -> Result<()> {
+        load_module(&mut self.backbone, &dir.join(BACKBONE_FILE))?;
+        load_module(&mut self.head, &dir.join(CLASSIFIER_FILE))?;
+        if optimizer {
+            load_optimizer(&mut self.opt_backbone, &dir.join(BACKBONE_OPT_FILE))?;
+            load_optimizer(&mut self.opt_head, &dir.join(CLASSIFIER_OPT_FILE))?;
+        }
+        Ok(())
+    }
+}
+
+/// How to build a classifier network.
+#[derive(Clone, Copy, Debug)]
+pub struct ClassifierSpec {
+    pub classes: usize,
+    pub dropout: f64,
+    pub frozen: bool,
+    pub opt: OptimConfig,
+    pub seed: u64,
+}
+
+impl WithBackbone for ClassifierSpec {
+    type Out = Result<Box<dyn ClassifierNet>>;
+
+    fn run<B: BuildOnDevice<Cpu, f32>, const C: usize, const F: usize>(self) -> Self::Out
+    where
+        B::Built: Backbone<C, F>,
+    {
+        fn boxed<B: Backbone<C, F>, const C: usize, const F: usize, const K: usize>(dev: Cpu, backbone: B, s: ClassifierSpec) -> Box<dyn ClassifierNet> {
+            let head = dev.build_module::<Classifier<F, K>, f32>();
+            let (opt_backbone, opt_head) = (Optim::new(s.opt), Optim::new(s.opt));
+            Box::new(Net::<B, C, F, K> { dev, backbone, head, classes: s.classes, dropout: s.dropout, frozen: s.frozen, opt_backbone, opt_head })
+        }
+        let dev = Cpu::seed_from_u64(self.seed);
+        let backbone = dev.build_module::<B, f32>();
+        match self.classes {
+            2..=10 => Ok(boxed::<B::Built, C, F, 10>(dev, backbone, self)),
+            11..=100 => Ok(boxed::<B::Built, C, F, 100>(dev, backbone, self)),
+            101..=1000 => Ok(boxed::<B::Built, C, F, 1000>(dev, backbone, self)),
+            n => Err(Error::invalid("classes", format!("{n} classes: a classifier needs 2 to 1000"))),
+        }
+    }
+}
+
+/// Builds model `name` with a classifier for `spec.classes` classes.
+pub fn build(name: &str, spec: ClassifierSpec) -> Result<Box<dyn ClassifierNet>> {
+    if !(0.0..1.0).contains(&spec.dropout) {
+        return Err(Error::invalid("dropout", format!("{} must be in [0, 1)", spec.dropout)));
+    }
+    with_backbone(name, spec)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{ImageShape, Split};
+
+    fn batch() -> (Vec<f32>, Vec<u32>) {
+        let s = Split::random(12, ImageShape { height: 10, width: 10, channels: 1 }, 5);
+        (s.images.iter().map(|&v| v as f32 / 255.0).collect(), (0..12).map(|i| i % 3).collect())
+    }
+
+    #[test]
+    fn learns_a_batch_and_a_frozen_backbone_never_moves() {
+        let (x, y) = batch();
+        let shape = (1, 10, 10);
+        let opt = OptimConfig { kind: crate::optim::OptimizerKind::Sgd, lr: 0.05, weight_decay: 0.01, ..Default::default() };
+        let spec = ClassifierSpec { classes: 3, dropout: 0.1, frozen: false, opt, seed: 0 };
+        let mut net = build("small_fmnist", spec).unwrap();
+        let (first, _) = net.step(x.clone(), shape, &y, 0.1, 0.05, 0.05, 1);
+        for s in 0..10 {
+            net.step(x.clone(), shape, &y, 0.1, 0.05, 0.05, 2 + s);
+        }
+        let (last, correct) = net.step(x.clone(), shape, &y, 0.1, 0.05, 0.05, 20);
+        assert!(last < first, "{first} -> {last}");
+        assert!(correct > 4);
+        let logits = net.logits(x.clone(), shape);
+        assert_eq!(logits.len(), 12 * 3, "only the real classes are returned");
+
+        // Frozen: weights and BatchNorm statistics of the backbone stay bit for bit, even with
+        // weight decay and momentum; the classifier learns.
+        let d = tempfile::tempdir().unwrap();
+        net.save(d.path(), false).unwrap();
+        let before = std::fs::read(d.path().join(BACKBONE_FILE)).unwrap();
+        let mut frozen = build("small_fmnist", ClassifierSpec { frozen: true, ..spec }).unwrap();
+        frozen.load_backbone(&d.path().join(BACKBONE_FILE)).unwrap();
+        let f0 = frozen.features(x.clone(), shape);
+        let (a, _) = frozen.step(x.clone(), shape, &y, 0.0, 0.5, 0.5, 1);
+        for s in 0..5 {
+            frozen.step(x.clone(), shape, &y, 0.0, 0.5, 0.5, 2 + s);
+        }
+        let (b, _) = frozen.step(x.clone(), shape, &y, 0.0, 0.5, 0.5, 9);
+        assert!(b < a);
+        assert_eq!(frozen.features(x.clone(), shape), f0);
+        let e = tempfile::tempdir().unwrap();
+        frozen.save(e.path(), true).unwrap();
+        assert_eq!(std::fs::read(e.path().join(BACKBONE_FILE)).unwrap(), before);
+
+        // Save and load with the optimiser: the next step is identical.
+        let mut again = build("small_fmnist", ClassifierSpec { frozen: true, ..spec }).unwrap();
+        again.load(e.path(), true).unwrap();
+        assert_eq!(frozen.step(x.clone(), shape, &y, 0.1, 0.1, 0.1, 3), again.step(x, shape, &y, 0.1, 0.1, 0.1, 3));
+        assert!(build("small_fmnist", ClassifierSpec { classes: 1, ..spec }).is_err());
+    }
+}

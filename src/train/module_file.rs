@@ -1,0 +1,48 @@
+//! Module weights and optimiser state on disk (safetensors), written through a temporary file.
+
+use std::path::Path;
+
+use dfdx::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::optim::Optim;
+
+use super::tensors_file;
+
+/// Saves a dfdx module, through a temporary file.
+pub fn save_module<M: TensorCollection<f32, Cpu>>(m: &M, path: &Path) -> Result<()> {
+    let tmp = crate::fsutil::tmp_beside(path);
+    m.save_safetensors(&tmp).map_err(|e| Error::bad_input(path, format!("cannot write: {e:?}")))?;
+    std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+}
+
+/// Loads a dfdx module saved by [`save_module`]; a file of another model is refused.
+pub fn load_module<M: TensorCollection<f32, Cpu>>(m: &mut M, path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Err(Error::bad_input(path, "no such file"));
+    }
+    m.load_safetensors(path).map_err(|e| Error::bad_input(path, format!("does not fit this model: {e:?}")))
+}
+
+pub fn save_optimizer(opt: &Optim, path: &Path) -> Result<()> {
+    let (named, steps) = opt.state();
+    let steps_buf = [steps as f32];
+    let mut tensors: Vec<(String, Vec<usize>, &[f32])> = named.iter().map(|(n, v)| (n.clone(), vec![v.len()], v.as_slice())).collect();
+    // The step count fits f32 exactly up to 2^24 updates; also kept in the checkpoint's JSON.
+    tensors.push(("steps".into(), vec![1], &steps_buf));
+    tensors_file::save(path, &tensors)
+}
+
+pub fn load_optimizer(opt: &mut Optim, path: &Path) -> Result<()> {
+    let mut steps = 0;
+    let mut named = Vec::new();
+    for (name, _, data) in tensors_file::load(path)? {
+        if name == "steps" {
+            steps = data.first().copied().unwrap_or(0.0) as u64;
+        } else {
+            named.push((name, data));
+        }
+    }
+    opt.set_state(named, steps).map_err(|e| Error::bad_input(path, e.to_string()))
+}
+
