@@ -21,6 +21,41 @@ pub enum Command {
     Pretrain(TrainArgs),
     /// Supervised fine-tuning of a backbone with a classifier (e.g. recipes/finetune_resnet.ron).
     Finetune(TrainArgs),
+    /// Linear probe on a pretraining run's frozen features (top-1, top-5 on the test split).
+    Probe {
+        #[command(flatten)]
+        features: FeatureArgs,
+        /// Training epochs over the cached features.
+        #[arg(long, default_value_t = 100)]
+        epochs: usize,
+        /// Peak rate (cosine to zero), SGD with Nesterov momentum.
+        #[arg(long, default_value_t = 0.1)]
+        lr: f64,
+        #[arg(long, default_value_t = 1e-4)]
+        weight_decay: f64,
+        #[arg(long, default_value_t = 256)]
+        batch_size: usize,
+    },
+    /// Weighted kNN accuracy on a pretraining run's frozen features.
+    Knn {
+        #[command(flatten)]
+        features: FeatureArgs,
+        #[arg(long, default_value_t = 200)]
+        k: usize,
+        #[arg(long, default_value_t = 0.1)]
+        temperature: f32,
+    },
+    /// Write the report (Markdown, HTML, PNG plots) of a pretraining run and its evaluations.
+    Report {
+        /// The pretraining run folder.
+        run: PathBuf,
+        /// Fine-tuning run folders to include (repeatable).
+        #[arg(long)]
+        finetune: Vec<PathBuf>,
+        /// Output folder (default: RUN/report).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Datasets: import into HDF5, inspect, preview.
     #[command(subcommand)]
     Data(DataCommand),
@@ -160,4 +195,24 @@ pub struct TrainArgs {
     /// Stop as Ctrl-C would after this many steps of the whole run (for tests).
     #[arg(long, hide = true)]
     pub stop_after_steps: Option<u64>,
+}
+
+/// Which frozen features to evaluate.
+#[derive(Args, Debug)]
+pub struct FeatureArgs {
+    /// The pretraining run folder.
+    pub run: PathBuf,
+    /// Also evaluate the baselines: the random initialisation and the raw pixels.
+    #[arg(long)]
+    pub baselines: bool,
+    /// Labeled store (default: the run's pretraining data).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long, default_value = "train")]
+    pub train_split: String,
+    #[arg(long, default_value = "test")]
+    pub test_split: String,
+    /// Use a random subset of this many training images (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub max_train: usize,
 }

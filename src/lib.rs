@@ -15,6 +15,7 @@ pub mod nn;
 pub mod optim;
 pub mod progress;
 pub mod recipe;
+pub mod report;
 pub mod train;
 pub mod viz;
 

@@ -80,6 +80,29 @@ fn train_command<R: serde::Serialize + serde::de::DeserializeOwned>(
 fn run_tool(command: Command) -> Result<()> {
     match command {
         Command::Pretrain(_) | Command::Finetune(_) => Err(Error::invalid("command", "training commands run through train_command")),
+        Command::Probe { features, epochs, lr, weight_decay, batch_size } => {
+            let (sources, req) = feature_request(&features);
+            let cfg = ssl::eval::probe::ProbeConfig { epochs, lr, weight_decay, batch_size, seed: 0 };
+            for (source, e) in ssl::eval::on_run::probe_run(&features.run, &sources, &req, cfg)? {
+                println!("probe {:>6}: test top-1 {:.2}%, top-5 {:.2}% (train top-1 {:.2}%, {} features)", source.key(), 100.0 * e.test.top1, 100.0 * e.test.top5, 100.0 * e.train.top1, e.dim);
+            }
+            println!("wrote {}", features.run.join("eval/probe.json").display());
+            Ok(())
+        }
+        Command::Knn { features, k, temperature } => {
+            let (sources, req) = feature_request(&features);
+            for (source, e) in ssl::eval::on_run::knn_run(&features.run, &sources, &req, ssl::eval::KnnParams { k, temperature })? {
+                println!("knn {:>6}: test top-1 {:.2}% (k {k}, temperature {temperature}, {} neighbours to choose from)", source.key(), 100.0 * e.test.top1, e.train_images);
+            }
+            println!("wrote {}", features.run.join("eval/knn.json").display());
+            Ok(())
+        }
+        Command::Report { run, finetune, out } => {
+            let out = out.unwrap_or_else(|| run.join("report"));
+            let written = ssl::report::write(&run, &finetune, &out)?;
+            written.iter().for_each(|p| println!("wrote {}", p.display()));
+            Ok(())
+        }
         Command::Data(DataCommand::Import(args)) => data_import(args),
         Command::Data(DataCommand::Info { file, json }) => data_info(&file, json),
         Command::Data(DataCommand::Preview { file, out, split, count, cols, seed }) => {
@@ -216,4 +239,11 @@ fn data_info(file: &std::path::Path, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn feature_request(a: &cli::FeatureArgs) -> (Vec<ssl::eval::frozen::Source>, ssl::eval::frozen::FeatureRequest) {
+    use ssl::eval::frozen::{FeatureRequest, Source};
+    let sources = if a.baselines { vec![Source::Pretrained, Source::RandomInit, Source::Pixels] } else { vec![Source::Pretrained] };
+    let req = FeatureRequest { data: a.data.clone(), train_split: a.train_split.clone(), test_split: a.test_split.clone(), max_train: a.max_train };
+    (sources, req)
 }

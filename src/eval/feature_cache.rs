@@ -16,14 +16,15 @@ pub struct SplitFeatures {
     pub dim: usize,
 }
 
-/// Reads `splits` from the cache at `path` if it was made for `source`.
-pub fn read(path: &Path, source: &str, splits: &[&str]) -> Result<Option<Vec<SplitFeatures>>> {
+/// Reads `splits` from the cache at `path` if it was made for `source` (any source when
+/// `source` is None).
+pub fn read(path: &Path, source: Option<&str>, splits: &[&str]) -> Result<Option<Vec<SplitFeatures>>> {
     if !path.exists() {
         return Ok(None);
     }
     let Ok(file) = hdf5::File::open(path) else { return Ok(None) };
     let made_for = file.attr("source").and_then(|a| a.read_scalar::<VarLenUnicode>()).map(|s| s.as_str().to_string());
-    if made_for.ok().as_deref() != Some(source) {
+    if source.is_some() && made_for.ok().as_deref() != source {
         return Ok(None);
     }
     let mut out = Vec::new();
@@ -71,8 +72,8 @@ mod tests {
         let p = d.path().join("features.h5");
         let a = SplitFeatures { x: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], y: vec![0, 2], dim: 3 };
         write(&p, "backbone v1", &[("train", &a), ("test", &a)]).unwrap();
-        assert_eq!(read(&p, "backbone v1", &["train", "test"]).unwrap(), Some(vec![a.clone(), a]));
-        assert_eq!(read(&p, "backbone v2", &["train"]).unwrap(), None);
-        assert_eq!(read(&p, "backbone v1", &["val"]).unwrap(), None);
+        assert_eq!(read(&p, Some("backbone v1"), &["train", "test"]).unwrap(), Some(vec![a.clone(), a]));
+        assert_eq!(read(&p, Some("backbone v2"), &["train"]).unwrap(), None);
+        assert_eq!(read(&p, None, &["val"]).unwrap(), None);
     }
 }

@@ -3,8 +3,10 @@
 
 pub mod feature_cache;
 pub mod features;
+pub mod frozen;
 pub mod knn;
 pub mod metrics;
+pub mod on_run;
 pub mod probe;
 
 pub use knn::{knn_accuracy, knn_predict, KnnParams};

@@ -1,0 +1,136 @@
+//! Frozen features of a pretraining run's backbone (or of the same model at its random
+//! initialisation, or of the raw pixels) on a labeled train and test split, cached in
+//! `RUN/eval/features-*.h5` and reused while the backbone file is unchanged.
+
+use std::path::{Path, PathBuf};
+
+use crate::augment::{AugmentConfig, Pipeline};
+use crate::data::split::random_subset;
+use crate::data::{Split, Store};
+use crate::error::{Error, Result};
+use crate::recipe::PretrainRecipe;
+use crate::train::classifier_net::{self, ClassifierSpec};
+use crate::train::finetune::{class_count, labels_of};
+use crate::train::simclr_net::BACKBONE_FILE;
+
+use super::feature_cache::{self, SplitFeatures};
+use super::features::extract;
+
+/// Whose features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The run's pretrained backbone.
+    Pretrained,
+    /// The same model at the initialisation the run started from (its seed).
+    RandomInit,
+    /// The normalised pixels themselves.
+    Pixels,
+}
+
+impl Source {
+    /// The key used in reports and file names.
+    pub fn key(self) -> &'static str {
+        match self {
+            Source::Pretrained => "ssl",
+            Source::RandomInit => "random",
+            Source::Pixels => "pixels",
+        }
+    }
+}
+
+/// Which labeled data to describe.
+#[derive(Clone, Debug)]
+pub struct FeatureRequest {
+    /// The store (default: the run's pretraining data).
+    pub data: Option<PathBuf>,
+    pub train_split: String,
+    pub test_split: String,
+    /// Seeded random subset of the training split (0: all).
+    pub max_train: usize,
+}
+
+/// Features of both splits, and the class names.
+pub struct FeatureSet {
+    pub train: SplitFeatures,
+    pub test: SplitFeatures,
+    pub classes: Vec<String>,
+}
+
+fn labeled(store: &Store, name: &str, field: &str) -> Result<Split> {
+    let split = store.load_split(name).map_err(|e| Error::invalid(field, e.to_string()))?;
+    labels_of(&split, store.path(), field)?;
+    Ok(split)
+}
+
+/// The features of `source` for `run`, from the cache when it is current.
+pub fn features(run: &Path, source: Source, req: &FeatureRequest) -> Result<FeatureSet> {
+    let recipe_path = run.join("recipe.ron");
+    if !recipe_path.exists() {
+        return Err(Error::invalid("run", format!("{}: not a pretraining run folder (no recipe.ron)", run.display())));
+    }
+    let recipe: PretrainRecipe = crate::recipe::load(&recipe_path, &[])?;
+    let file = req.data.clone().unwrap_or_else(|| recipe.data.file.clone());
+    let store = Store::open(&file)?;
+    let train = labeled(&store, &req.train_split, "--train-split")?;
+    let test = labeled(&store, &req.test_split, "--test-split")?;
+    let labels = train.labels.as_deref().unwrap_or_default();
+    let classes = class_count(&train, labels);
+    let train_idx = random_subset(train.len(), req.max_train, recipe.seed);
+    let test_idx: Vec<usize> = (0..test.len()).collect();
+    let backbone = run.join(BACKBONE_FILE);
+    let stamp = |p: &Path| std::fs::metadata(p).ok().and_then(|m| m.modified().ok()).map(|t| format!("{t:?}")).unwrap_or_default();
+    let source_id = format!(
+        "{} of {} ({}); data {} {} {}:{} {}:{} max {}",
+        source.key(),
+        recipe.model,
+        if source == Source::Pretrained { format!("{} {}", backbone.display(), stamp(&backbone)) } else { format!("seed {}", recipe.seed) },
+        file.display(),
+        stamp(&file),
+        req.train_split,
+        train.len(),
+        req.test_split,
+        test.len(),
+        req.max_train
+    );
+    let names: Vec<String> = if train.classes.len() == classes { train.classes.clone() } else { (0..classes).map(|i| i.to_string()).collect() };
+    let cache = run.join("eval").join(format!("features-{}.h5", source.key()));
+    if let Some(mut v) = feature_cache::read(&cache, Some(&source_id), &["train", "test"])? {
+        let test = v.pop().expect("two splits");
+        let train = v.pop().expect("two splits");
+        return Ok(FeatureSet { train, test, classes: names });
+    }
+    let a = &recipe.augment;
+    let cfg = AugmentConfig { size: a.size, normalize: true, interpolation: a.interpolation, ..AugmentConfig::none() };
+    let pretrain_split = store.load_split(&recipe.data.split).ok();
+    let (mean, std) = match &pretrain_split {
+        Some(s) => (s.mean.clone(), s.std.clone()),
+        None => (train.mean.clone(), train.std.clone()),
+    };
+    let pipeline = Pipeline::new(cfg, train.shape, &mean, &std)?;
+    let shape = pipeline.output_shape();
+    let describe = |split: &Split, idx: &[usize], label: &str| -> Result<SplitFeatures> {
+        let all = split.labels.as_deref().unwrap_or_default();
+        let y: Vec<u32> = idx.iter().map(|&i| all[i]).collect();
+        let (x, dim) = match source {
+            Source::Pixels => (extract(&pipeline, split, idx, 1024, label, |x| x), shape.len()),
+            _ => {
+                crate::models::registry::check_input(&recipe.model, shape)?;
+                let spec = ClassifierSpec { classes: classes.max(2), dropout: 0.0, frozen: true, opt: Default::default(), seed: recipe.seed };
+                let mut net = classifier_net::build(&recipe.model, spec)?;
+                if source == Source::Pretrained {
+                    net.load_backbone(&backbone)?;
+                }
+                let s = (shape.channels, shape.height, shape.width);
+                (extract(&pipeline, split, idx, 256, label, |x| net.features(x, s)), net.feature_width())
+            }
+        };
+        Ok(SplitFeatures { x, y, dim })
+    };
+    let train_f = describe(&train, &train_idx, &format!("{} features: {}", source.key(), req.train_split))?;
+    let test_f = describe(&test, &test_idx, &format!("{} features: {}", source.key(), req.test_split))?;
+    if source != Source::Pixels {
+        std::fs::create_dir_all(run.join("eval")).map_err(|e| Error::Io { path: run.join("eval"), source: e })?;
+        feature_cache::write(&cache, &source_id, &[("train", &train_f), ("test", &test_f)])?;
+    }
+    Ok(FeatureSet { train: train_f, test: test_f, classes: names })
+}

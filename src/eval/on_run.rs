@@ -1,0 +1,107 @@
+//! `ssl probe` and `ssl knn` on a pretraining run: frozen features of the pretrained backbone
+//! and, as baselines, of the random initialisation and of the raw pixels; results merged into
+//! `RUN/eval/probe.json` and `RUN/eval/knn.json`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::frozen::{features, FeatureRequest, Source};
+use super::knn::{knn_predict, KnnParams};
+use super::metrics::{evaluate, Evaluation};
+use super::probe::{probe, Labeled, ProbeConfig};
+use crate::error::{Context, Error, Result};
+use crate::train::finetune::write_json;
+
+/// One linear-probe result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbeEntry {
+    pub train: Evaluation,
+    pub test: Evaluation,
+    pub dim: usize,
+    pub config: ProbeConfig,
+    pub classes: Vec<String>,
+    pub seconds: f64,
+}
+
+/// One kNN result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KnnEntry {
+    pub test: Evaluation,
+    pub k: usize,
+    pub temperature: f32,
+    pub train_images: usize,
+    pub seconds: f64,
+}
+
+fn merge<T: Serialize + DeserializeOwned>(path: &Path, key: &str, entry: T) -> Result<()> {
+    let mut all: BTreeMap<String, T> = if path.exists() {
+        let text = std::fs::read_to_string(path).at(path)?;
+        serde_json::from_str(&text).map_err(|e| Error::bad_input(path, e.to_string()))?
+    } else {
+        BTreeMap::new()
+    };
+    all.insert(key.to_string(), entry);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).at(dir)?;
+    }
+    write_json(path, &all)
+}
+
+/// Reads `RUN/eval/NAME.json` if present.
+pub fn read<T: DeserializeOwned>(run: &Path, name: &str) -> Result<BTreeMap<String, T>> {
+    let path = run.join("eval").join(format!("{name}.json"));
+    if !path.exists() {
+        return Ok(BTreeMap::new());
+    }
+    let text = std::fs::read_to_string(&path).at(&path)?;
+    serde_json::from_str(&text).map_err(|e| Error::bad_input(&path, e.to_string()))
+}
+
+/// Linear probe of each source; returns (source, entry) in order.
+pub fn probe_run(run: &Path, sources: &[Source], req: &FeatureRequest, cfg: ProbeConfig) -> Result<Vec<(Source, ProbeEntry)>> {
+    let mut out = Vec::new();
+    for &source in sources {
+        let t = Instant::now();
+        let f = features(run, source, req)?;
+        let classes = f.classes.len();
+        let bar = crate::progress::bar(cfg.epochs as u64, &format!("{} probe", source.key()));
+        let (train, test) = probe(
+            &Labeled { x: &f.train.x, y: &f.train.y },
+            &Labeled { x: &f.test.x, y: &f.test.y },
+            f.train.dim,
+            classes,
+            cfg,
+            |_, loss| {
+                bar.set_message(format!("{} probe loss {loss:.4}", source.key()));
+                bar.inc(1);
+            },
+        )?;
+        bar.finish_and_clear();
+        let entry = ProbeEntry { train, test, dim: f.train.dim, config: cfg, classes: f.classes, seconds: t.elapsed().as_secs_f64() };
+        merge(&run.join("eval/probe.json"), source.key(), entry.clone())?;
+        out.push((source, entry));
+    }
+    Ok(out)
+}
+
+/// Weighted kNN of each source.
+pub fn knn_run(run: &Path, sources: &[Source], req: &FeatureRequest, params: KnnParams) -> Result<Vec<(Source, KnnEntry)>> {
+    let mut out = Vec::new();
+    for &source in sources {
+        let t = Instant::now();
+        let f = features(run, source, req)?;
+        let classes = f.classes.len();
+        let pred = knn_predict(&f.train.x, &f.train.y, &f.test.x, f.train.dim, classes, params)?;
+        // One-hot scores of the predictions, so the same metrics apply.
+        let mut scores = vec![0.0f32; pred.len() * classes];
+        pred.iter().enumerate().for_each(|(i, &p)| scores[i * classes + p as usize] = 1.0);
+        let entry = KnnEntry { test: evaluate(&scores, &f.test.y, classes), k: params.k, temperature: params.temperature, train_images: f.train.y.len(), seconds: t.elapsed().as_secs_f64() };
+        merge(&run.join("eval/knn.json"), source.key(), entry.clone())?;
+        out.push((source, entry));
+    }
+    Ok(out)
+}

@@ -1,0 +1,217 @@
+//! `ssl report`: a pretraining run, its frozen-feature evaluations and any fine-tuning runs,
+//! written up as `report.md` (PNG plots beside it) and one self-contained `report.html`.
+
+pub mod document;
+pub mod embedding;
+pub mod plots;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::error::{Context, Error, Result};
+use crate::eval::feature_cache;
+use crate::eval::on_run::{read, KnnEntry, ProbeEntry};
+use crate::recipe::{FinetuneRecipe, PretrainRecipe};
+use crate::train::finetune::FinetuneResult;
+use crate::train::metrics;
+use document::Block;
+use plots::Series;
+
+/// Points in the embedding map.
+const MAP_POINTS: usize = 1500;
+
+/// A finished fine-tuning run.
+struct Finetune {
+    dir: PathBuf,
+    recipe: FinetuneRecipe,
+    result: FinetuneResult,
+    epochs: Vec<Value>,
+}
+
+fn load_finetune(dir: &Path) -> Result<Finetune> {
+    let result_path = dir.join("result.json");
+    if !result_path.exists() {
+        return Err(Error::invalid("--finetune", format!("{}: no result.json (not a finished fine-tuning run)", dir.display())));
+    }
+    let text = std::fs::read_to_string(&result_path).at(&result_path)?;
+    let result = serde_json::from_str(&text).map_err(|e| Error::bad_input(&result_path, e.to_string()))?;
+    let recipe = crate::recipe::load(&dir.join("recipe.ron"), &[])?;
+    let epochs = metrics::read(&dir.join("metrics.jsonl"))?.into_iter().filter(|v| v["kind"] == "epoch").collect();
+    Ok(Finetune { dir: dir.to_path_buf(), recipe, result, epochs })
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.filter(|v| v.is_finite()).map_or("–".into(), |v| format!("{:.2}", 100.0 * v))
+}
+
+fn points(records: &[Value], x: &str, y: &str) -> Vec<(f64, f64)> {
+    records.iter().filter_map(|r| Some((r.get(x)?.as_f64()?, r.get(y)?.as_f64()?))).collect()
+}
+
+/// Moving average over `w` points.
+fn smooth(p: &[(f64, f64)], w: usize) -> Vec<(f64, f64)> {
+    (0..p.len()).map(|i| {
+        let lo = i.saturating_sub(w - 1);
+        let ys = &p[lo..=i];
+        (p[i].0, ys.iter().map(|q| q.1).sum::<f64>() / ys.len() as f64)
+    }).collect()
+}
+
+fn init_label(f: &Finetune) -> &'static str {
+    if f.recipe.pretrained.is_some() { "SimCLR" } else { "random init" }
+}
+
+/// Writes the report of `run` (and of the fine-tuning runs `finetunes`) into `out`; returns
+/// the files written.
+pub fn write(run: &Path, finetunes: &[PathBuf], out: &Path) -> Result<Vec<PathBuf>> {
+    let recipe_path = run.join("recipe.ron");
+    if !recipe_path.exists() {
+        return Err(Error::invalid("run", format!("{}: not a pretraining run folder (no recipe.ron)", run.display())));
+    }
+    let recipe: PretrainRecipe = crate::recipe::load(&recipe_path, &[])?;
+    let records = metrics::read(&run.join("metrics.jsonl"))?;
+    let steps: Vec<Value> = records.iter().filter(|v| v["kind"] == "step").cloned().collect();
+    let epochs: Vec<Value> = records.iter().filter(|v| v["kind"] == "epoch").cloned().collect();
+    let probes: std::collections::BTreeMap<String, ProbeEntry> = read(run, "probe")?;
+    let knns: std::collections::BTreeMap<String, KnnEntry> = read(run, "knn")?;
+    let fts = finetunes.iter().map(|d| load_finetune(d)).collect::<Result<Vec<_>>>()?;
+    std::fs::create_dir_all(out).at(out)?;
+    let mut blocks = Vec::new();
+    let title = format!("SimCLR report: {}", recipe.name);
+    blocks.push(Block::Heading(1, title.clone()));
+    let wall = epochs.last().and_then(|e| e["elapsed_s"].as_f64()).unwrap_or(0.0);
+    blocks.push(Block::Paragraph(format!(
+        "Model `{}` with a {}-layer projection head ({} → {}), pretrained on `{}` split `{}` for {} of {} epochs \
+         ({} steps of {} images, two views each) in {:.1} min; optimiser {:?}, peak learning rate {:.3}, temperature {}.",
+        recipe.model, recipe.head.layers, recipe.head.hidden, recipe.head.out, recipe.data.file.display(), recipe.data.split,
+        epochs.len(), recipe.epochs, steps.len(), recipe.batch_size, wall / 60.0, recipe.optimizer.kind, recipe.peak_lr(), recipe.temperature
+    )));
+
+    // The comparison table.
+    blocks.push(Block::Heading(2, "What pretraining bought".into()));
+    let mut rows = Vec::new();
+    for (key, name) in [("ssl", "SimCLR (this run)"), ("random", "random init"), ("pixels", "raw pixels")] {
+        let p = probes.get(key);
+        rows.push(vec![name.into(), "linear probe (frozen)".into(), pct(p.map(|p| p.test.top1)), pct(p.map(|p| p.test.top5))]);
+        rows.push(vec![name.into(), format!("weighted kNN (k = {})", knns.get(key).map_or(recipe.knn.k, |k| k.k)), pct(knns.get(key).map(|k| k.test.top1)), "–".into()]);
+        for f in fts.iter().filter(|f| (key == "ssl") == f.recipe.pretrained.is_some() && key != "pixels") {
+            let how = if f.recipe.backbone.freeze { "classifier on frozen backbone" } else if f.recipe.pretrained.is_some() { "fine-tuned" } else { "trained from scratch (supervised)" };
+            rows.push(vec![name.into(), format!("{how}, {:.0}% labels (`{}`)", 100.0 * f.recipe.data.label_fraction, f.recipe.name), pct(Some(f.result.test.top1)), pct(Some(f.result.test.top5))]);
+        }
+    }
+    rows.retain(|r| r[2] != "–");
+    if rows.is_empty() {
+        blocks.push(Block::Paragraph("No evaluation yet: run `ssl probe RUN --baselines`, `ssl knn RUN --baselines` and `ssl finetune`.".into()));
+    } else {
+        blocks.push(Block::Table(vec!["Backbone".into(), "Evaluation".into(), "Test top-1 (%)".into(), "Test top-5 (%)".into()], rows));
+    }
+    if let (Some(s), Some(r)) = (probes.get("ssl"), probes.get("random")) {
+        let pix = probes.get("pixels").map_or(String::new(), |p| format!(", {:+.2} points over raw pixels", 100.0 * (s.test.top1 - p.test.top1)));
+        blocks.push(Block::Paragraph(format!("**Linear probe: {:+.2} points over the random initialisation{pix}.**", 100.0 * (s.test.top1 - r.test.top1))));
+    }
+
+    // Pretraining curves.
+    blocks.push(Block::Heading(2, "Pretraining".into()));
+    let loss = points(&steps, "step", "loss");
+    let w = (loss.len() / 50).max(1);
+    let mut loss_series = vec![Series { name: "per step".into(), points: loss.clone() }];
+    if w > 1 {
+        loss_series.push(Series { name: format!("moving average ({w} steps)"), points: smooth(&loss, w) });
+    }
+    plots::lines(&out.join("pretrain_loss.png"), "NT-Xent loss", "step", "loss", &loss_series)?;
+    blocks.push(Block::Image("Pretraining loss".into(), "pretrain_loss.png".into()));
+    plots::lines(&out.join("pretrain_lr.png"), "Learning rate", "step", "learning rate", &[Series { name: String::new(), points: points(&steps, "step", "lr") }])?;
+    blocks.push(Block::Image("Learning-rate schedule".into(), "pretrain_lr.png".into()));
+    let knn_curve = points(&epochs, "epoch", "knn_top1").into_iter().map(|(x, y)| (x, 100.0 * y)).collect::<Vec<_>>();
+    if !knn_curve.is_empty() {
+        plots::lines(&out.join("knn.png"), "Online kNN monitor", "epoch", "kNN top-1 (%)", &[Series { name: String::new(), points: knn_curve }])?;
+        blocks.push(Block::Image("kNN accuracy during pretraining".into(), "knn.png".into()));
+    }
+    let rows: Vec<Vec<String>> = epochs.iter().map(|e| vec![
+        e["epoch"].to_string(), format!("{:.4}", e["loss"].as_f64().unwrap_or(f64::NAN)), pct(e["knn_top1"].as_f64()),
+        format!("{:.0}", e["views_per_s"].as_f64().unwrap_or(0.0)), format!("{:.0}", e["elapsed_s"].as_f64().unwrap_or(0.0)),
+    ]).collect();
+    blocks.push(Block::Table(vec!["Epoch".into(), "Loss".into(), "kNN top-1 (%)".into(), "Views/s".into(), "Elapsed (s)".into()], rows));
+
+    // Frozen-feature evaluations.
+    if !probes.is_empty() {
+        blocks.push(Block::Heading(2, "Linear probe".into()));
+        let names: Vec<String> = probes.keys().cloned().collect();
+        let values: Vec<f64> = probes.values().map(|p| p.test.top1).collect();
+        plots::bars(&out.join("probe.png"), "Linear probe, test top-1", "top-1 (%)", &names, &values)?;
+        blocks.push(Block::Image("Linear-probe accuracy by feature source".into(), "probe.png".into()));
+        let rows = probes.iter().map(|(k, p)| vec![k.clone(), p.dim.to_string(), pct(Some(p.train.top1)), pct(Some(p.test.top1)), pct(Some(p.test.top5)), p.config.epochs.to_string()]).collect();
+        blocks.push(Block::Table(vec!["Features".into(), "Width".into(), "Train top-1 (%)".into(), "Test top-1 (%)".into(), "Test top-5 (%)".into(), "Epochs".into()], rows));
+    }
+
+    // Fine-tuning curves.
+    if !fts.is_empty() {
+        blocks.push(Block::Heading(2, "Fine-tuning".into()));
+        let series = |y: &str, scale: f64, suffix: &str| -> Vec<Series> {
+            fts.iter().map(|f| Series { name: format!("{} ({}){suffix}", f.recipe.name, init_label(f)), points: points(&f.epochs, "epoch", y).into_iter().map(|(x, v)| (x, v * scale)).collect() }).collect()
+        };
+        plots::lines(&out.join("finetune_loss.png"), "Fine-tuning training loss", "epoch", "loss", &series("loss", 1.0, ""))?;
+        blocks.push(Block::Image("Fine-tuning loss".into(), "finetune_loss.png".into()));
+        let mut acc = series("accuracy", 100.0, ": train");
+        acc.extend(series("val_top1", 100.0, ": validation"));
+        plots::lines(&out.join("finetune_accuracy.png"), "Fine-tuning accuracy", "epoch", "top-1 (%)", &acc)?;
+        blocks.push(Block::Image("Fine-tuning train and validation accuracy".into(), "finetune_accuracy.png".into()));
+        let rows = fts.iter().map(|f| vec![
+            format!("`{}`", f.recipe.name), init_label(f).into(), format!("{:.0}%", 100.0 * f.result.label_fraction), f.result.train_images.to_string(),
+            format!("{}{}", f.result.epochs_run, if f.result.stopped_early { " (early stop)" } else { "" }), f.result.best_epoch.to_string(),
+            pct(f.result.best_val_top1), pct(Some(f.result.test.top1)), pct(Some(f.result.test.top5)), format!("{:.1}", f.result.elapsed_s / 60.0),
+        ]).collect();
+        blocks.push(Block::Table(["Run", "Init", "Labels", "Train images", "Epochs", "Best epoch", "Val top-1 (%)", "Test top-1 (%)", "Test top-5 (%)", "Minutes"].map(String::from).to_vec(), rows));
+    }
+
+    // Per class and confusion: the best fine-tuned model, else the SimCLR probe.
+    let best = fts.iter().max_by(|a, b| a.result.test.top1.total_cmp(&b.result.test.top1));
+    let detail = best.map(|f| (format!("fine-tuned `{}`", f.recipe.name), f.result.test.clone(), f.result.classes.clone()))
+        .or_else(|| probes.get("ssl").map(|p| ("the SimCLR linear probe".to_string(), p.test.clone(), p.classes.clone())));
+    if let Some((who, eval, names)) = detail {
+        blocks.push(Block::Heading(2, "Per class".into()));
+        blocks.push(Block::Paragraph(format!("Test accuracy per class and confusion matrix of {who}.")));
+        let names = if names.len() == eval.per_class.len() { names } else { (0..eval.per_class.len()).map(|i| i.to_string()).collect() };
+        let mut rows = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            let probe = probes.get("ssl").and_then(|p| p.test.per_class.get(i).copied());
+            rows.push(vec![n.clone(), pct(eval.per_class.get(i).copied()), pct(probe)]);
+        }
+        blocks.push(Block::Table(vec!["Class".into(), format!("{who} (%)"), "SimCLR probe (%)".into()], rows));
+        plots::bars(&out.join("per_class.png"), "Test accuracy per class", "accuracy (%)", &names, &eval.per_class)?;
+        blocks.push(Block::Image("Per-class accuracy".into(), "per_class.png".into()));
+        plots::confusion(&out.join("confusion.png"), "Confusion matrix (rows: true class)", &names, &eval.confusion)?;
+        blocks.push(Block::Image("Confusion matrix".into(), "confusion.png".into()));
+    }
+
+    // The embedding map.
+    let cache = run.join("eval/features-ssl.h5");
+    if let Some(test) = feature_cache::read(&cache, None, &["test"])?.and_then(|mut v| v.pop()) {
+        if !test.y.is_empty() {
+            let dim = test.dim;
+            let pick = crate::data::split::random_subset(test.y.len(), MAP_POINTS, 0);
+            let xs: Vec<f32> = pick.iter().flat_map(|&i| test.x[i * dim..(i + 1) * dim].iter().copied()).collect();
+            let ys: Vec<u32> = pick.iter().map(|&i| test.y[i]).collect();
+            let map = embedding::tsne(&xs, dim, 0);
+            let names = probes.get("ssl").map(|p| p.classes.clone()).unwrap_or_else(|| (0..=ys.iter().copied().max().unwrap_or(0)).map(|c| c.to_string()).collect());
+            plots::scatter(&out.join("embedding.png"), "t-SNE of SimCLR test features", &map, &ys, &names)?;
+            blocks.push(Block::Heading(2, "Embedding map".into()));
+            blocks.push(Block::Paragraph(format!("t-SNE (Barnes-Hut, perplexity 30) of {} test images' frozen SimCLR features, coloured by class.", pick.len())));
+            blocks.push(Block::Image("t-SNE of the test embeddings".into(), "embedding.png".into()));
+        }
+    }
+    blocks.push(Block::Paragraph(format!("Made by ssl {} from `{}`{}.", env!("CARGO_PKG_VERSION"), run.display(),
+        fts.iter().map(|f| format!(", `{}`", f.dir.display())).collect::<String>())));
+
+    let md_path = out.join("report.md");
+    let html_path = out.join("report.html");
+    let md = document::markdown(&blocks);
+    let html = document::html(&title, &blocks, out)?;
+    for (path, text) in [(&md_path, md), (&html_path, html)] {
+        let tmp = crate::fsutil::tmp_beside(path);
+        std::fs::write(&tmp, text).at(&tmp)?;
+        std::fs::rename(&tmp, path).at(path)?;
+    }
+    Ok(vec![md_path, html_path])
+}
