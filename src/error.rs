@@ -38,6 +38,14 @@ impl Error {
     pub fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Invalid { what: what.into(), reason: reason.into() }
     }
+    /// The same error about the recipe field `field` (a parameter error is renamed, others
+    /// are prefixed).
+    pub fn for_field(self, field: &str) -> Self {
+        match self {
+            Error::Invalid { reason, .. } => Error::invalid(field, reason),
+            other => Error::invalid(field, other.to_string()),
+        }
+    }
 }
 
 /// Attaches a path to lower-level errors.

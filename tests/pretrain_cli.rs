@@ -3,34 +3,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{labeled_store, s, ssl, ssl_fails, ssl_ok};
-
-/// A small recipe over `data`, writing runs under `dir/runs`.
-fn recipe(dir: &Path, data: &Path, extra: &str) -> PathBuf {
-    let text = format!(
-        r#"(
-    name: "t",
-    run_dir: "{runs}",
-    data: (file: "{data}", split: "train"),
-    model: "small_fmnist",
-    head: (hidden: 128, out: 64, layers: 2),
-    augment: (blur_p: 0.0),
-    batch_size: 16,
-    epochs: 3,
-    lr: (warmup_epochs: 1),
-    checkpoint: (every_epochs: 1, keep: 2),
-    knn: (every_epochs: 1, k: 5),
-    {extra}
-)"#,
-        runs = s(&dir.join("runs")),
-        data = s(data)
-    );
-    let p = dir.join("recipe.ron");
-    std::fs::write(&p, text).unwrap();
-    p
-}
+use common::{labeled_store, pretrain_recipe as recipe, s, ssl, ssl_fails, ssl_ok};
 
 fn records(run: &Path, kind: &str) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run.join("metrics.jsonl"))

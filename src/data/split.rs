@@ -45,8 +45,8 @@ pub fn random_subset(n: usize, k: usize, seed: u64) -> Vec<usize> {
     idx
 }
 
-/// Keeps `round(count * fraction)` indices of each class (at least one), chosen at random;
-/// sorted. A class that would be left empty is an error.
+/// Keeps `round(count * fraction)` indices of each class, chosen at random; sorted. A class
+/// that would be left empty is an error naming it.
 pub fn stratified_fraction(labels: &[u32], num_classes: usize, fraction: f64, seed: u64) -> Result<Vec<usize>> {
     if fraction == 1.0 {
         return Ok((0..labels.len()).collect());
@@ -59,9 +59,12 @@ pub fn stratified_fraction(labels: &[u32], num_classes: usize, fraction: f64, se
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut keep = Vec::new();
     for (k, members) in by_class.iter_mut().enumerate() {
-        let take = ((members.len() as f64 * fraction).round() as usize).max(1);
-        if members.is_empty() {
-            return Err(Error::invalid("label fraction", format!("class {k} has no images to keep")));
+        let take = (members.len() as f64 * fraction).round() as usize;
+        if take == 0 {
+            return Err(Error::invalid(
+                "label fraction",
+                format!("{fraction} of class {k}'s {} labeled images keeps none; the class would be left empty", members.len()),
+            ));
         }
         members.shuffle(&mut rng);
         keep.extend_from_slice(&members[..take.min(members.len())]);
@@ -107,6 +110,8 @@ mod tests {
         assert_eq!(seen, (0..10).collect::<Vec<_>>());
         let ten = stratified_fraction(&labels, 10, 0.1, 3).unwrap();
         assert_eq!(ten.len(), 100);
+        let e = stratified_fraction(&labels, 10, 0.001, 3).unwrap_err().to_string();
+        assert!(e.contains("class 0") && e.contains("empty"), "{e}");
         assert!(stratified_fraction(&labels, 11, 0.1, 3).is_err());
         assert!(stratified_fraction(&labels, 10, 0.0, 3).is_err());
         assert!(train_val_split(10, 0.01, 0).is_err());

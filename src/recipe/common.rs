@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::optim::{Annealing, LrScaling, OptimConfig, OptimizerKind, Schedule};
 
 /// What follows the warmup.
@@ -122,6 +122,6 @@ impl LrConfig {
             AnnealingKind::Step => Annealing::Step { milestones: self.milestones.clone(), gamma: self.gamma },
             AnnealingKind::Constant => Annealing::Constant,
         };
-        Schedule::new(self.peak(batch), self.warmup_epochs, epochs, steps, annealing).map_err(|e| Error::invalid("lr", e.to_string()))
+        Schedule::new(self.peak(batch), self.warmup_epochs, epochs, steps, annealing).map_err(|e| e.for_field("lr"))
     }
 }

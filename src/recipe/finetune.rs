@@ -155,7 +155,7 @@ impl FinetuneRecipe {
         if self.optimizer.weight_decay < 0.0 {
             return Err(Error::invalid("optimizer.weight_decay", "must be >= 0"));
         }
-        crate::models::registry::find(&self.model).map_err(|e| Error::invalid("model", e.to_string()))?;
+        crate::models::registry::find(&self.model).map_err(|e| e.for_field("model"))?;
         self.augment.validate()
     }
 }

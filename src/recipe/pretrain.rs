@@ -146,7 +146,7 @@ impl PretrainRecipe {
         if self.knn.every_epochs > 0 && self.knn.k == 0 {
             return Err(Error::invalid("knn.k", "must be at least 1"));
         }
-        crate::models::registry::find(&self.model).map_err(|e| Error::invalid("model", e.to_string()))?;
+        crate::models::registry::find(&self.model).map_err(|e| e.for_field("model"))?;
         self.augment.validate()
     }
 

@@ -104,8 +104,8 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
     let d = &recipe.data;
     let store = Store::open(&d.file)?;
     let train = store.load_split(&d.train_split).map_err(|e| Error::invalid("data.train_split", e.to_string()))?;
-    let test = store.load_split(&d.test_split).map_err(|e| Error::invalid("data.test_split", e.to_string()))?;
     let train_labels = labels_of(&train, &d.file, "data.train_split")?;
+    let test = store.load_split(&d.test_split).map_err(|e| Error::invalid("data.test_split", e.to_string()))?;
     let test_labels = labels_of(&test, &d.file, "data.test_split")?.to_vec();
     let classes = class_count(&train, train_labels);
     if train.shape != test.shape {
@@ -113,16 +113,21 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
     }
     // The labeled pool (a stratified fraction), then the validation split out of it.
     let pool = if d.label_fraction < 1.0 {
-        stratified_fraction(train_labels, classes, d.label_fraction, recipe.seed).map_err(|e| Error::invalid("data.label_fraction", e.to_string()))?
+        stratified_fraction(train_labels, classes, d.label_fraction, recipe.seed).map_err(|e| e.for_field("data.label_fraction"))?
     } else {
         (0..train.len()).collect()
     };
     let (train_idx, val_idx): (Vec<usize>, Vec<usize>) = if d.val_fraction > 0.0 {
-        let (t, v) = train_val_split(pool.len(), d.val_fraction, recipe.seed).map_err(|e| Error::invalid("data.val_fraction", e.to_string()))?;
+        let (t, v) = train_val_split(pool.len(), d.val_fraction, recipe.seed).map_err(|e| e.for_field("data.val_fraction"))?;
         (t.iter().map(|&i| pool[i]).collect(), v.iter().map(|&i| pool[i]).collect())
     } else {
         (pool, Vec::new())
     };
+    let mut per_class = vec![0usize; classes];
+    train_idx.iter().for_each(|&i| per_class[train_labels[i] as usize] += 1);
+    if let Some(k) = per_class.iter().position(|&c| c == 0) {
+        return Err(Error::invalid("data", format!("no training image of class {k} is left after the label fraction and the validation split")));
+    }
     if recipe.batch_size > train_idx.len() {
         return Err(Error::invalid("batch_size", format!("{} is larger than the {} training images", recipe.batch_size, train_idx.len())));
     }
@@ -130,9 +135,9 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
     let a = &recipe.augment;
     let eval_cfg = AugmentConfig { size: a.size, normalize: a.normalize, interpolation: a.interpolation, ..AugmentConfig::none() };
     let eval_pipeline = Pipeline::for_split(eval_cfg, &train)?;
+    let backbone_file = recipe.pretrained.as_deref().map(|p| pretrained_backbone(p, &recipe.model)).transpose()?;
     let shape = pipeline.output_shape();
     check_input(&recipe.model, shape)?;
-    let backbone_file = recipe.pretrained.as_deref().map(|p| pretrained_backbone(p, &recipe.model)).transpose()?;
     let spec = ClassifierSpec {
         classes,
         dropout: recipe.dropout,

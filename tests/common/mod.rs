@@ -119,3 +119,29 @@ pub fn write_png(path: &Path, w: u32, h: u32, value: u8) {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// A small recipe over `data`, writing runs under `dir/runs`.
+pub fn pretrain_recipe(dir: &Path, data: &Path, extra: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"(
+    name: "t",
+    run_dir: "{runs}",
+    data: (file: "{data}", split: "train"),
+    model: "small_fmnist",
+    head: (hidden: 128, out: 64, layers: 2),
+    augment: (blur_p: 0.0),
+    batch_size: 16,
+    epochs: 3,
+    lr: (warmup_epochs: 1),
+    checkpoint: (every_epochs: 1, keep: 2),
+    knn: (every_epochs: 1, k: 5),
+    {extra}
+)"#,
+        runs = s(&dir.join("runs")),
+        data = s(data)
+    );
+    let p = dir.join("recipe.ron");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
