@@ -1,5 +1,6 @@
-//! A 2-D map of embeddings: Barnes-Hut t-SNE (bhtsne), started from a seeded layout so the
-//! same features give the same picture.
+//! A 2-D map of embeddings: Barnes-Hut t-SNE (bhtsne) from a seeded starting layout. bhtsne
+//! draws random numbers of its own, so the picture varies a little from run to run (the
+//! report's numbers do not).
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -43,6 +44,5 @@ mod tests {
         let spread = (0..30).map(|i| ((p[i].0 - a.0).powi(2) + (p[i].1 - a.1).powi(2)).sqrt()).fold(0.0, f64::max);
         let gap = ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt();
         assert!(gap > spread, "clusters overlap: gap {gap}, spread {spread}");
-        assert_eq!(p, super::tsne(&x, 5, 0), "deterministic");
     }
 }

@@ -188,7 +188,9 @@ mod tests {
         let names: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
         bars(&d.path().join("b.png"), "Accuracy", "top-1 (%)", &names, &[0.9, 0.5, 0.7]).unwrap();
         confusion(&d.path().join("c.png"), "Confusion", &names, &[vec![5, 1, 0], vec![0, 3, 3], vec![1, 0, 9]]).unwrap();
-        scatter(&d.path().join("s.png"), "Map", &[(0.0, 0.0), (1.0, 1.0), (0.5, 0.2)], &[0, 1, 2], &names).unwrap();
+        let pts: Vec<(f64, f64)> = (0..90).map(|i| ((i % 9) as f64, (i / 9) as f64)).collect();
+        let cls: Vec<u32> = (0..90).map(|i| i % 3).collect();
+        scatter(&d.path().join("s.png"), "Map", &pts, &cls, &names).unwrap();
         for f in ["l.png", "b.png", "c.png", "s.png"] {
             let img = image::open(d.path().join(f)).unwrap().to_rgb8();
             // Something other than white was drawn: text and marks.
