@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::optim::{Annealing, LrScaling, OptimConfig, OptimizerKind, Schedule};
 
 /// What follows the warmup.
@@ -124,4 +124,25 @@ impl LrConfig {
         };
         Schedule::new(self.peak(batch), self.warmup_epochs, epochs, steps, annealing).map_err(|e| e.for_field("lr"))
     }
+}
+
+/// Checks the fields every training recipe has, naming the one at fault.
+pub fn check_training(lr: &LrConfig, optimizer: &OptimizerConfig, batch_size: usize, epochs: usize, model: &str) -> Result<()> {
+    if !(lr.base > 0.0 && lr.base.is_finite()) {
+        return Err(Error::invalid("lr.base", format!("{} must be a positive number", lr.base)));
+    }
+    if batch_size < 2 {
+        return Err(Error::invalid("batch_size", format!("{batch_size} must be at least 2")));
+    }
+    if epochs == 0 {
+        return Err(Error::invalid("epochs", "must be at least 1"));
+    }
+    if lr.warmup_epochs > epochs {
+        return Err(Error::invalid("lr.warmup_epochs", format!("{} is longer than the run ({epochs} epochs)", lr.warmup_epochs)));
+    }
+    if !(optimizer.weight_decay >= 0.0 && optimizer.weight_decay.is_finite()) {
+        return Err(Error::invalid("optimizer.weight_decay", "must be >= 0"));
+    }
+    crate::models::registry::find(model).map_err(|e| e.for_field("model"))?;
+    Ok(())
 }

@@ -122,18 +122,7 @@ impl Default for FinetuneRecipe {
 impl FinetuneRecipe {
     /// Checks what can be checked without the data, naming the field at fault.
     pub fn validate(&self) -> Result<()> {
-        if !(self.lr.base > 0.0 && self.lr.base.is_finite()) {
-            return Err(Error::invalid("lr.base", format!("{} must be a positive number", self.lr.base)));
-        }
-        if self.batch_size < 2 {
-            return Err(Error::invalid("batch_size", format!("{} must be at least 2", self.batch_size)));
-        }
-        if self.epochs == 0 {
-            return Err(Error::invalid("epochs", "must be at least 1"));
-        }
-        if self.lr.warmup_epochs > self.epochs {
-            return Err(Error::invalid("lr.warmup_epochs", format!("{} is longer than the run ({} epochs)", self.lr.warmup_epochs, self.epochs)));
-        }
+        super::common::check_training(&self.lr, &self.optimizer, self.batch_size, self.epochs, &self.model)?;
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return Err(Error::invalid("label_smoothing", format!("{} must be in [0, 1)", self.label_smoothing)));
         }
@@ -152,10 +141,6 @@ impl FinetuneRecipe {
         if !(self.backbone.lr_factor >= 0.0 && self.backbone.lr_factor.is_finite()) {
             return Err(Error::invalid("backbone.lr_factor", "must be >= 0"));
         }
-        if self.optimizer.weight_decay < 0.0 {
-            return Err(Error::invalid("optimizer.weight_decay", "must be >= 0"));
-        }
-        crate::models::registry::find(&self.model).map_err(|e| e.for_field("model"))?;
         self.augment.validate()
     }
 }

@@ -126,27 +126,14 @@ impl PretrainRecipe {
                 Err(Error::invalid(field, format!("{v} must be a positive number")))
             }
         };
-        positive("lr.base", self.lr.base)?;
+        super::common::check_training(&self.lr, &self.optimizer, self.batch_size, self.epochs, &self.model)?;
         positive("temperature", self.temperature)?;
-        if self.batch_size < 2 {
-            return Err(Error::invalid("batch_size", format!("{} must be at least 2", self.batch_size)));
-        }
-        if self.epochs == 0 {
-            return Err(Error::invalid("epochs", "must be at least 1"));
-        }
-        if self.lr.warmup_epochs > self.epochs {
-            return Err(Error::invalid("lr.warmup_epochs", format!("{} is longer than the run ({} epochs)", self.lr.warmup_epochs, self.epochs)));
-        }
         if !(2..=3).contains(&self.head.layers) {
             return Err(Error::invalid("head.layers", format!("{} must be 2 or 3", self.head.layers)));
-        }
-        if self.optimizer.weight_decay < 0.0 {
-            return Err(Error::invalid("optimizer.weight_decay", "must be >= 0"));
         }
         if self.knn.every_epochs > 0 && self.knn.k == 0 {
             return Err(Error::invalid("knn.k", "must be at least 1"));
         }
-        crate::models::registry::find(&self.model).map_err(|e| e.for_field("model"))?;
         self.augment.validate()
     }
 

@@ -58,6 +58,16 @@ fn smooth(p: &[(f64, f64)], w: usize) -> Vec<(f64, f64)> {
     }).collect()
 }
 
+/// How a feature source is called in the report.
+fn source_name(key: &str) -> &str {
+    match key {
+        "ssl" => "SimCLR (this run)",
+        "random" => "random init",
+        "pixels" => "raw pixels",
+        other => other,
+    }
+}
+
 fn init_label(f: &Finetune) -> &'static str {
     if f.recipe.pretrained.is_some() { "SimCLR" } else { "random init" }
 }
@@ -91,7 +101,8 @@ pub fn write(run: &Path, finetunes: &[PathBuf], out: &Path) -> Result<Vec<PathBu
     // The comparison table.
     blocks.push(Block::Heading(2, "What pretraining bought".into()));
     let mut rows = Vec::new();
-    for (key, name) in [("ssl", "SimCLR (this run)"), ("random", "random init"), ("pixels", "raw pixels")] {
+    for key in ["ssl", "random", "pixels"] {
+        let name = source_name(key);
         let p = probes.get(key);
         rows.push(vec![name.into(), "linear probe (frozen)".into(), pct(p.map(|p| p.test.top1)), pct(p.map(|p| p.test.top5))]);
         rows.push(vec![name.into(), format!("weighted kNN (k = {})", knns.get(key).map_or(recipe.knn.k, |k| k.k)), pct(knns.get(key).map(|k| k.test.top1)), "–".into()]);
@@ -137,11 +148,11 @@ pub fn write(run: &Path, finetunes: &[PathBuf], out: &Path) -> Result<Vec<PathBu
     // Frozen-feature evaluations.
     if !probes.is_empty() {
         blocks.push(Block::Heading(2, "Linear probe".into()));
-        let names: Vec<String> = probes.keys().cloned().collect();
+        let names: Vec<String> = probes.keys().map(|k| source_name(k).to_string()).collect();
         let values: Vec<f64> = probes.values().map(|p| p.test.top1).collect();
         plots::bars(&out.join("probe.png"), "Linear probe, test top-1", "top-1 (%)", &names, &values)?;
         blocks.push(Block::Image("Linear-probe accuracy by feature source".into(), "probe.png".into()));
-        let rows = probes.iter().map(|(k, p)| vec![k.clone(), p.dim.to_string(), pct(Some(p.train.top1)), pct(Some(p.test.top1)), pct(Some(p.test.top5)), p.config.epochs.to_string()]).collect();
+        let rows = probes.iter().map(|(k, p)| vec![source_name(k).to_string(), p.dim.to_string(), pct(Some(p.train.top1)), pct(Some(p.test.top1)), pct(Some(p.test.top5)), p.config.epochs.to_string()]).collect();
         blocks.push(Block::Table(vec!["Features".into(), "Width".into(), "Train top-1 (%)".into(), "Test top-1 (%)".into(), "Test top-5 (%)".into(), "Epochs".into()], rows));
     }
 

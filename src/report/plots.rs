@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Once;
 
 use plotters::coord::Shift;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::prelude::*;
 
 use crate::error::{Error, Result};
@@ -118,9 +119,12 @@ pub fn bars(path: &Path, title: &str, y_label: &str, names: &[String], values: &
             let color = PALETTE[i % PALETTE.len()];
             let x = i as f64;
             chart.draw_series(std::iter::once(Rectangle::new([(x + 0.15, y0), (x + 0.85, v * 100.0)], color.filled())))?;
-            chart.draw_series(std::iter::once(Text::new(format!("{:.1}", v * 100.0), (x + 0.3, v * 100.0 + (100.0 - y0) * 0.01), ("sans-serif", 14))))?;
-            let label_y = y0 - (100.0 - y0) * 0.04;
-            chart.draw_series(std::iter::once(Text::new(name.clone(), (x + 0.05, label_y), ("sans-serif", 12))))?;
+            let (px, py) = chart.backend_coord(&(x + 0.5, v * 100.0));
+            let style = ("sans-serif", 14).into_font().into_text_style(root).pos(Pos::new(HPos::Center, VPos::Bottom));
+            root.draw(&Text::new(format!("{:.1}", v * 100.0), (px, py - 3), style))?;
+            let (px, py) = chart.backend_coord(&(x + 0.5, y0));
+            let style = ("sans-serif", 14).into_font().into_text_style(root).pos(Pos::new(HPos::Center, VPos::Top));
+            root.draw(&Text::new(name.clone(), (px, py + 8), style))?;
         }
         Ok(())
     })

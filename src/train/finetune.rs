@@ -198,7 +198,7 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
                 "lr": lr, "images_per_s": ips, "elapsed_s": elapsed(&start)}))?;
             bar.set_message(format!("epoch {}/{} loss {loss:.4} acc {:.1}% lr {lr:.4}", epoch + 1, recipe.epochs, 100.0 * correct as f64 / seen as f64));
             bar.inc(1);
-            if signal::stop_requested() || opts.stop_after == Some(global) {
+            if opts.stop_now(global) {
                 stopped_at = Some(step + 1);
                 return Ok(false);
             }

@@ -32,6 +32,13 @@ pub struct RunOptions {
     pub stop_after: Option<u64>,
 }
 
+impl RunOptions {
+    /// Whether to stop after step `global` (Ctrl-C, or the test hook).
+    pub fn stop_now(&self, global: u64) -> bool {
+        signal::stop_requested() || self.stop_after == Some(global)
+    }
+}
+
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
@@ -138,7 +145,7 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
             bar.set_message(format!("epoch {}/{} loss {loss:.4} lr {lr:.4} {:.0} views/s", epoch + 1, recipe.epochs, epoch_views as f64 / epoch_t.elapsed().as_secs_f64()));
             bar.inc(1);
             last_loss = loss as f64;
-            if signal::stop_requested() || opts.stop_after == Some(global) {
+            if opts.stop_now(global) {
                 stopped_at = Some(step + 1);
                 return Ok(false);
             }
@@ -176,7 +183,11 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
     }
     net.save_backbone(&run.join(BACKBONE_FILE))?;
     let knn = knn_top1.map_or(String::new(), |a| format!(", kNN top-1 {:.2}%", 100.0 * a));
-    let summary = format!("done in {:.0} s: final loss {last_loss:.4}{knn}; backbone at {}", elapsed(&start), run.join(BACKBONE_FILE).display());
+    let summary = if last_loss.is_nan() {
+        format!("nothing left to do: all {} epochs were done; backbone at {}", recipe.epochs, run.join(BACKBONE_FILE).display())
+    } else {
+        format!("done in {:.0} s: final loss {last_loss:.4}{knn}; backbone at {}", elapsed(&start), run.join(BACKBONE_FILE).display())
+    };
     Ok(Outcome::Finished { run, summary })
 }
 
