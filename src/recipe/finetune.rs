@@ -156,6 +156,11 @@ mod tests {
             let r: FinetuneRecipe = crate::recipe::load(&path, &[]).unwrap();
             r.validate().unwrap();
         }
+        // `None` clears an option and names an enum variant, in one command line.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/finetune_resnet.ron");
+        let r: FinetuneRecipe = crate::recipe::load(&path, &["pretrained=None".into(), "lr.scaling=None".into()]).unwrap();
+        assert_eq!(r.pretrained, None);
+        assert_eq!(r.lr.scaling, LrScaling::None);
         let bad = FinetuneRecipe { label_smoothing: 1.0, ..Default::default() };
         assert!(bad.validate().unwrap_err().to_string().contains("label_smoothing"));
         let bad = FinetuneRecipe { data: FinetuneData { val_fraction: 0.0, ..Default::default() }, ..Default::default() };

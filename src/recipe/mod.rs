@@ -27,7 +27,25 @@ pub fn load<R: Serialize + DeserializeOwned>(path: &Path, overrides: &[String]) 
     for o in overrides {
         apply_override(&mut value, o)?;
     }
-    serde_json::from_value(value).map_err(|e| Error::invalid("--set", e.to_string()))
+    // `None` is both an empty option and an enum variant (LrScaling::None): try each field
+    // set to `None` as an empty option first, then as the variant, fewest variants first.
+    let nones: Vec<&str> = overrides.iter().filter_map(|o| o.split_once('=')).filter(|(_, v)| v.trim() == "None").map(|(p, _)| p).collect();
+    let mut masks: Vec<u32> = (0..1u32 << nones.len().min(8)).collect();
+    masks.sort_by_key(|m| m.count_ones());
+    let mut first_err = None;
+    for mask in masks {
+        let mut v = value.clone();
+        for (_, path) in nones.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0) {
+            apply_override(&mut v, &format!("{path}=\"None\""))?;
+        }
+        match serde_json::from_value(v) {
+            Ok(r) => return Ok(r),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(Error::invalid("--set", first_err.map_or_else(String::new, |e| e.to_string())))
 }
 
 /// Sets `path.to.field` in a JSON view of the recipe; the value is RON (a bare word is a string,
@@ -54,8 +72,6 @@ fn apply_override(root: &mut serde_json::Value, spec: &str) -> Result<()> {
             return Err(Error::invalid("--set", format!("unknown field '{}'", keys[..=i].join("."))));
         }
         if i + 1 == keys.len() {
-            // `None` is both an empty option and an enum variant (LrScaling::None).
-            let value = if value.is_null() && map[*key].is_string() { serde_json::Value::String(raw.to_string()) } else { value };
             map.insert(key.to_string(), value);
             return Ok(());
         }
