@@ -219,10 +219,7 @@ pub fn write(run: &Path, finetunes: &[PathBuf], out: &Path) -> Result<Vec<PathBu
     let html_path = out.join("report.html");
     let md = document::markdown(&blocks);
     let html = document::html(&title, &blocks, out)?;
-    for (path, text) in [(&md_path, md), (&html_path, html)] {
-        let tmp = crate::fsutil::tmp_beside(path);
-        std::fs::write(&tmp, text).at(&tmp)?;
-        std::fs::rename(&tmp, path).at(path)?;
-    }
+    crate::fsutil::write_atomic(&md_path, md)?;
+    crate::fsutil::write_atomic(&html_path, html)?;
     Ok(vec![md_path, html_path])
 }

@@ -296,7 +296,5 @@ fn save_weights(net: &dyn ClassifierNet, dir: &Path) -> Result<()> {
 
 /// Writes `value` as pretty JSON through a temporary file.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let tmp = crate::fsutil::tmp_beside(path);
-    std::fs::write(&tmp, serde_json::to_string_pretty(value).expect("serialises")).at(&tmp)?;
-    std::fs::rename(&tmp, path).at(path)
+    crate::fsutil::write_atomic(path, serde_json::to_string_pretty(value).expect("serialises"))
 }

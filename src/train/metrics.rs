@@ -25,9 +25,7 @@ impl MetricsLog {
                 .filter(|v| v.get("step").and_then(Value::as_u64).is_some_and(|s| s <= step))
                 .map(|v| v.to_string())
                 .collect();
-            let tmp = crate::fsutil::tmp_beside(path);
-            std::fs::write(&tmp, kept.iter().map(|l| format!("{l}\n")).collect::<String>()).at(&tmp)?;
-            std::fs::rename(&tmp, path).at(path)?;
+            crate::fsutil::write_atomic(path, kept.iter().map(|l| format!("{l}\n")).collect::<String>())?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path).at(path)?;
         Ok(MetricsLog { path: path.to_path_buf(), file })

@@ -1,7 +1,7 @@
 //! `ssl pretrain`: the SimCLR loop. Recipe in, run folder out: the resolved recipe,
 //! `metrics.jsonl`, checkpoints, and `backbone.safetensors` at the end.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use serde_json::json;
@@ -189,14 +189,4 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
         format!("done in {:.0} s: final loss {last_loss:.4}{knn}; backbone at {}", elapsed(&start), run.join(BACKBONE_FILE).display())
     };
     Ok(Outcome::Finished { run, summary })
-}
-
-/// The run folder a recipe writes to.
-pub fn run_folder(recipe: &PretrainRecipe) -> PathBuf {
-    recipe.run_dir.join(&recipe.name)
-}
-
-/// Whether `path` holds a finished pretraining run.
-pub fn is_finished(path: &Path) -> bool {
-    path.join(BACKBONE_FILE).exists()
 }

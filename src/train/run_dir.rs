@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Context, Error, Result};
-use crate::fsutil::tmp_beside;
 
 use super::checkpoint::{self, CheckpointState};
 use super::metrics::MetricsLog;
@@ -41,9 +40,7 @@ pub fn resume_point(run: &Path, model: &str) -> Result<(PathBuf, CheckpointState
 /// Writes the resolved recipe as `run/recipe.ron`.
 pub fn save_recipe<R: Serialize>(run: &Path, recipe: &R) -> Result<()> {
     let path = run.join("recipe.ron");
-    let tmp = tmp_beside(&path);
-    std::fs::write(&tmp, crate::recipe::to_ron(recipe)).at(&tmp)?;
-    std::fs::rename(&tmp, &path).at(&path)
+    crate::fsutil::write_atomic(&path, crate::recipe::to_ron(recipe))
 }
 
 /// Opens the run folder once every input has been checked: a new run (an occupied folder is
