@@ -40,3 +40,12 @@ pub fn values(n: usize, seed: u64) -> Vec<f64> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect()
 }
+
+/// Asserts two computations of the same values agree to `1e-9` relative (f64): the device path
+/// against the CPU kernel.
+pub fn assert_same(what: &str, a: &[f64], b: &[f64]) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= 1e-9 * (1.0 + x.abs().max(y.abs())), "{what}: [{i}] {x} vs {y}");
+    }
+}

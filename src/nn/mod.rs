@@ -11,6 +11,7 @@ pub mod residual;
 #[cfg(test)]
 pub mod gradcheck;
 pub mod tape;
+pub mod windows;
 
 pub use batchnorm2d::{BatchNorm2D, BatchNormReLU2D};
 pub use conv2d::{Conv2D, GroupedConv2D};

@@ -19,11 +19,17 @@ pub struct ReLU;
 impl ZeroSizedModule for ReLU {}
 impl NonMutableModule for ReLU {}
 
-impl<S: Shape, E: Dtype + Real, T: Tape<E, Cpu>> Module<Tensor<S, E, Cpu, T>> for ReLU {
-    type Output = Tensor<S, E, Cpu, T>;
-    type Error = CpuError;
+/// A device that runs [`ReLU`] and the residual blocks' fused addition + ReLU: the CPU with
+/// the project's kernels, CUDA (with the `cuda` feature) with dfdx's ops.
+pub trait ReluKernel<E: Dtype>: Storage<E> {
+    /// `max(x, 0)`.
+    fn relu<S: Shape, T: Tape<E, Self>>(x: Tensor<S, E, Self, T>) -> Result<Tensor<S, E, Self, T>, Self::Err>;
+    /// `max(a + b, 0)`.
+    fn add_relu<S: Shape, T: Tape<E, Self>>(a: Tensor<S, E, Self, T>, b: Tensor<S, E, Self, T>) -> Result<Tensor<S, E, Self, T>, Self::Err>;
+}
 
-    fn try_forward(&self, x: Tensor<S, E, Cpu, T>) -> Result<Self::Output, CpuError> {
+impl<E: Dtype + Real> ReluKernel<E> for Cpu {
+    fn relu<S: Shape, T: Tape<E, Cpu>>(x: Tensor<S, E, Cpu, T>) -> Result<Tensor<S, E, Cpu, T>, CpuError> {
         let (x, mut tape) = x.split_tape();
         let mut y = to_vec(&x);
         y.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v = v.max(E::zero())));
@@ -47,6 +53,75 @@ impl<S: Shape, E: Dtype + Real, T: Tape<E, Cpu>> Module<Tensor<S, E, Cpu, T>> fo
             });
         }
         Ok(out.put_tape(tape))
+    }
+
+    fn add_relu<S: Shape, T: Tape<E, Cpu>>(a: Tensor<S, E, Cpu, T>, b: Tensor<S, E, Cpu, T>) -> Result<Tensor<S, E, Cpu, T>, CpuError> {
+        let (a, ta) = a.split_tape();
+        let (b, tb) = b.split_tape();
+        let mut tape = ta.merge(tb);
+        let mut y = to_vec(&a);
+        let bv = to_vec(&b);
+        y.par_chunks_mut(CHUNK).zip(bv.par_chunks(CHUNK)).for_each(|(y, b)| {
+            y.iter_mut().zip(b).for_each(|(y, &b)| *y = (*y + b).max(E::zero()));
+        });
+        let out = a.device().tensor_from_vec(y, *a.shape());
+        if T::OWNS_TAPE {
+            let (a_ghost, b_ghost, kept) = (a.ghost(), b.ghost(), out.clone());
+            tape.add_backward_op(move |grads| {
+                let out_ghost = kept.ghost();
+                let mut dy = take_grad!(grads, &out_ghost);
+                let y = to_vec(&kept);
+                dy.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(d, y)| {
+                    d.iter_mut().zip(y).filter(|(_, &v)| v <= E::zero()).for_each(|(d, _)| *d = E::zero());
+                });
+                for ghost in [&a_ghost, &b_ghost] {
+                    let mut g = take_grad!(grads, ghost);
+                    g.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK)).for_each(|(g, d)| g.iter_mut().zip(d).for_each(|(g, &d)| *g += d));
+                    put_grad!(grads, ghost, g);
+                }
+                Ok(())
+            });
+        }
+        Ok(out.put_tape(tape))
+    }
+}
+
+/// The device path (CUDA): dfdx's own element-wise ops.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) mod generic {
+    use dfdx::prelude::*;
+
+    pub fn relu<S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>>(x: Tensor<S, E, D, T>) -> Result<Tensor<S, E, D, T>, D::Err> {
+        x.try_relu()
+    }
+
+    pub fn add_relu<S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>>(
+        a: Tensor<S, E, D, T>,
+        b: Tensor<S, E, D, T>,
+    ) -> Result<Tensor<S, E, D, T>, D::Err> {
+        a.try_add(b)?.try_relu()
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl<E: Dtype> ReluKernel<E> for dfdx::tensor::Cuda
+where
+    dfdx::tensor::Cuda: Device<E>,
+{
+    fn relu<S: Shape, T: Tape<E, Self>>(x: Tensor<S, E, Self, T>) -> Result<Tensor<S, E, Self, T>, Self::Err> {
+        generic::relu(x)
+    }
+    fn add_relu<S: Shape, T: Tape<E, Self>>(a: Tensor<S, E, Self, T>, b: Tensor<S, E, Self, T>) -> Result<Tensor<S, E, Self, T>, Self::Err> {
+        generic::add_relu(a, b)
+    }
+}
+
+impl<S: Shape, E: Dtype, D: ReluKernel<E>, T: Tape<E, D>> Module<Tensor<S, E, D, T>> for ReLU {
+    type Output = Tensor<S, E, D, T>;
+    type Error = D::Err;
+
+    fn try_forward(&self, x: Tensor<S, E, D, T>) -> Result<Self::Output, D::Err> {
+        D::relu(x)
     }
 }
 
@@ -73,5 +148,26 @@ mod tests {
             y.as_vec().iter().zip(&rv).map(|(a, b)| a * b).sum()
         };
         assert_grad_close("relu", &ga.get(&x).as_vec(), &xv, loss, 50);
+    }
+
+    /// The device path (what CUDA runs) computes what the CPU kernels do.
+    #[test]
+    fn device_path_matches_the_cpu_kernel() {
+        use crate::nn::gradcheck::assert_same;
+        let dev: Cpu = Default::default();
+        let shape = (3usize, 5usize);
+        let (x, y): (Tensor<(usize, usize), f64, Cpu>, Tensor<(usize, usize), f64, Cpu>) =
+            (dev.tensor_from_vec(values(15, 1), shape), dev.tensor_from_vec(values(15, 2), shape));
+        let r = dev.tensor_from_vec(values(15, 3), shape);
+        let a = Cpu::add_relu(x.leaky_trace(), y.retaped()).unwrap();
+        let b = generic::add_relu(x.leaky_trace(), y.retaped()).unwrap();
+        assert_same("add_relu", &a.as_vec(), &b.as_vec());
+        let (ga, gb) = ((a * r.clone()).sum().backward(), (b * r.clone()).sum().backward());
+        assert_same("add_relu dx", &ga.get(&x).as_vec(), &gb.get(&x).as_vec());
+        let a = Cpu::relu(x.leaky_trace()).unwrap();
+        let b = generic::relu(x.leaky_trace()).unwrap();
+        assert_same("relu", &a.as_vec(), &b.as_vec());
+        let (ga, gb) = ((a * r.clone()).sum().backward(), (b * r).sum().backward());
+        assert_same("relu dx", &ga.get(&x).as_vec(), &gb.get(&x).as_vec());
     }
 }

@@ -3,47 +3,16 @@
 //! single-threaded passes and keeps one more activation for the backward.
 
 use dfdx::prelude::*;
-use dfdx::tensor::{Cpu, CpuError, Merge, WithEmptyTape};
-use rayon::prelude::*;
+use dfdx::tensor::WithEmptyTape;
 
-use super::gemm::Real;
-use super::tape::{put_grad, take_grad, to_vec};
-
-/// Elements per parallel task.
-const CHUNK: usize = 1 << 15;
+use super::relu::ReluKernel;
 
 /// relu(a + b), on the tape of both.
-pub fn add_relu<S: Shape, E: Dtype + Real, T: Tape<E, Cpu> + Merge<T>>(
-    a: Tensor<S, E, Cpu, T>,
-    b: Tensor<S, E, Cpu, T>,
-) -> Result<Tensor<S, E, Cpu, T>, CpuError> {
-    let (a, ta) = a.split_tape();
-    let (b, tb) = b.split_tape();
-    let mut tape = ta.merge(tb);
-    let mut y = to_vec(&a);
-    let bv = to_vec(&b);
-    y.par_chunks_mut(CHUNK).zip(bv.par_chunks(CHUNK)).for_each(|(y, b)| {
-        y.iter_mut().zip(b).for_each(|(y, &b)| *y = (*y + b).max(E::zero()));
-    });
-    let out = a.device().tensor_from_vec(y, *a.shape());
-    if T::OWNS_TAPE {
-        let (a_ghost, b_ghost, kept) = (a.ghost(), b.ghost(), out.clone());
-        tape.add_backward_op(move |grads| {
-            let out_ghost = kept.ghost();
-            let mut dy = take_grad!(grads, &out_ghost);
-            let y = to_vec(&kept);
-            dy.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(d, y)| {
-                d.iter_mut().zip(y).filter(|(_, &v)| v <= E::zero()).for_each(|(d, _)| *d = E::zero());
-            });
-            for ghost in [&a_ghost, &b_ghost] {
-                let mut g = take_grad!(grads, ghost);
-                g.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK)).for_each(|(g, d)| g.iter_mut().zip(d).for_each(|(g, &d)| *g += d));
-                put_grad!(grads, ghost, g);
-            }
-            Ok(())
-        });
-    }
-    Ok(out.put_tape(tape))
+pub fn add_relu<S: Shape, E: Dtype, D: ReluKernel<E>, T: Tape<E, D>>(
+    a: Tensor<S, E, D, T>,
+    b: Tensor<S, E, D, T>,
+) -> Result<Tensor<S, E, D, T>, D::Err> {
+    D::add_relu(a, b)
 }
 
 /// relu(f(x) + x).
@@ -86,54 +55,54 @@ impl<E: Dtype, D: Device<E>, F: TensorCollection<E, D>, R: TensorCollection<E, D
     }
 }
 
-type T4<S, E, T> = Tensor<S, E, Cpu, T>;
+type T4<S, E, D, T> = Tensor<S, E, D, T>;
 
-impl<S: Shape, E: Dtype + Real, T: Tape<E, Cpu> + Merge<T>, F> Module<T4<S, E, T>> for ResidualReLU<F>
+impl<S: Shape, E: Dtype, D: ReluKernel<E>, T: Tape<E, D>, F> Module<T4<S, E, D, T>> for ResidualReLU<F>
 where
-    F: Module<T4<S, E, T>, Output = T4<S, E, T>, Error = CpuError>,
+    F: Module<T4<S, E, D, T>, Output = T4<S, E, D, T>, Error = D::Err>,
 {
-    type Output = T4<S, E, T>;
-    type Error = CpuError;
+    type Output = T4<S, E, D, T>;
+    type Error = D::Err;
 
-    fn try_forward(&self, x: T4<S, E, T>) -> Result<Self::Output, CpuError> {
+    fn try_forward(&self, x: T4<S, E, D, T>) -> Result<Self::Output, D::Err> {
         add_relu(self.0.try_forward(x.with_empty_tape())?, x)
     }
 }
 
-impl<S: Shape, E: Dtype + Real, T: Tape<E, Cpu> + Merge<T>, F> ModuleMut<T4<S, E, T>> for ResidualReLU<F>
+impl<S: Shape, E: Dtype, D: ReluKernel<E>, T: Tape<E, D>, F> ModuleMut<T4<S, E, D, T>> for ResidualReLU<F>
 where
-    F: ModuleMut<T4<S, E, T>, Output = T4<S, E, T>, Error = CpuError>,
+    F: ModuleMut<T4<S, E, D, T>, Output = T4<S, E, D, T>, Error = D::Err>,
 {
-    type Output = T4<S, E, T>;
-    type Error = CpuError;
+    type Output = T4<S, E, D, T>;
+    type Error = D::Err;
 
-    fn try_forward_mut(&mut self, x: T4<S, E, T>) -> Result<Self::Output, CpuError> {
+    fn try_forward_mut(&mut self, x: T4<S, E, D, T>) -> Result<Self::Output, D::Err> {
         add_relu(self.0.try_forward_mut(x.with_empty_tape())?, x)
     }
 }
 
-impl<S: Shape, O: Shape, E: Dtype + Real, T: Tape<E, Cpu> + Merge<T>, F, R> Module<T4<S, E, T>> for GeneralizedResidualReLU<F, R>
+impl<S: Shape, O: Shape, E: Dtype, D: ReluKernel<E>, T: Tape<E, D>, F, R> Module<T4<S, E, D, T>> for GeneralizedResidualReLU<F, R>
 where
-    F: Module<T4<S, E, T>, Output = T4<O, E, T>, Error = CpuError>,
-    R: Module<T4<S, E, T>, Output = T4<O, E, T>, Error = CpuError>,
+    F: Module<T4<S, E, D, T>, Output = T4<O, E, D, T>, Error = D::Err>,
+    R: Module<T4<S, E, D, T>, Output = T4<O, E, D, T>, Error = D::Err>,
 {
-    type Output = T4<O, E, T>;
-    type Error = CpuError;
+    type Output = T4<O, E, D, T>;
+    type Error = D::Err;
 
-    fn try_forward(&self, x: T4<S, E, T>) -> Result<Self::Output, CpuError> {
+    fn try_forward(&self, x: T4<S, E, D, T>) -> Result<Self::Output, D::Err> {
         add_relu(self.f.try_forward(x.with_empty_tape())?, self.r.try_forward(x)?)
     }
 }
 
-impl<S: Shape, O: Shape, E: Dtype + Real, T: Tape<E, Cpu> + Merge<T>, F, R> ModuleMut<T4<S, E, T>> for GeneralizedResidualReLU<F, R>
+impl<S: Shape, O: Shape, E: Dtype, D: ReluKernel<E>, T: Tape<E, D>, F, R> ModuleMut<T4<S, E, D, T>> for GeneralizedResidualReLU<F, R>
 where
-    F: ModuleMut<T4<S, E, T>, Output = T4<O, E, T>, Error = CpuError>,
-    R: ModuleMut<T4<S, E, T>, Output = T4<O, E, T>, Error = CpuError>,
+    F: ModuleMut<T4<S, E, D, T>, Output = T4<O, E, D, T>, Error = D::Err>,
+    R: ModuleMut<T4<S, E, D, T>, Output = T4<O, E, D, T>, Error = D::Err>,
 {
-    type Output = T4<O, E, T>;
-    type Error = CpuError;
+    type Output = T4<O, E, D, T>;
+    type Error = D::Err;
 
-    fn try_forward_mut(&mut self, x: T4<S, E, T>) -> Result<Self::Output, CpuError> {
+    fn try_forward_mut(&mut self, x: T4<S, E, D, T>) -> Result<Self::Output, D::Err> {
         add_relu(self.f.try_forward_mut(x.with_empty_tape())?, self.r.try_forward_mut(x)?)
     }
 }

@@ -8,6 +8,8 @@
 //! variance, as in PyTorch. Evaluation is `forward` with no tape: running statistics.
 
 mod cpu_kernel;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) mod cuda_kernel;
 
 pub use cpu_kernel::BnGeom;
 
@@ -89,66 +91,73 @@ fn geom<B: Dim, const C: usize, H: Dim, W: Dim>(s: &(B, Const<C>, H, W)) -> BnGe
     BnGeom { n: s.0.size(), c: C, hw: s.2.size() * s.3.size() }
 }
 
-impl<const C: usize, const RELU: bool, B: Dim, H: Dim, W: Dim, E: Dtype + Real> Module<Tensor<(B, Const<C>, H, W), E, Cpu>>
-    for BatchNorm2DImpl<C, RELU, E, Cpu>
-{
-    type Output = Tensor<(B, Const<C>, H, W), E, Cpu>;
-    type Error = CpuError;
+/// Input and output of the layer.
+type Map<B, const C: usize, H, W, E, D, T = NoneTape> = Tensor<(B, Const<C>, H, W), E, D, T>;
 
-    /// Evaluation: normalises with the running statistics.
-    fn try_forward(&self, x: Tensor<(B, Const<C>, H, W), E, Cpu>) -> Result<Self::Output, CpuError> {
+/// A device that runs the batch normalisation layers: the CPU with the project's fused
+/// kernels, CUDA (with the `cuda` feature) with dfdx's device-generic ops.
+pub trait BatchNorm2DKernel<E: Dtype>: Storage<E> {
+    /// Evaluation: running statistics.
+    fn bn_eval<B: Dim, const C: usize, H: Dim, W: Dim, const RELU: bool>(
+        layer: &BatchNorm2DImpl<C, RELU, E, Self>,
+        x: Map<B, C, H, W, E, Self>,
+    ) -> Result<Map<B, C, H, W, E, Self>, Self::Err>;
+    /// Training: batch statistics; the running ones move towards them.
+    fn bn_train<B: Dim, const C: usize, H: Dim, W: Dim, const RELU: bool>(
+        layer: &mut BatchNorm2DImpl<C, RELU, E, Self>,
+        x: Map<B, C, H, W, E, Self, OwnedTape<E, Self>>,
+    ) -> Result<Map<B, C, H, W, E, Self, OwnedTape<E, Self>>, Self::Err>;
+}
+
+impl<E: Dtype + Real> BatchNorm2DKernel<E> for Cpu {
+    fn bn_eval<B: Dim, const C: usize, H: Dim, W: Dim, const RELU: bool>(
+        layer: &BatchNorm2DImpl<C, RELU, E, Cpu>,
+        x: Map<B, C, H, W, E, Cpu>,
+    ) -> Result<Map<B, C, H, W, E, Cpu>, CpuError> {
         let g = geom(x.shape());
         let as_f64 = |t: &Tensor<Rank1<C>, E, Cpu>| to_vec(t).iter().map(|v| v.to_f64().unwrap()).collect::<Vec<_>>();
         let mut y = vec![E::zero(); x.shape().num_elements()];
         cpu_kernel::normalize(
             &g,
             &to_vec(&x),
-            &as_f64(&self.running_mean),
-            &as_f64(&self.running_var),
-            self.epsilon,
-            &to_vec(&self.scale),
-            &to_vec(&self.bias),
+            &as_f64(&layer.running_mean),
+            &as_f64(&layer.running_var),
+            layer.epsilon,
+            &to_vec(&layer.scale),
+            &to_vec(&layer.bias),
             RELU,
             &mut y,
         );
         Ok(x.device().tensor_from_vec(y, *x.shape()))
     }
-}
 
-impl<const C: usize, const RELU: bool, B: Dim, H: Dim, W: Dim, E: Dtype + Real>
-    ModuleMut<Tensor<(B, Const<C>, H, W), E, Cpu, OwnedTape<E, Cpu>>> for BatchNorm2DImpl<C, RELU, E, Cpu>
-{
-    type Output = Tensor<(B, Const<C>, H, W), E, Cpu, OwnedTape<E, Cpu>>;
-    type Error = CpuError;
-
-    /// Training: normalises with batch statistics and updates the running ones.
-    fn try_forward_mut(
-        &mut self,
-        x: Tensor<(B, Const<C>, H, W), E, Cpu, OwnedTape<E, Cpu>>,
-    ) -> Result<Self::Output, CpuError> {
+    fn bn_train<B: Dim, const C: usize, H: Dim, W: Dim, const RELU: bool>(
+        layer: &mut BatchNorm2DImpl<C, RELU, E, Cpu>,
+        x: Map<B, C, H, W, E, Cpu, OwnedTape<E, Cpu>>,
+    ) -> Result<Map<B, C, H, W, E, Cpu, OwnedTape<E, Cpu>>, CpuError> {
         let g = geom(x.shape());
         let (x, mut tape) = x.split_tape();
         let xv = to_vec(&x);
         let (mean, var) = cpu_kernel::batch_stats(&g, &xv);
-        let (scale, bias) = (to_vec(&self.scale), to_vec(&self.bias));
+        let (scale, bias) = (to_vec(&layer.scale), to_vec(&layer.bias));
         let mut y = vec![E::zero(); xv.len()];
-        cpu_kernel::normalize(&g, &xv, &mean, &var, self.epsilon, &scale, &bias, RELU, &mut y);
+        cpu_kernel::normalize(&g, &xv, &mean, &var, layer.epsilon, &scale, &bias, RELU, &mut y);
         // Running statistics, off the tape.
         let m = (g.n * g.hw) as f64;
         let unbias = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
-        let mom = self.momentum;
+        let mom = layer.momentum;
         let blend = |t: &mut Tensor<Rank1<C>, E, Cpu>, batch: &[f64], k: f64| {
             let old = to_vec(t);
             let new: Vec<E> =
                 old.iter().zip(batch).map(|(o, b)| E::from((1.0 - mom) * o.to_f64().unwrap() + mom * b * k).unwrap()).collect();
             t.copy_from(&new);
         };
-        blend(&mut self.running_mean, &mean, 1.0);
-        blend(&mut self.running_var, &var, unbias);
+        blend(&mut layer.running_mean, &mean, 1.0);
+        blend(&mut layer.running_var, &var, unbias);
 
         let out = x.device().tensor_from_vec(y, *x.shape());
-        let (x_ghost, out_ghost, s_ghost, b_ghost) = (x.ghost(), out.ghost(), self.scale.ghost(), self.bias.ghost());
-        let eps = self.epsilon;
+        let (x_ghost, out_ghost, s_ghost, b_ghost) = (x.ghost(), out.ghost(), layer.scale.ghost(), layer.bias.ghost());
+        let eps = layer.epsilon;
         tape.add_backward_op(move |grads| {
             let mut dy = take_grad!(grads, &out_ghost);
             let mut dx = take_grad!(grads, &x_ghost);
@@ -161,6 +170,50 @@ impl<const C: usize, const RELU: bool, B: Dim, H: Dim, W: Dim, E: Dtype + Real>
             Ok(())
         });
         Ok(out.put_tape(tape))
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl<E: Dtype> BatchNorm2DKernel<E> for dfdx::tensor::Cuda
+where
+    dfdx::tensor::Cuda: Device<E>,
+{
+    fn bn_eval<B: Dim, const C: usize, H: Dim, W: Dim, const RELU: bool>(
+        layer: &BatchNorm2DImpl<C, RELU, E, Self>,
+        x: Map<B, C, H, W, E, Self>,
+    ) -> Result<Map<B, C, H, W, E, Self>, Self::Err> {
+        cuda_kernel::eval(layer, x)
+    }
+
+    fn bn_train<B: Dim, const C: usize, H: Dim, W: Dim, const RELU: bool>(
+        layer: &mut BatchNorm2DImpl<C, RELU, E, Self>,
+        x: Map<B, C, H, W, E, Self, OwnedTape<E, Self>>,
+    ) -> Result<Map<B, C, H, W, E, Self, OwnedTape<E, Self>>, Self::Err> {
+        cuda_kernel::train(layer, x)
+    }
+}
+
+impl<const C: usize, const RELU: bool, B: Dim, H: Dim, W: Dim, E: Dtype, D: BatchNorm2DKernel<E>> Module<Map<B, C, H, W, E, D>>
+    for BatchNorm2DImpl<C, RELU, E, D>
+{
+    type Output = Map<B, C, H, W, E, D>;
+    type Error = D::Err;
+
+    /// Evaluation: normalises with the running statistics.
+    fn try_forward(&self, x: Map<B, C, H, W, E, D>) -> Result<Self::Output, D::Err> {
+        D::bn_eval(self, x)
+    }
+}
+
+impl<const C: usize, const RELU: bool, B: Dim, H: Dim, W: Dim, E: Dtype, D: BatchNorm2DKernel<E>>
+    ModuleMut<Map<B, C, H, W, E, D, OwnedTape<E, D>>> for BatchNorm2DImpl<C, RELU, E, D>
+{
+    type Output = Map<B, C, H, W, E, D, OwnedTape<E, D>>;
+    type Error = D::Err;
+
+    /// Training: normalises with batch statistics and updates the running ones.
+    fn try_forward_mut(&mut self, x: Map<B, C, H, W, E, D, OwnedTape<E, D>>) -> Result<Self::Output, D::Err> {
+        D::bn_train(self, x)
     }
 }
 
@@ -252,5 +305,37 @@ mod tests {
             },
             3,
         );
+    }
+
+    /// The device path (what CUDA runs) computes what the CPU kernel does: outputs, gradients
+    /// and running statistics, in training and evaluation, with and without the fused ReLU.
+    #[test]
+    fn device_path_matches_the_cpu_kernel() {
+        use crate::nn::gradcheck::assert_same;
+        fn run<const RELU: bool>() {
+            let dev = Cpu::seed_from_u64(2);
+            let mut cpu = dev.build_module::<builder::BatchNorm2DImpl<3, RELU>, f64>();
+            cpu.scale.copy_from(&[0.5, 1.5, -2.0]);
+            cpu.bias.copy_from(&[0.1, 0.0, 0.3]);
+            let mut gen = cpu.clone();
+            let x: X<f64> = dev.tensor_from_vec(values(4 * 3 * 5 * 2, 9), (4, Const, 5, 2));
+            let r: X<f64> = dev.tensor_from_vec(values(4 * 3 * 5 * 2, 10), (4, Const, 5, 2));
+            for step in 0..2 {
+                let a = cpu.forward_mut(x.leaky_trace());
+                let b = cuda_kernel::train(&mut gen, x.leaky_trace()).unwrap();
+                let what = format!("relu {RELU} step {step}");
+                assert_same(&what, &a.as_vec(), &b.as_vec());
+                let ga = (a * r.clone()).sum().backward();
+                let gb = (b * r.clone()).sum().backward();
+                assert_same(&format!("{what} dx"), &ga.get(&x).as_vec(), &gb.get(&x).as_vec());
+                assert_same(&format!("{what} dscale"), &ga.get(&cpu.scale).as_vec(), &gb.get(&gen.scale).as_vec());
+                assert_same(&format!("{what} dbias"), &ga.get(&cpu.bias).as_vec(), &gb.get(&gen.bias).as_vec());
+                assert_same(&format!("{what} running mean"), &cpu.running_mean.as_vec(), &gen.running_mean.as_vec());
+                assert_same(&format!("{what} running var"), &cpu.running_var.as_vec(), &gen.running_var.as_vec());
+            }
+            assert_same("eval", &cpu.forward(x.clone()).as_vec(), &cuda_kernel::eval(&gen, x).unwrap().as_vec());
+        }
+        run::<false>();
+        run::<true>();
     }
 }

@@ -23,6 +23,8 @@
 //! ±1/sqrt(fan_in) with fan_in = IPG * K * K.
 
 mod cpu_kernel;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) mod cuda_kernel;
 mod depthwise;
 
 pub use cpu_kernel::ConvGeom;
@@ -167,36 +169,27 @@ impl<
 {
 }
 
-impl<
-        const I: usize,
-        const O: usize,
-        const K: usize,
-        const S: usize,
-        const P: usize,
-        const L: usize,
-        const IPG: usize,
-        B: Dim,
-        H: Dim,
-        W: Dim,
-        E: Dtype + Real,
-        T: Tape<E, Cpu>,
-    > Module<Tensor<(B, Const<I>, H, W), E, Cpu, T>> for GroupedConv2D<I, O, K, S, P, L, IPG, E, Cpu>
-{
-    type Output = Tensor<(B, Const<O>, usize, usize), E, Cpu, T>;
-    type Error = CpuError;
+/// A device that runs [`GroupedConv2D`]: the CPU with the project's kernels, CUDA (with the
+/// `cuda` feature) with dfdx's device-generic ops.
+pub trait Conv2DKernel<E: Dtype>: Storage<E> {
+    /// `weight` [O, IPG, K, K] over `x` (B, I, H, W) with the geometry of the call.
+    fn conv2d<B: Dim, const I: usize, H: Dim, W: Dim, const O: usize, const IPG: usize, const K: usize, T: Tape<E, Self>>(
+        x: Tensor<(B, Const<I>, H, W), E, Self, T>,
+        weight: &Tensor<Rank4<O, IPG, K, K>, E, Self>,
+        geom: ConvGeom,
+    ) -> Result<Tensor<(B, Const<O>, usize, usize), E, Self, T>, Self::Err>;
+}
 
-    /// Panics when the kernel does not fit in the padded input; model registries check input
-    /// shapes before any work starts.
-    fn try_forward(&self, x: Tensor<(B, Const<I>, H, W), E, Cpu, T>) -> Result<Self::Output, CpuError> {
-        #[allow(clippy::let_unit_value)]
-        let () = Self::CHECK;
-        let (b, _, h, w) = *x.shape();
-        let geom = Self::geometry(b.size(), h.size(), w.size()).unwrap_or_else(|| {
-            panic!("Conv2D<{I}, {O}, kernel {K}, dilation {L}, padding {P}>: input {}x{} is smaller than the kernel", h.size(), w.size())
-        });
+impl<E: Dtype + Real> Conv2DKernel<E> for Cpu {
+    fn conv2d<B: Dim, const I: usize, H: Dim, W: Dim, const O: usize, const IPG: usize, const K: usize, T: Tape<E, Cpu>>(
+        x: Tensor<(B, Const<I>, H, W), E, Cpu, T>,
+        weight: &Tensor<Rank4<O, IPG, K, K>, E, Cpu>,
+        geom: ConvGeom,
+    ) -> Result<Tensor<(B, Const<O>, usize, usize), E, Cpu, T>, CpuError> {
+        let b = x.shape().0;
         let (x, mut tape) = x.split_tape();
         let xv = to_vec(&x);
-        let wv = to_vec(&self.weight);
+        let wv = to_vec(weight);
         let mut y = vec![E::zero(); geom.batch * O * geom.oh * geom.ow];
         cpu_kernel::forward(&geom, &xv, &wv, &mut y);
         // The backward copies the input again rather than keep this copy: the tensor itself is
@@ -204,7 +197,7 @@ impl<
         drop(xv);
         let out = x.device().tensor_from_vec(y, (b, Const::<O>, geom.oh, geom.ow));
         if T::OWNS_TAPE {
-            let (x_ghost, w_ghost, out_ghost) = (x.ghost(), self.weight.ghost(), out.ghost());
+            let (x_ghost, w_ghost, out_ghost) = (x.ghost(), weight.ghost(), out.ghost());
             tape.add_backward_op(move |grads| {
                 let dy = take_grad!(grads, &out_ghost);
                 let mut dx = take_grad!(grads, &x_ghost);
@@ -216,6 +209,71 @@ impl<
             });
         }
         Ok(out.put_tape(tape))
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl<E: Dtype> Conv2DKernel<E> for dfdx::tensor::Cuda
+where
+    dfdx::tensor::Cuda: Device<E>,
+{
+    fn conv2d<B: Dim, const I: usize, H: Dim, W: Dim, const O: usize, const IPG: usize, const K: usize, T: Tape<E, Self>>(
+        x: Tensor<(B, Const<I>, H, W), E, Self, T>,
+        weight: &Tensor<Rank4<O, IPG, K, K>, E, Self>,
+        geom: ConvGeom,
+    ) -> Result<Tensor<(B, Const<O>, usize, usize), E, Self, T>, Self::Err> {
+        generic_conv2d(x, weight, geom)
+    }
+}
+
+/// [`cuda_kernel::conv2d`] with the layer's types.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) fn generic_conv2d<B: Dim, const I: usize, H: Dim, W: Dim, const O: usize, const IPG: usize, const K: usize, E, D, T>(
+    x: Tensor<(B, Const<I>, H, W), E, D, T>,
+    weight: &Tensor<Rank4<O, IPG, K, K>, E, D>,
+    geom: ConvGeom,
+) -> Result<Tensor<(B, Const<O>, usize, usize), E, D, T>, D::Err>
+where
+    E: Dtype,
+    D: Device<E> + TensorFromVec<usize>,
+    T: Tape<E, D>,
+{
+    let (b, _, h, w) = *x.shape();
+    let x = x.try_reshape_like(&(b.size(), I, h.size(), w.size()))?;
+    let wt = weight.retaped::<T>().try_reshape_like(&(O, IPG, K, K))?;
+    let y = cuda_kernel::conv2d(x, wt, (geom.stride, geom.pad, geom.dil))?;
+    y.try_reshape_like(&(b, Const::<O>, geom.oh, geom.ow))
+}
+
+impl<
+        const I: usize,
+        const O: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const L: usize,
+        const IPG: usize,
+        B: Dim,
+        H: Dim,
+        W: Dim,
+        E: Dtype,
+        D: Conv2DKernel<E>,
+        T: Tape<E, D>,
+    > Module<Tensor<(B, Const<I>, H, W), E, D, T>> for GroupedConv2D<I, O, K, S, P, L, IPG, E, D>
+{
+    type Output = Tensor<(B, Const<O>, usize, usize), E, D, T>;
+    type Error = D::Err;
+
+    /// Panics when the kernel does not fit in the padded input; model registries check input
+    /// shapes before any work starts.
+    fn try_forward(&self, x: Tensor<(B, Const<I>, H, W), E, D, T>) -> Result<Self::Output, D::Err> {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::CHECK;
+        let (b, _, h, w) = *x.shape();
+        let geom = Self::geometry(b.size(), h.size(), w.size()).unwrap_or_else(|| {
+            panic!("Conv2D<{I}, {O}, kernel {K}, dilation {L}, padding {P}>: input {}x{} is smaller than the kernel", h.size(), w.size())
+        });
+        D::conv2d(x, &self.weight, geom)
     }
 }
 

@@ -132,3 +132,40 @@ fn works_as_a_dfdx_module() {
     assert_eq!(other.0.weight.as_vec(), model.0.weight.as_vec());
     assert_eq!(other.forward(x.clone()).as_vec(), model.forward(x).as_vec());
 }
+
+/// The device path (dfdx's generic ops, what CUDA runs) computes what the CPU kernel does:
+/// output, input gradient and weight gradient, in f64.
+macro_rules! device_path_matches {
+    ($builder:ty, $cin:expr, $batch:expr, $h:expr, $w:expr) => {{
+        use crate::nn::gradcheck::assert_same;
+        let dev = Cpu::seed_from_u64(9);
+        let conv = dev.build_module::<$builder, f64>();
+        type Built = <$builder as BuildOnDevice<Cpu, f64>>::Built;
+        let x: X4<f64, $cin> = dev.tensor_from_vec(values($batch * $cin * $h * $w, 3), ($batch, Const, $h, $w));
+        let geom = Built::geometry($batch, $h, $w).unwrap();
+        let y_cpu = conv.forward(x.leaky_trace());
+        let r = dev.tensor_from_vec(values(y_cpu.shape().num_elements(), 4), *y_cpu.shape());
+        let y_dev = generic_conv2d(x.leaky_trace(), &conv.weight, geom).unwrap();
+        let what = stringify!($builder);
+        assert_same(&format!("{what} y"), &y_cpu.as_vec(), &y_dev.as_vec());
+        let g_cpu = (y_cpu * r.clone()).sum().backward();
+        let g_dev = (y_dev * r).sum().backward();
+        assert_same(&format!("{what} dx"), &g_cpu.get(&x).as_vec(), &g_dev.get(&x).as_vec());
+        assert_same(&format!("{what} dw"), &g_cpu.get(&conv.weight).as_vec(), &g_dev.get(&conv.weight).as_vec());
+    }};
+}
+
+#[test]
+fn device_path_matches_the_cpu_kernel() {
+    device_path_matches!(builders::Conv2D<3, 4, 3, 1, 1>, 3, 2, 6, 5);
+    device_path_matches!(builders::Conv2D<2, 3, 3, 2, 1>, 2, 3, 7, 7);
+    device_path_matches!(builders::Conv2D<2, 3, 3, 2, 1>, 2, 2, 8, 6);
+    device_path_matches!(builders::Conv2D<4, 6, 1, 2, 0>, 4, 2, 5, 6);
+    device_path_matches!(builders::Conv2D<1, 2, 7, 2, 3>, 1, 2, 9, 9);
+    device_path_matches!(builders::Conv2D<2, 2, 3, 1, 2, 2>, 2, 2, 6, 6);
+    device_path_matches!(builders::GroupedConv2D<4, 6, 3, 1, 1, 1, 2>, 4, 2, 5, 5);
+    device_path_matches!(builders::DepthwiseConv2D<3, 3, 2, 1>, 3, 2, 6, 6);
+    device_path_matches!(builders::DepthwiseConv2D<4, 3, 1, 1>, 4, 3, 5, 7);
+    device_path_matches!(builders::Conv2D<2, 3, 3, 1, 0>, 2, 2, 7, 6);
+    device_path_matches!(builders::Conv2D<2, 3, 3, 1, 2>, 2, 2, 5, 3);
+}

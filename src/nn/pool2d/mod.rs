@@ -11,6 +11,8 @@
 //! ```
 
 mod cpu_kernel;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) mod cuda_kernel;
 
 pub use cpu_kernel::PoolGeom;
 
@@ -33,20 +35,62 @@ impl<const K: usize, const S: usize, const P: usize> NonMutableModule for MaxPoo
 impl<const K: usize, const S: usize, const P: usize> ZeroSizedModule for AvgPool2D<K, S, P> {}
 impl<const K: usize, const S: usize, const P: usize> NonMutableModule for AvgPool2D<K, S, P> {}
 
-/// Runs a pooling kernel on the tape: `forward` fills the output and returns what its
-/// `backward` needs.
-type Pooled<B, const C: usize, E, T> = Tensor<(B, Const<C>, usize, usize), E, Cpu, T>;
+/// Which pooling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    Max,
+    Avg,
+}
 
+/// A device that runs the pooling layers: the CPU with the project's kernels, CUDA (with the
+/// `cuda` feature) with dfdx's device-generic ops.
+pub trait Pool2DKernel<E: Dtype>: Storage<E> {
+    /// Pools `x` with window, stride and padding `ksp`.
+    fn pool2d<B: Dim, const C: usize, H: Dim, W: Dim, T: Tape<E, Self>>(
+        x: Tensor<(B, Const<C>, H, W), E, Self, T>,
+        kind: PoolKind,
+        ksp: (usize, usize, usize),
+    ) -> Result<Tensor<(B, Const<C>, usize, usize), E, Self, T>, Self::Err>;
+}
+
+fn geometry<B: Dim, const C: usize, H: Dim, W: Dim>(s: &(B, Const<C>, H, W), (k, st, p): (usize, usize, usize)) -> PoolGeom {
+    PoolGeom::new(s.0.size() * C, s.2.size(), s.3.size(), k, st, p).unwrap_or_else(|| {
+        panic!("pool window {k} (stride {st}, padding {p}) does not fit input {}x{}", s.2.size(), s.3.size())
+    })
+}
+
+impl<E: Dtype + Real> Pool2DKernel<E> for Cpu {
+    fn pool2d<B: Dim, const C: usize, H: Dim, W: Dim, T: Tape<E, Cpu>>(
+        x: Tensor<(B, Const<C>, H, W), E, Cpu, T>,
+        kind: PoolKind,
+        ksp: (usize, usize, usize),
+    ) -> Result<Tensor<(B, Const<C>, usize, usize), E, Cpu, T>, CpuError> {
+        match kind {
+            PoolKind::Max => pool(
+                x,
+                ksp,
+                |g, x, y| {
+                    let mut arg = vec![0u32; y.len()];
+                    cpu_kernel::max_forward(g, x, y, &mut arg);
+                    arg
+                },
+                |g, arg, dy, dx| cpu_kernel::max_backward(g, arg, dy, dx),
+            ),
+            PoolKind::Avg => pool(x, ksp, cpu_kernel::avg_forward, |g, _, dy, dx| cpu_kernel::avg_backward(g, dy, dx)),
+        }
+    }
+}
+
+/// Runs a CPU pooling kernel on the tape: `forward` fills the output and returns what its
+/// `backward` needs.
 fn pool<B: Dim, const C: usize, H: Dim, W: Dim, E: Dtype + Real, T: Tape<E, Cpu>, State: 'static>(
     x: Tensor<(B, Const<C>, H, W), E, Cpu, T>,
-    (k, st, p): (usize, usize, usize),
+    ksp: (usize, usize, usize),
     forward: impl FnOnce(&PoolGeom, &[E], &mut [E]) -> State,
     backward: impl FnOnce(&PoolGeom, &State, &[E], &mut [E]) + 'static,
-) -> Result<Pooled<B, C, E, T>, CpuError> {
+) -> Result<Tensor<(B, Const<C>, usize, usize), E, Cpu, T>, CpuError> {
     let s = *x.shape();
-    let g = PoolGeom::new(s.0.size() * C, s.2.size(), s.3.size(), k, st, p).unwrap_or_else(|| {
-        panic!("pool window {k} (stride {st}, padding {p}) does not fit input {}x{}", s.2.size(), s.3.size())
-    });
+    let g = geometry(&s, ksp);
     let (x, mut tape) = x.split_tape();
     let mut y = vec![E::zero(); g.planes * g.oh * g.ow];
     let state = forward(&g, &to_vec(&x), &mut y);
@@ -64,40 +108,65 @@ fn pool<B: Dim, const C: usize, H: Dim, W: Dim, E: Dtype + Real, T: Tape<E, Cpu>
     Ok(out.put_tape(tape))
 }
 
-impl<const K: usize, const S: usize, const P: usize, B: Dim, const C: usize, H: Dim, W: Dim, E, T>
-    Module<Tensor<(B, Const<C>, H, W), E, Cpu, T>> for MaxPool2D<K, S, P>
+/// [`cuda_kernel::pool2d`] with the layer's types.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) fn generic_pool2d<B: Dim, const C: usize, H: Dim, W: Dim, E, D, T>(
+    x: Tensor<(B, Const<C>, H, W), E, D, T>,
+    kind: PoolKind,
+    ksp: (usize, usize, usize),
+) -> Result<Tensor<(B, Const<C>, usize, usize), E, D, T>, D::Err>
 where
-    E: Dtype + Real,
-    T: Tape<E, Cpu>,
+    E: Dtype,
+    D: Device<E> + TensorFromVec<usize>,
+    T: Tape<E, D>,
 {
-    type Output = Tensor<(B, Const<C>, usize, usize), E, Cpu, T>;
-    type Error = CpuError;
+    let s = *x.shape();
+    let g = geometry(&s, ksp);
+    let x = x.try_reshape_like(&(s.0.size(), C, s.2.size(), s.3.size()))?;
+    cuda_kernel::pool2d(x, kind, ksp)?.try_reshape_like(&(s.0, Const::<C>, g.oh, g.ow))
+}
 
-    fn try_forward(&self, x: Tensor<(B, Const<C>, H, W), E, Cpu, T>) -> Result<Self::Output, CpuError> {
-        pool(
-            x,
-            (K, S, P),
-            |g, x, y| {
-                let mut arg = vec![0u32; y.len()];
-                cpu_kernel::max_forward(g, x, y, &mut arg);
-                arg
-            },
-            |g, arg, dy, dx| cpu_kernel::max_backward(g, arg, dy, dx),
-        )
+#[cfg(feature = "cuda")]
+impl<E: Dtype> Pool2DKernel<E> for dfdx::tensor::Cuda
+where
+    dfdx::tensor::Cuda: Device<E>,
+{
+    fn pool2d<B: Dim, const C: usize, H: Dim, W: Dim, T: Tape<E, Self>>(
+        x: Tensor<(B, Const<C>, H, W), E, Self, T>,
+        kind: PoolKind,
+        ksp: (usize, usize, usize),
+    ) -> Result<Tensor<(B, Const<C>, usize, usize), E, Self, T>, Self::Err> {
+        generic_pool2d(x, kind, ksp)
     }
 }
 
-impl<const K: usize, const S: usize, const P: usize, B: Dim, const C: usize, H: Dim, W: Dim, E, T>
-    Module<Tensor<(B, Const<C>, H, W), E, Cpu, T>> for AvgPool2D<K, S, P>
+impl<const K: usize, const S: usize, const P: usize, B: Dim, const C: usize, H: Dim, W: Dim, E, D, T>
+    Module<Tensor<(B, Const<C>, H, W), E, D, T>> for MaxPool2D<K, S, P>
 where
-    E: Dtype + Real,
-    T: Tape<E, Cpu>,
+    E: Dtype,
+    D: Pool2DKernel<E>,
+    T: Tape<E, D>,
 {
-    type Output = Tensor<(B, Const<C>, usize, usize), E, Cpu, T>;
-    type Error = CpuError;
+    type Output = Tensor<(B, Const<C>, usize, usize), E, D, T>;
+    type Error = D::Err;
 
-    fn try_forward(&self, x: Tensor<(B, Const<C>, H, W), E, Cpu, T>) -> Result<Self::Output, CpuError> {
-        pool(x, (K, S, P), cpu_kernel::avg_forward, |g, _, dy, dx| cpu_kernel::avg_backward(g, dy, dx))
+    fn try_forward(&self, x: Tensor<(B, Const<C>, H, W), E, D, T>) -> Result<Self::Output, D::Err> {
+        D::pool2d(x, PoolKind::Max, (K, S, P))
+    }
+}
+
+impl<const K: usize, const S: usize, const P: usize, B: Dim, const C: usize, H: Dim, W: Dim, E, D, T>
+    Module<Tensor<(B, Const<C>, H, W), E, D, T>> for AvgPool2D<K, S, P>
+where
+    E: Dtype,
+    D: Pool2DKernel<E>,
+    T: Tape<E, D>,
+{
+    type Output = Tensor<(B, Const<C>, usize, usize), E, D, T>;
+    type Error = D::Err;
+
+    fn try_forward(&self, x: Tensor<(B, Const<C>, H, W), E, D, T>) -> Result<Self::Output, D::Err> {
+        D::pool2d(x, PoolKind::Avg, (K, S, P))
     }
 }
 
@@ -145,5 +214,24 @@ mod tests {
         pool_grad_check!(MaxPool2D::<3, 2, 1>);
         pool_grad_check!(AvgPool2D::<2>);
         pool_grad_check!(AvgPool2D::<3, 1, 1>);
+    }
+
+    /// The device path (what CUDA runs) computes what the CPU kernel does, gradients included.
+    #[test]
+    fn device_path_matches_the_cpu_kernel() {
+        use crate::nn::gradcheck::assert_same;
+        let dev: Cpu = Default::default();
+        for (k, s, p) in [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0)] {
+            for kind in [PoolKind::Max, PoolKind::Avg] {
+                let x: X<f64> = dev.tensor_from_vec(values(2 * 7 * 6, 11), (2, Const, 7, 6));
+                let a = Cpu::pool2d(x.leaky_trace(), kind, (k, s, p)).unwrap();
+                let b = generic_pool2d(x.leaky_trace(), kind, (k, s, p)).unwrap();
+                let what = format!("{kind:?} {k} {s} {p}");
+                assert_same(&what, &a.as_vec(), &b.as_vec());
+                let r = dev.tensor_from_vec(values(a.shape().num_elements(), 12), *a.shape());
+                let (ga, gb) = ((a * r.clone()).sum().backward(), (b * r).sum().backward());
+                assert_same(&format!("{what} dx"), &ga.get(&x).as_vec(), &gb.get(&x).as_vec());
+            }
+        }
     }
 }
