@@ -13,6 +13,10 @@ pub struct Cli {
     /// Worker threads (default: one per core). Results do not depend on it.
     #[arg(long, global = true)]
     pub threads: Option<usize>,
+    /// Where models run: cpu, cuda or cuda:N (overrides a recipe's `device`; CUDA needs a
+    /// binary built with `--features cuda`).
+    #[arg(long, global = true, value_name = "DEVICE")]
+    pub device: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -44,20 +44,25 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    let device: Option<ssl::device::DeviceSpec> = cli.device.as_deref().map(str::parse).transpose()?;
     match cli.command {
-        Command::Pretrain(a) => train_command(a, ssl::train::pretrain),
-        Command::Finetune(a) => train_command(a, ssl::train::finetune),
-        other => run_tool(other).map(|()| ExitCode::SUCCESS),
+        Command::Pretrain(a) => train_command(a, device, ssl::train::pretrain),
+        Command::Finetune(a) => train_command(a, device, ssl::train::finetune),
+        other => run_tool(other, device.unwrap_or_default()).map(|()| ExitCode::SUCCESS),
     }
 }
 
 /// `ssl pretrain` and `ssl finetune`: exit 130 when stopped by Ctrl-C (after saving a
 /// checkpoint).
 fn train_command<R: serde::Serialize + serde::de::DeserializeOwned>(
-    a: TrainArgs,
+    mut a: TrainArgs,
+    device: Option<ssl::device::DeviceSpec>,
     go: impl FnOnce(&R, &ssl::train::RunOptions) -> Result<ssl::train::Outcome>,
 ) -> Result<ExitCode> {
     use ssl::train::{Outcome, RunOptions};
+    if let Some(d) = device {
+        a.set.push(format!("device={:?}", d.to_string()));
+    }
     let recipe: R = match (&a.recipe, &a.resume) {
         (Some(path), _) => ssl::recipe::load(path, &a.set)?,
         (None, Some(run)) => ssl::recipe::load(&run.join("recipe.ron"), &a.set)?,
@@ -77,11 +82,11 @@ fn train_command<R: serde::Serialize + serde::de::DeserializeOwned>(
     }
 }
 
-fn run_tool(command: Command) -> Result<()> {
+fn run_tool(command: Command, device: ssl::device::DeviceSpec) -> Result<()> {
     match command {
         Command::Pretrain(_) | Command::Finetune(_) => Err(Error::invalid("command", "training commands run through train_command")),
         Command::Probe { features, epochs, lr, weight_decay, batch_size } => {
-            let (sources, req) = feature_request(&features);
+            let (sources, req) = feature_request(&features, device);
             let cfg = ssl::eval::probe::ProbeConfig { epochs, lr, weight_decay, batch_size, seed: 0 };
             for (source, e) in ssl::eval::on_run::probe_run(&features.run, &sources, &req, cfg)? {
                 println!("probe {:>6}: test top-1 {:.2}%, top-5 {:.2}% (train top-1 {:.2}%, {} features)", source.key(), 100.0 * e.test.top1, 100.0 * e.test.top5, 100.0 * e.train.top1, e.dim);
@@ -90,7 +95,7 @@ fn run_tool(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Knn { features, k, temperature } => {
-            let (sources, req) = feature_request(&features);
+            let (sources, req) = feature_request(&features, device);
             for (source, e) in ssl::eval::on_run::knn_run(&features.run, &sources, &req, ssl::eval::KnnParams { k, temperature })? {
                 println!("knn {:>6}: test top-1 {:.2}% (k {k}, temperature {temperature}, {} neighbours to choose from)", source.key(), 100.0 * e.test.top1, e.train_images);
             }
@@ -241,9 +246,9 @@ fn data_info(file: &std::path::Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn feature_request(a: &cli::FeatureArgs) -> (Vec<ssl::eval::frozen::Source>, ssl::eval::frozen::FeatureRequest) {
+fn feature_request(a: &cli::FeatureArgs, device: ssl::device::DeviceSpec) -> (Vec<ssl::eval::frozen::Source>, ssl::eval::frozen::FeatureRequest) {
     use ssl::eval::frozen::{FeatureRequest, Source};
     let sources = if a.baselines { vec![Source::Pretrained, Source::RandomInit, Source::Pixels] } else { vec![Source::Pretrained] };
-    let req = FeatureRequest { data: a.data.clone(), train_split: a.train_split.clone(), test_split: a.test_split.clone(), max_train: a.max_train };
+    let req = FeatureRequest { data: a.data.clone(), train_split: a.train_split.clone(), test_split: a.test_split.clone(), max_train: a.max_train, device };
     (sources, req)
 }

@@ -47,6 +47,8 @@ pub struct FeatureRequest {
     pub test_split: String,
     /// Seeded random subset of the training split (0: all).
     pub max_train: usize,
+    /// Where the backbone runs.
+    pub device: crate::device::DeviceSpec,
 }
 
 /// Features of both splits, and the class names.
@@ -115,7 +117,7 @@ pub fn features(run: &Path, source: Source, req: &FeatureRequest) -> Result<Feat
             Source::Pixels => (extract(&pipeline, split, idx, 1024, label, |x| x), shape.len()),
             _ => {
                 crate::models::registry::check_input(&recipe.model, shape)?;
-                let spec = ClassifierSpec { classes: classes.max(2), dropout: 0.0, frozen: true, opt: Default::default(), seed: recipe.seed };
+                let spec = ClassifierSpec { classes: classes.max(2), dropout: 0.0, frozen: true, opt: Default::default(), seed: recipe.seed, device: req.device };
                 let mut net = classifier_net::build(&recipe.model, spec)?;
                 if source == Source::Pretrained {
                     net.load_backbone(&backbone)?;

@@ -30,12 +30,12 @@ pub fn class_mask(rows: usize, outputs: usize, classes: usize) -> Vec<f32> {
 
 /// Mean label-smoothed cross entropy of `logits` [N, K] for `labels`, over the first
 /// `classes` outputs.
-pub fn smoothed_cross_entropy<const K: usize, T: Tape<f32, Cpu>>(
-    logits: Tensor<(usize, Const<K>), f32, Cpu, T>,
+pub fn smoothed_cross_entropy<const K: usize, D: Device<f32>, T: Tape<f32, D>>(
+    logits: Tensor<(usize, Const<K>), f32, D, T>,
     labels: &[u32],
     classes: usize,
     smoothing: f64,
-) -> Tensor<Rank0, f32, Cpu, T> {
+) -> Tensor<Rank0, f32, D, T> {
     let dev = logits.device().clone();
     let n = labels.len();
     let masked = logits + dev.tensor_from_vec(class_mask(n, K, classes), (n, Const::<K>));

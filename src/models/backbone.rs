@@ -1,37 +1,74 @@
 //! What a backbone is to the training loops: a module from a batch of C-channel images to
 //! F features, trainable with a tape (`forward_mut`) and usable for evaluation without one
-//! (`forward`: BatchNorm on running statistics, dropout off).
+//! (`forward`: BatchNorm on running statistics, dropout off), on a device `D` (the CPU, or
+//! CUDA with the `cuda` feature).
 
 use dfdx::prelude::*;
 
+use crate::nn::NnDevice;
+
 /// A batch of images, N x C x H x W (H and W at run time).
-pub type Images<const C: usize> = Tensor<(usize, Const<C>, usize, usize), f32, Cpu>;
+pub type Images<const C: usize, D = Cpu> = Tensor<(usize, Const<C>, usize, usize), f32, D>;
 /// The same, recording a tape for training.
-pub type TapedImages<const C: usize> = Tensor<(usize, Const<C>, usize, usize), f32, Cpu, OwnedTape<f32, Cpu>>;
+pub type TapedImages<const C: usize, D = Cpu> = Tensor<(usize, Const<C>, usize, usize), f32, D, OwnedTape<f32, D>>;
 /// N feature vectors of width F.
-pub type Features<const F: usize> = Tensor<(usize, Const<F>), f32, Cpu>;
+pub type Features<const F: usize, D = Cpu> = Tensor<(usize, Const<F>), f32, D>;
 /// The same, recording a tape.
-pub type TapedFeatures<const F: usize> = Tensor<(usize, Const<F>), f32, Cpu, OwnedTape<f32, Cpu>>;
+pub type TapedFeatures<const F: usize, D = Cpu> = Tensor<(usize, Const<F>), f32, D, OwnedTape<f32, D>>;
 
 /// A backbone from C-channel images to F features.
-pub trait Backbone<const C: usize, const F: usize>:
-    ModuleMut<TapedImages<C>, Output = TapedFeatures<F>> + Module<Images<C>, Output = Features<F>> + TensorCollection<f32, Cpu> + Clone + 'static
+pub trait Backbone<const C: usize, const F: usize, D: NnDevice = Cpu>:
+    ModuleMut<TapedImages<C, D>, Output = TapedFeatures<F, D>, Error = D::Err>
+    + Module<Images<C, D>, Output = Features<F, D>, Error = D::Err>
+    + TensorCollection<f32, D>
+    + Clone
+    + 'static
 {
 }
 
-impl<T, const C: usize, const F: usize> Backbone<C, F> for T where
-    T: ModuleMut<TapedImages<C>, Output = TapedFeatures<F>> + Module<Images<C>, Output = Features<F>> + TensorCollection<f32, Cpu> + Clone + 'static
+impl<T, const C: usize, const F: usize, D: NnDevice> Backbone<C, F, D> for T where
+    T: ModuleMut<TapedImages<C, D>, Output = TapedFeatures<F, D>, Error = D::Err>
+        + Module<Images<C, D>, Output = Features<F, D>, Error = D::Err>
+        + TensorCollection<f32, D>
+        + Clone
+        + 'static
 {
 }
 
 /// A head trained on top of F features, giving Z outputs.
-pub trait Head<const F: usize, const Z: usize>:
-    ModuleMut<TapedFeatures<F>, Output = TapedFeatures<Z>> + Module<Features<F>, Output = Features<Z>> + TensorCollection<f32, Cpu> + Clone + 'static
+pub trait Head<const F: usize, const Z: usize, D: NnDevice = Cpu>:
+    ModuleMut<TapedFeatures<F, D>, Output = TapedFeatures<Z, D>, Error = D::Err>
+    + Module<Features<F, D>, Output = Features<Z, D>, Error = D::Err>
+    + TensorCollection<f32, D>
+    + Clone
+    + 'static
 {
 }
 
-impl<T, const F: usize, const Z: usize> Head<F, Z> for T where
-    T: ModuleMut<TapedFeatures<F>, Output = TapedFeatures<Z>> + Module<Features<F>, Output = Features<Z>> + TensorCollection<f32, Cpu> + Clone + 'static
+impl<T, const F: usize, const Z: usize, D: NnDevice> Head<F, Z, D> for T where
+    T: ModuleMut<TapedFeatures<F, D>, Output = TapedFeatures<Z, D>, Error = D::Err>
+        + Module<Features<F, D>, Output = Features<Z, D>, Error = D::Err>
+        + TensorCollection<f32, D>
+        + Clone
+        + 'static
+{
+}
+
+/// A backbone type that builds on every device this binary supports.
+#[cfg(not(feature = "cuda"))]
+pub trait BackboneType<const C: usize, const F: usize>: BuildOnDevice<Cpu, f32, Built: Backbone<C, F, Cpu>> {}
+#[cfg(not(feature = "cuda"))]
+impl<T, const C: usize, const F: usize> BackboneType<C, F> for T where T: BuildOnDevice<Cpu, f32, Built: Backbone<C, F, Cpu>> {}
+
+/// A backbone type that builds on every device this binary supports.
+#[cfg(feature = "cuda")]
+pub trait BackboneType<const C: usize, const F: usize>:
+    BuildOnDevice<Cpu, f32, Built: Backbone<C, F, Cpu>> + BuildOnDevice<Cuda, f32, Built: Backbone<C, F, Cuda>>
+{
+}
+#[cfg(feature = "cuda")]
+impl<T, const C: usize, const F: usize> BackboneType<C, F> for T where
+    T: BuildOnDevice<Cpu, f32, Built: Backbone<C, F, Cpu>> + BuildOnDevice<Cuda, f32, Built: Backbone<C, F, Cuda>>
 {
 }
 
@@ -40,7 +77,23 @@ impl<T, const F: usize, const Z: usize> Head<F, Z> for T where
 pub trait WithBackbone {
     type Out;
     /// `B` builds the backbone; its input has C channels and its output F features.
-    fn run<B: BuildOnDevice<Cpu, f32>, const C: usize, const F: usize>(self) -> Self::Out
-    where
-        B::Built: Backbone<C, F>;
+    fn run<B: BackboneType<C, F>, const C: usize, const F: usize>(self) -> Self::Out;
+}
+
+/// A head type that builds on every device this binary supports.
+#[cfg(not(feature = "cuda"))]
+pub trait HeadType<const F: usize, const Z: usize>: BuildOnDevice<Cpu, f32, Built: Head<F, Z, Cpu>> {}
+#[cfg(not(feature = "cuda"))]
+impl<T, const F: usize, const Z: usize> HeadType<F, Z> for T where T: BuildOnDevice<Cpu, f32, Built: Head<F, Z, Cpu>> {}
+
+/// A head type that builds on every device this binary supports.
+#[cfg(feature = "cuda")]
+pub trait HeadType<const F: usize, const Z: usize>:
+    BuildOnDevice<Cpu, f32, Built: Head<F, Z, Cpu>> + BuildOnDevice<Cuda, f32, Built: Head<F, Z, Cuda>>
+{
+}
+#[cfg(feature = "cuda")]
+impl<T, const F: usize, const Z: usize> HeadType<F, Z> for T where
+    T: BuildOnDevice<Cpu, f32, Built: Head<F, Z, Cpu>> + BuildOnDevice<Cuda, f32, Built: Head<F, Z, Cuda>>
+{
 }

@@ -7,10 +7,9 @@
 
 use dfdx::nn::builders::AvgPoolGlobal;
 use dfdx::prelude::*;
-use dfdx::tensor::{Cpu, CpuError};
 
 use crate::nn::builders::{BatchNormReLU2D as BnReLU, Conv2D};
-use crate::nn::MaxPool2D;
+use crate::nn::{MaxPool2D, NnDevice};
 
 type Cv<const I: usize, const O: usize, const K: usize, const P: usize, E, D> = crate::nn::Conv2D<I, O, K, 1, P, 1, E, D>;
 type Bn<const C: usize, E, D> = crate::nn::BatchNormReLU2D<C, E, D>;
@@ -96,38 +95,38 @@ where
     }
 }
 
-type Dyn4<B, T> = Tensor<(B, usize, usize, usize), f32, Cpu, T>;
-type Map4<B, const C: usize, T> = Tensor<(B, Const<C>, usize, usize), f32, Cpu, T>;
+type Dyn4<B, D, T> = Tensor<(B, usize, usize, usize), f32, D, T>;
+type Map4<B, const C: usize, D, T> = Tensor<(B, Const<C>, usize, usize), f32, D, T>;
 
 /// Concatenates the four branch outputs along channels into O channels.
-fn concat<const C1: usize, const C3: usize, const C5: usize, const CP: usize, const O: usize, B: Dim, T>(
-    y1: Map4<B, C1, T>,
-    y3: Map4<B, C3, T>,
-    y5: Map4<B, C5, T>,
-    yp: Map4<B, CP, T>,
-) -> Result<Map4<B, O, T>, CpuError>
+fn concat<const C1: usize, const C3: usize, const C5: usize, const CP: usize, const O: usize, B: Dim, D: NnDevice, T>(
+    y1: Map4<B, C1, D, T>,
+    y3: Map4<B, C3, D, T>,
+    y5: Map4<B, C5, D, T>,
+    yp: Map4<B, CP, D, T>,
+) -> Result<Map4<B, O, D, T>, D::Err>
 where
-    T: Tape<f32, Cpu> + Merge<T> + std::fmt::Debug,
-    (Dyn4<B, T>, Dyn4<B, T>): TryConcatAlong<Axis<1>, Output = Dyn4<B, T>, Error = CpuError>,
+    T: Tape<f32, D> + std::fmt::Debug,
+    (Dyn4<B, D, T>, Dyn4<B, D, T>): TryConcatAlong<Axis<1>, Output = Dyn4<B, D, T>, Error = D::Err>,
 {
-    let a: Dyn4<B, T> = y1.realize();
-    let b: Dyn4<B, T> = y3.realize();
-    let c: Dyn4<B, T> = y5.realize();
-    let d: Dyn4<B, T> = yp.realize();
+    let a: Dyn4<B, D, T> = y1.realize();
+    let b: Dyn4<B, D, T> = y3.realize();
+    let c: Dyn4<B, D, T> = y5.realize();
+    let d: Dyn4<B, D, T> = yp.realize();
     let ab = (a, b).try_concat_along(Axis::<1>)?;
     let cd = (c, d).try_concat_along(Axis::<1>)?;
     let all = (ab, cd).try_concat_along(Axis::<1>)?;
     Ok(all.realize())
 }
 
-impl<const I: usize, const C1: usize, const R3: usize, const C3: usize, const R5: usize, const C5: usize, const CP: usize, const O: usize, B: Dim, H: Dim, W: Dim>
-    Module<Tensor<(B, Const<I>, H, W), f32, Cpu>> for Inception<I, C1, R3, C3, R5, C5, CP, O, f32, Cpu>
+impl<const I: usize, const C1: usize, const R3: usize, const C3: usize, const R5: usize, const C5: usize, const CP: usize, const O: usize, B: Dim, H: Dim, W: Dim, D: NnDevice>
+    Module<Tensor<(B, Const<I>, H, W), f32, D>> for Inception<I, C1, R3, C3, R5, C5, CP, O, f32, D>
 {
-    type Output = Tensor<(B, Const<O>, usize, usize), f32, Cpu>;
-    type Error = CpuError;
+    type Output = Tensor<(B, Const<O>, usize, usize), f32, D>;
+    type Error = D::Err;
 
     /// Evaluation (BatchNorm with running statistics).
-    fn try_forward(&self, x: Tensor<(B, Const<I>, H, W), f32, Cpu>) -> Result<Self::Output, CpuError> {
+    fn try_forward(&self, x: Tensor<(B, Const<I>, H, W), f32, D>) -> Result<Self::Output, D::Err> {
         let y1 = self.b1.try_forward(x.clone())?;
         let y3 = self.b3.try_forward(x.clone())?;
         let y5 = self.b5.try_forward(x.clone())?;
@@ -136,14 +135,14 @@ impl<const I: usize, const C1: usize, const R3: usize, const C3: usize, const R5
     }
 }
 
-impl<const I: usize, const C1: usize, const R3: usize, const C3: usize, const R5: usize, const C5: usize, const CP: usize, const O: usize, B: Dim, H: Dim, W: Dim>
-    ModuleMut<Tensor<(B, Const<I>, H, W), f32, Cpu, OwnedTape<f32, Cpu>>> for Inception<I, C1, R3, C3, R5, C5, CP, O, f32, Cpu>
+impl<const I: usize, const C1: usize, const R3: usize, const C3: usize, const R5: usize, const C5: usize, const CP: usize, const O: usize, B: Dim, H: Dim, W: Dim, D: NnDevice>
+    ModuleMut<Tensor<(B, Const<I>, H, W), f32, D, OwnedTape<f32, D>>> for Inception<I, C1, R3, C3, R5, C5, CP, O, f32, D>
 {
-    type Output = Tensor<(B, Const<O>, usize, usize), f32, Cpu, OwnedTape<f32, Cpu>>;
-    type Error = CpuError;
+    type Output = Tensor<(B, Const<O>, usize, usize), f32, D, OwnedTape<f32, D>>;
+    type Error = D::Err;
 
     /// Training: every branch sees the same input; the gradients of the four add up.
-    fn try_forward_mut(&mut self, x: Tensor<(B, Const<I>, H, W), f32, Cpu, OwnedTape<f32, Cpu>>) -> Result<Self::Output, CpuError> {
+    fn try_forward_mut(&mut self, x: Tensor<(B, Const<I>, H, W), f32, D, OwnedTape<f32, D>>) -> Result<Self::Output, D::Err> {
         let y3 = self.b3.try_forward_mut(x.retaped())?;
         let y5 = self.b5.try_forward_mut(x.retaped())?;
         let yp = self.bp.try_forward_mut(x.retaped())?;

@@ -5,7 +5,6 @@
 
 use dfdx::nn::builders::{LayerNorm1D, TransformerEncoder};
 use dfdx::prelude::*;
-use dfdx::tensor::{Cpu, CpuError};
 use rand_distr::Normal;
 
 use crate::nn::builders::Conv2D;
@@ -50,14 +49,14 @@ where
 
 impl<const N: usize, const D: usize, E: Dtype, Dev: Storage<E>> NonMutableModule for Tokens<N, D, E, Dev> {}
 
-impl<const N: usize, const D: usize, B: Dim, T: Tape<f32, Cpu>> Module<Tensor<(B, Const<D>, usize, usize), f32, Cpu, T>>
-    for Tokens<N, D, f32, Cpu>
+impl<const N: usize, const D: usize, B: Dim, Dev: Device<f32>, T: Tape<f32, Dev>> Module<Tensor<(B, Const<D>, usize, usize), f32, Dev, T>>
+    for Tokens<N, D, f32, Dev>
 {
-    type Output = Tensor<(B, Const<N>, Const<D>), f32, Cpu, T>;
-    type Error = CpuError;
+    type Output = Tensor<(B, Const<N>, Const<D>), f32, Dev, T>;
+    type Error = Dev::Err;
 
     /// Panics when the patch grid is not N tokens; the registry checks input shapes first.
-    fn try_forward(&self, x: Tensor<(B, Const<D>, usize, usize), f32, Cpu, T>) -> Result<Self::Output, CpuError> {
+    fn try_forward(&self, x: Tensor<(B, Const<D>, usize, usize), f32, Dev, T>) -> Result<Self::Output, Dev::Err> {
         let (b, _, h, w) = *x.shape();
         assert_eq!(h * w, N, "Tokens<{N}>: a {h}x{w} patch grid");
         let seq = x.try_reshape_like(&(b, Const::<D>, Const::<N>))?.try_permute::<(B, Const<N>, Const<D>), Axes3<0, 2, 1>>()?;

@@ -14,6 +14,32 @@ pub mod tape;
 pub mod windows;
 
 pub use batchnorm2d::{BatchNorm2D, BatchNormReLU2D};
+
+/// A device every model of the registry runs on: dfdx's ops plus the project's layer kernels.
+/// The CPU always; `dfdx::tensor::Cuda` with the `cuda` feature.
+pub trait NnDevice:
+    dfdx::tensor_ops::Device<f32>
+    + conv2d::Conv2DKernel<f32>
+    + pool2d::Pool2DKernel<f32>
+    + batchnorm2d::BatchNorm2DKernel<f32>
+    + relu::ReluKernel<f32>
+    + dfdx::tensor::TensorFromVec<usize>
+    + dfdx::tensor::TensorToArray<(), f32, Array = f32>
+    + dfdx::nn::DeviceBuildExt
+{
+}
+
+impl<D> NnDevice for D where
+    D: dfdx::tensor_ops::Device<f32>
+        + conv2d::Conv2DKernel<f32>
+        + pool2d::Pool2DKernel<f32>
+        + batchnorm2d::BatchNorm2DKernel<f32>
+        + relu::ReluKernel<f32>
+        + dfdx::tensor::TensorFromVec<usize>
+        + dfdx::tensor::TensorToArray<(), f32, Array = f32>
+        + dfdx::nn::DeviceBuildExt
+{
+}
 pub use conv2d::{Conv2D, GroupedConv2D};
 pub use flatten::Flatten2D;
 pub use pool2d::{AvgPool2D, MaxPool2D};

@@ -9,11 +9,9 @@
 
 use dfdx::nn::tensor_collection::{RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut};
 use dfdx::prelude::*;
-use dfdx::tensor::{Cpu, CpuError};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::nn::tape::to_vec;
 
 /// Which update rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,10 +74,11 @@ impl Optim {
     /// Updates every trainable tensor of `module` from `grads` (one gradient each, as
     /// `alloc_grads` makes them). Tensors that are not trainable (BatchNorm running statistics)
     /// are left alone.
-    pub fn update<M: TensorCollection<f32, Cpu>>(&mut self, module: &mut M, grads: &Gradients<f32, Cpu>) {
+    /// The arithmetic runs on the host for every device, so CPU and CUDA runs update alike.
+    pub fn update<D: Device<f32>, M: TensorCollection<f32, D>>(&mut self, module: &mut M, grads: &Gradients<f32, D>) {
         self.steps += 1;
         let mut v = Visit { opt: self, grads, index: 0 };
-        M::iter_tensors(&mut RecursiveWalker { m: module, f: &mut v }).expect("CPU updates cannot fail");
+        M::iter_tensors(&mut RecursiveWalker { m: module, f: &mut v }).unwrap_or_else(|e| panic!("device error in the optimiser update: {e:?}"));
     }
 
     /// Updates taken so far.
@@ -120,9 +119,9 @@ impl Optim {
     }
 }
 
-struct Visit<'a> {
+struct Visit<'a, D: Storage<f32>> {
     opt: &'a mut Optim,
-    grads: &'a Gradients<f32, Cpu>,
+    grads: &'a Gradients<f32, D>,
     index: usize,
 }
 
@@ -137,21 +136,21 @@ fn slot(bufs: &mut Vec<Vec<f32>>, index: usize, len: usize) -> &mut Vec<f32> {
     b
 }
 
-impl TensorVisitor<f32, Cpu> for Visit<'_> {
+impl<D: Device<f32>> TensorVisitor<f32, D> for Visit<'_, D> {
     type Viewer = ViewTensorMut;
-    type Err = CpuError;
+    type Err = D::Err;
     type E2 = f32;
-    type D2 = Cpu;
+    type D2 = D;
 
-    fn visit<S: Shape>(&mut self, opts: TensorOptions<S, f32, Cpu>, p: &mut Tensor<S, f32, Cpu>) -> Result<Option<Tensor<S, f32, Cpu>>, CpuError> {
+    fn visit<S: Shape>(&mut self, opts: TensorOptions<S, f32, D>, p: &mut Tensor<S, f32, D>) -> Result<Option<Tensor<S, f32, D>>, D::Err> {
         if !opts.do_gradient_update {
             return Ok(None);
         }
         let index = self.index;
         self.index += 1;
         let cfg = self.opt.cfg;
-        let mut w = to_vec(p);
-        let mut g = to_vec(&self.grads.get(p));
+        let mut w = p.as_vec();
+        let mut g = self.grads.get(p).as_vec();
         // Biases and BatchNorm parameters: no weight decay, no trust ratio.
         let matrix = S::NUM_DIMS > 1;
         let wd = if matrix { cfg.weight_decay } else { 0.0 };

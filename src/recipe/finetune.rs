@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use crate::device::DeviceSpec;
 use serde::{Deserialize, Serialize};
 
 use super::common::{CheckpointConfig, LrConfig, OptimizerConfig};
@@ -93,6 +94,8 @@ pub struct FinetuneRecipe {
     pub dropout: f64,
     pub early_stopping: EarlyStopping,
     pub seed: u64,
+    /// Where the model runs: "cpu" or "cuda[:N]" (needs a binary built with `--features cuda`).
+    pub device: DeviceSpec,
     pub checkpoint: CheckpointConfig,
 }
 
@@ -114,6 +117,7 @@ impl Default for FinetuneRecipe {
             dropout: 0.2,
             early_stopping: EarlyStopping::default(),
             seed: 0,
+            device: DeviceSpec::Cpu,
             checkpoint: CheckpointConfig::default(),
         }
     }
@@ -123,6 +127,7 @@ impl FinetuneRecipe {
     /// Checks what can be checked without the data, naming the field at fault.
     pub fn validate(&self) -> Result<()> {
         super::common::check_training(&self.lr, &self.optimizer, self.batch_size, self.epochs, &self.model)?;
+        self.device.check()?;
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return Err(Error::invalid("label_smoothing", format!("{} must be in [0, 1)", self.label_smoothing)));
         }

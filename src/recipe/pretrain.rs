@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::device::DeviceSpec;
 use serde::{Deserialize, Serialize};
 
 use crate::augment::AugmentConfig;
@@ -90,6 +91,8 @@ pub struct PretrainRecipe {
     /// NT-Xent temperature (SimCLR: 0.5 for CIFAR, 0.1 for ImageNet with large batches).
     pub temperature: f64,
     pub seed: u64,
+    /// Where the model runs: "cpu" or "cuda[:N]" (needs a binary built with `--features cuda`).
+    pub device: DeviceSpec,
     pub checkpoint: CheckpointConfig,
     pub knn: KnnConfig,
 }
@@ -110,6 +113,7 @@ impl Default for PretrainRecipe {
             lr: LrConfig::default(),
             temperature: 0.5,
             seed: 0,
+            device: DeviceSpec::Cpu,
             checkpoint: CheckpointConfig::default(),
             knn: KnnConfig::default(),
         }
@@ -127,6 +131,7 @@ impl PretrainRecipe {
             }
         };
         super::common::check_training(&self.lr, &self.optimizer, self.batch_size, self.epochs, &self.model)?;
+        self.device.check()?;
         positive("temperature", self.temperature)?;
         if !(2..=3).contains(&self.head.layers) {
             return Err(Error::invalid("head.layers", format!("{} must be 2 or 3", self.head.layers)));

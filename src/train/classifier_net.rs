@@ -12,11 +12,13 @@ use dfdx::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::loss::cross_entropy::smoothed_cross_entropy;
-use crate::models::backbone::{Backbone, Images, WithBackbone};
+use crate::models::backbone::{Backbone, BackboneType, Images, WithBackbone};
 use crate::models::heads::Classifier;
 use crate::models::registry::with_backbone;
+use crate::nn::NnDevice;
 use crate::optim::{Optim, OptimConfig};
 
 use super::module_file::{load_module, load_optimizer, save_module, save_optimizer};
@@ -46,10 +48,10 @@ pub trait ClassifierNet {
     fn load(&mut self, dir: &Path, optimizer: bool) -> Result<()>;
 }
 
-struct Net<B, const C: usize, const F: usize, const K: usize> {
-    dev: Cpu,
+struct Net<B, D: NnDevice, const C: usize, const F: usize, const K: usize> {
+    dev: D,
     backbone: B,
-    head: dfdx::nn::modules::Linear<F, K, f32, Cpu>,
+    head: dfdx::nn::modules::Linear<F, K, f32, D>,
     classes: usize,
     dropout: f64,
     frozen: bool,
@@ -64,8 +66,8 @@ fn dropout_mask(n: usize, f: usize, p: f64, seed: u64) -> Vec<f32> {
     (0..n * f).map(|_| if rng.gen::<f64>() < p { 0.0 } else { keep }).collect()
 }
 
-impl<B: Backbone<C, F>, const C: usize, const F: usize, const K: usize> Net<B, C, F, K> {
-    fn input(&self, images: Vec<f32>, (c, h, w): (usize, usize, usize)) -> Images<C> {
+impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, const K: usize> Net<B, D, C, F, K> {
+    fn input(&self, images: Vec<f32>, (c, h, w): (usize, usize, usize)) -> Images<C, D> {
         debug_assert_eq!(c, C);
         let n = images.len() / (c * h * w);
         self.dev.tensor_from_vec(images, (n, Const, h, w))
@@ -81,7 +83,7 @@ pub fn argmax(row: &[f32]) -> usize {
     row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
 }
 
-impl<B: Backbone<C, F>, const C: usize, const F: usize, const K: usize> ClassifierNet for Net<B, C, F, K> {
+impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, const K: usize> ClassifierNet for Net<B, D, C, F, K> {
     fn step(&mut self, images: Vec<f32>, shape: (usize, usize, usize), labels: &[u32], smoothing: f64, lr: f64, backbone_lr: f64, dropout_seed: u64) -> (f32, usize) {
         let x = self.input(images, shape);
         let n = labels.len();
@@ -159,27 +161,40 @@ pub struct ClassifierSpec {
     pub frozen: bool,
     pub opt: OptimConfig,
     pub seed: u64,
+    pub device: DeviceSpec,
 }
 
 impl WithBackbone for ClassifierSpec {
     type Out = Result<Box<dyn ClassifierNet>>;
 
-    fn run<B: BuildOnDevice<Cpu, f32>, const C: usize, const F: usize>(self) -> Self::Out
-    where
-        B::Built: Backbone<C, F>,
-    {
-        fn boxed<B: Backbone<C, F>, const C: usize, const F: usize, const K: usize>(dev: Cpu, backbone: B, s: ClassifierSpec) -> Box<dyn ClassifierNet> {
+    fn run<B: BackboneType<C, F>, const C: usize, const F: usize>(self) -> Self::Out {
+        fn boxed<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, const K: usize>(
+            dev: D,
+            backbone: B,
+            s: ClassifierSpec,
+        ) -> Box<dyn ClassifierNet> {
             let head = dev.build_module::<Classifier<F, K>, f32>();
             let (opt_backbone, opt_head) = (Optim::new(s.opt), Optim::new(s.opt));
-            Box::new(Net::<B, C, F, K> { dev, backbone, head, classes: s.classes, dropout: s.dropout, frozen: s.frozen, opt_backbone, opt_head })
+            Box::new(Net::<B, D, C, F, K> { dev, backbone, head, classes: s.classes, dropout: s.dropout, frozen: s.frozen, opt_backbone, opt_head })
         }
-        let dev = Cpu::seed_from_u64(self.seed);
-        let backbone = dev.build_module::<B, f32>();
-        match self.classes {
-            2..=10 => Ok(boxed::<B::Built, C, F, 10>(dev, backbone, self)),
-            11..=100 => Ok(boxed::<B::Built, C, F, 100>(dev, backbone, self)),
-            101..=1000 => Ok(boxed::<B::Built, C, F, 1000>(dev, backbone, self)),
-            n => Err(Error::invalid("classes", format!("{n} classes: a classifier needs 2 to 1000"))),
+        fn on<B: BuildOnDevice<D, f32, Built: Backbone<C, F, D>>, D: NnDevice, const C: usize, const F: usize>(
+            dev: D,
+            s: ClassifierSpec,
+        ) -> Result<Box<dyn ClassifierNet>> {
+            let backbone = dev.build_module::<B, f32>();
+            match s.classes {
+                2..=10 => Ok(boxed::<B::Built, D, C, F, 10>(dev, backbone, s)),
+                11..=100 => Ok(boxed::<B::Built, D, C, F, 100>(dev, backbone, s)),
+                101..=1000 => Ok(boxed::<B::Built, D, C, F, 1000>(dev, backbone, s)),
+                n => Err(Error::invalid("classes", format!("{n} classes: a classifier needs 2 to 1000"))),
+            }
+        }
+        match self.device {
+            DeviceSpec::Cpu => on::<B, Cpu, C, F>(Cpu::seed_from_u64(self.seed), self),
+            #[cfg(feature = "cuda")]
+            DeviceSpec::Cuda(n) => on::<B, Cuda, C, F>(crate::device::cuda(n, self.seed)?, self),
+            #[cfg(not(feature = "cuda"))]
+            DeviceSpec::Cuda(n) => match crate::device::cuda(n, self.seed)? {},
         }
     }
 }
@@ -207,7 +222,7 @@ mod tests {
         let (x, y) = batch();
         let shape = (1, 10, 10);
         let opt = OptimConfig { kind: crate::optim::OptimizerKind::Sgd, lr: 0.05, weight_decay: 0.01, ..Default::default() };
-        let spec = ClassifierSpec { classes: 3, dropout: 0.1, frozen: false, opt, seed: 0 };
+        let spec = ClassifierSpec { classes: 3, dropout: 0.1, frozen: false, opt, seed: 0, device: DeviceSpec::Cpu };
         let mut net = build("small_fmnist", spec).unwrap();
         let (first, _) = net.step(x.clone(), shape, &y, 0.1, 0.05, 0.05, 1);
         for s in 0..10 {

@@ -144,6 +144,7 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
         frozen: recipe.backbone.freeze,
         opt: recipe.optimizer.at(recipe.lr.peak(recipe.batch_size)),
         seed: recipe.seed,
+        device: recipe.device,
     };
     let mut net = classifier_net::build(&recipe.model, spec)?;
     if let Some(f) = &backbone_file {

@@ -10,14 +10,14 @@ use crate::optim::Optim;
 use super::tensors_file;
 
 /// Saves a dfdx module, through a temporary file.
-pub fn save_module<M: TensorCollection<f32, Cpu>>(m: &M, path: &Path) -> Result<()> {
+pub fn save_module<D: Device<f32>, M: TensorCollection<f32, D>>(m: &M, path: &Path) -> Result<()> {
     let tmp = crate::fsutil::tmp_beside(path);
     m.save_safetensors(&tmp).map_err(|e| Error::bad_input(path, format!("cannot write: {e:?}")))?;
     std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
 }
 
 /// Loads a dfdx module saved by [`save_module`]; a file of another model is refused.
-pub fn load_module<M: TensorCollection<f32, Cpu>>(m: &mut M, path: &Path) -> Result<()> {
+pub fn load_module<D: Device<f32>, M: TensorCollection<f32, D>>(m: &mut M, path: &Path) -> Result<()> {
     if !path.exists() {
         return Err(Error::bad_input(path, "no such file"));
     }

@@ -88,7 +88,7 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
     };
     let steps = steps_per_epoch(split.len(), recipe.batch_size, recipe.drop_last);
     let sched = recipe.lr.schedule(recipe.batch_size, recipe.epochs, steps)?;
-    let mut net = simclr_net::build(&recipe.model, &recipe.head, recipe.optimizer.at(recipe.peak_lr()), recipe.seed)?;
+    let mut net = simclr_net::build(&recipe.model, &recipe.head, recipe.optimizer.at(recipe.peak_lr()), recipe.seed, recipe.device)?;
 
     let mut log = run_dir::open(&run, resume_from.as_ref().map(|(_, s)| s), opts.force, recipe)?;
     let (mut epoch, mut first_step, mut global, mut elapsed0, mut extra) = (0, 0, 0u64, 0.0, json!({}));

@@ -5,12 +5,14 @@ use std::path::Path;
 
 use dfdx::prelude::*;
 
+use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::loss::nt_xent;
-use crate::models::backbone::{Backbone, Head, Images};
+use crate::models::backbone::{Backbone, BackboneType, Head, HeadType, Images};
 use crate::models::heads::{ProjectionMlp, ProjectionMlpV2};
 use crate::models::registry::with_backbone;
 use crate::models::backbone::WithBackbone;
+use crate::nn::NnDevice;
 use crate::optim::{Optim, OptimConfig};
 use crate::recipe::pretrain::HeadConfig;
 
@@ -40,22 +42,23 @@ pub const BACKBONE_FILE: &str = "backbone.safetensors";
 const HEAD_FILE: &str = "head.safetensors";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
-struct Simclr<B, H, const C: usize, const F: usize, const Z: usize> {
-    dev: Cpu,
+struct Simclr<B, H, D: NnDevice, const C: usize, const F: usize, const Z: usize> {
+    dev: D,
     model: (B, H),
     opt: Optim,
-    grads: Option<Gradients<f32, Cpu>>,
+    grads: Option<Gradients<f32, D>>,
 }
 
-impl<B, H, const C: usize, const F: usize, const Z: usize> SimclrNet for Simclr<B, H, C, F, Z>
+impl<B, H, D, const C: usize, const F: usize, const Z: usize> SimclrNet for Simclr<B, H, D, C, F, Z>
 where
-    B: Backbone<C, F>,
-    H: Head<F, Z>,
+    B: Backbone<C, F, D>,
+    H: Head<F, Z, D>,
+    D: NnDevice,
 {
     fn step(&mut self, views: Vec<f32>, (c, h, w): (usize, usize, usize), temperature: f64, lr: f64) -> f32 {
         debug_assert_eq!(c, C);
         let rows = views.len() / (c * h * w);
-        let x: Images<C> = self.dev.tensor_from_vec(views, (rows, Const, h, w));
+        let x: Images<C, D> = self.dev.tensor_from_vec(views, (rows, Const, h, w));
         let g = self.grads.take().unwrap_or_else(|| self.model.alloc_grads());
         let f = self.model.0.forward_mut(x.trace(g));
         let z = self.model.1.forward_mut(f);
@@ -73,7 +76,7 @@ where
 
     fn features(&self, images: Vec<f32>, (c, h, w): (usize, usize, usize)) -> Vec<f32> {
         let n = images.len() / (c * h * w);
-        let x: Images<C> = self.dev.tensor_from_vec(images, (n, Const, h, w));
+        let x: Images<C, D> = self.dev.tensor_from_vec(images, (n, Const, h, w));
         self.model.0.forward(x).as_vec()
     }
 
@@ -106,18 +109,30 @@ struct Build<'a> {
     head: &'a HeadConfig,
     opt: OptimConfig,
     seed: u64,
+    device: DeviceSpec,
 }
 
-fn boxed<B, H, const C: usize, const F: usize, const Z: usize>(b: &Build) -> Box<dyn SimclrNet>
+fn boxed<B, H, D, const C: usize, const F: usize, const Z: usize>(b: &Build, dev: D) -> Box<dyn SimclrNet>
 where
-    B: BuildOnDevice<Cpu, f32>,
-    B::Built: Backbone<C, F> + 'static,
-    H: BuildOnDevice<Cpu, f32>,
-    H::Built: Head<F, Z> + 'static,
+    D: NnDevice,
+    B: BuildOnDevice<D, f32>,
+    B::Built: Backbone<C, F, D>,
+    H: BuildOnDevice<D, f32>,
+    H::Built: Head<F, Z, D>,
 {
-    let dev = Cpu::seed_from_u64(b.seed);
     let model = (dev.build_module::<B, f32>(), dev.build_module::<H, f32>());
-    Box::new(Simclr::<B::Built, H::Built, C, F, Z> { dev, model, opt: Optim::new(b.opt), grads: None })
+    Box::new(Simclr::<B::Built, H::Built, D, C, F, Z> { dev, model, opt: Optim::new(b.opt), grads: None })
+}
+
+/// The network on the device the recipe names.
+fn on_device<B: BackboneType<C, F>, H: HeadType<F, Z>, const C: usize, const F: usize, const Z: usize>(b: &Build) -> Result<Box<dyn SimclrNet>> {
+    Ok(match b.device {
+        DeviceSpec::Cpu => boxed::<B, H, Cpu, C, F, Z>(b, Cpu::seed_from_u64(b.seed)),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(n) => boxed::<B, H, Cuda, C, F, Z>(b, crate::device::cuda(n, b.seed)?),
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(n) => match crate::device::cuda(n, b.seed)? {},
+    })
 }
 
 /// Projection head widths the registry compiles (hidden, out).
@@ -128,8 +143,8 @@ macro_rules! head_match {
     ($b:expr, $B:ty, $C:expr, $F:expr; $(($hid:literal, $out:literal)),*) => {
         match ($b.head.layers, $b.head.hidden, $b.head.out) {
             $(
-                (2, $hid, $out) => Ok(boxed::<$B, ProjectionMlp<$F, $hid, $out>, $C, $F, $out>($b)),
-                (3, $hid, $out) => Ok(boxed::<$B, ProjectionMlpV2<$F, $hid, $out>, $C, $F, $out>($b)),
+                (2, $hid, $out) => on_device::<$B, ProjectionMlp<$F, $hid, $out>, $C, $F, $out>($b),
+                (3, $hid, $out) => on_device::<$B, ProjectionMlpV2<$F, $hid, $out>, $C, $F, $out>($b),
             )*
             (l, h, o) => Err(Error::invalid(
                 "head",
@@ -142,19 +157,17 @@ macro_rules! head_match {
 impl WithBackbone for Build<'_> {
     type Out = Result<Box<dyn SimclrNet>>;
 
-    fn run<B: BuildOnDevice<Cpu, f32>, const C: usize, const F: usize>(self) -> Self::Out
-    where
-        B::Built: Backbone<C, F>,
-    {
+    fn run<B: BackboneType<C, F>, const C: usize, const F: usize>(self) -> Self::Out {
         head_match!(&self, B, C, F;
             (128, 64), (128, 128), (128, 256), (256, 64), (256, 128), (256, 256), (512, 64), (512, 128), (512, 256),
             (1024, 64), (1024, 128), (1024, 256), (2048, 64), (2048, 128), (2048, 256))
     }
 }
 
-/// Builds model `name` with the projection head `head`, its weights drawn from `seed`.
-pub fn build(name: &str, head: &HeadConfig, opt: OptimConfig, seed: u64) -> Result<Box<dyn SimclrNet>> {
-    with_backbone(name, Build { head, opt, seed })?
+/// Builds model `name` with the projection head `head` on `device`, its weights drawn from
+/// `seed`.
+pub fn build(name: &str, head: &HeadConfig, opt: OptimConfig, seed: u64, device: DeviceSpec) -> Result<Box<dyn SimclrNet>> {
+    with_backbone(name, Build { head, opt, seed, device })?
 }
 
 #[cfg(test)]
@@ -165,7 +178,7 @@ mod tests {
     fn builds_learns_saves_and_loads() {
         let head = HeadConfig { hidden: 128, out: 64, layers: 2 };
         let cfg = OptimConfig { kind: crate::optim::OptimizerKind::Sgd, lr: 0.1, ..Default::default() };
-        let mut a = build("small_fmnist", &head, cfg, 1).unwrap();
+        let mut a = build("small_fmnist", &head, cfg, 1, DeviceSpec::Cpu).unwrap();
         assert_eq!(a.feature_width(), 128);
         let shape = (1, 12, 12);
         let s = crate::data::Split::random(8, crate::data::ImageShape { height: 12, width: 12, channels: 1 }, 3);
@@ -179,15 +192,15 @@ mod tests {
         assert_ne!(before, a.features(views[..4 * 144].to_vec(), shape), "training changes the evaluation features");
         let d = tempfile::tempdir().unwrap();
         a.save(d.path()).unwrap();
-        let mut b = build("small_fmnist", &head, cfg, 2).unwrap();
+        let mut b = build("small_fmnist", &head, cfg, 2, DeviceSpec::Cpu).unwrap();
         b.load(d.path()).unwrap();
         let img: Vec<f32> = views[..4 * 144].to_vec();
         assert_eq!(a.features(img.clone(), shape), b.features(img, shape));
         assert_eq!(a.step(views.clone(), shape, 0.5, 0.1), b.step(views, shape, 0.5, 0.1), "optimiser state restored");
         // Another model's files are refused.
-        let mut c = build("resnet18_cifar", &HeadConfig { hidden: 512, out: 128, layers: 3 }, cfg, 0).unwrap();
+        let mut c = build("resnet18_cifar", &HeadConfig { hidden: 512, out: 128, layers: 3 }, cfg, 0, DeviceSpec::Cpu).unwrap();
         assert!(c.load(d.path()).unwrap_err().to_string().contains("backbone.safetensors"));
-        let e = build("small_fmnist", &HeadConfig { hidden: 100, out: 128, layers: 2 }, cfg, 0).err().unwrap();
+        let e = build("small_fmnist", &HeadConfig { hidden: 100, out: 128, layers: 2 }, cfg, 0, DeviceSpec::Cpu).err().unwrap();
         assert!(e.to_string().contains("head"), "{e}");
     }
 }
