@@ -1,6 +1,7 @@
 //! Times the SimCLR training step on the two reference backbones, like
-//! `../shared/bench/torch_simclr_step.py`: `cargo run --release --example simclr_step -- THREADS BATCH STEPS [BACKBONE]`.
-//! Prints views/s and peak RSS per backbone.
+//! `../shared/bench/torch_simclr_step.py`:
+//! `cargo run --release --example simclr_step -- THREADS BATCH STEPS [BACKBONE|all] [cpu|cuda]`
+//! (`cuda` needs `--features cuda`). Prints views/s and peak RSS per backbone.
 
 #[global_allocator]
 static ALLOC: ssl::alloc::Allocator = ssl::alloc::Allocator {};
@@ -22,8 +23,8 @@ fn peak_rss_mib() -> f64 {
 }
 
 macro_rules! time_step {
-    ($name:expr, $model:ty, $c:expr, $hw:expr, $batch:expr, $steps:expr, $threads:expr) => {{
-        let dev = Cpu::seed_from_u64(0);
+    ($dev:expr, $name:expr, $model:ty, $c:expr, $hw:expr, $batch:expr, $steps:expr, $threads:expr) => {{
+        let dev = $dev;
         let mut model = dev.build_module::<$model, f32>();
         let cfg = SgdConfig { lr: 0.1, momentum: Some(Momentum::Classic(0.9)), weight_decay: Some(WeightDecay::L2(1e-4)) };
         let mut opt = Sgd::new(&model, cfg);
@@ -36,13 +37,14 @@ macro_rules! time_step {
         }
         let dt = t0.elapsed().as_secs_f64() / $steps as f64;
         println!(
-            "{}: batch {} (x2 views) {:.0} ms/step, {:.1} views/s, threads {}, peak RSS {:.0} MiB",
+            "{}: batch {} (x2 views) {:.0} ms/step, {:.1} views/s, threads {}, peak RSS {:.0} MiB, {}",
             $name,
             $batch,
             dt * 1000.0,
             2.0 * $batch as f64 / dt,
             $threads,
-            peak_rss_mib()
+            peak_rss_mib(),
+            std::any::type_name_of_val(&dev).rsplit("::").next().unwrap_or("?").to_lowercase()
         );
     }};
 }
@@ -54,11 +56,22 @@ fn main() {
     let batch: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(128);
     let steps: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3);
     let which = args.get(4).cloned().unwrap_or_else(|| "all".into());
+    let device = args.get(5).cloned().unwrap_or_else(|| "cpu".into());
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().unwrap();
-    if which == "all" || which == "resnet18_cifar" {
-        time_step!("resnet18_cifar 32x32x3", (ResNet18Cifar, ProjectionMlp<512, 512, 128>), 3, 32, batch, steps, threads);
+    macro_rules! both {
+        ($dev:expr) => {{
+            if which == "all" || which == "resnet18_cifar" {
+                time_step!($dev, "resnet18_cifar 32x32x3", (ResNet18Cifar, ProjectionMlp<512, 512, 128>), 3, 32, batch, steps, threads);
+            }
+            if which == "all" || which == "small_fmnist" {
+                time_step!($dev, "small_fmnist 28x28x1", (SmallFmnist, ProjectionMlp<128, 512, 128>), 1, 28, batch, steps, threads);
+            }
+        }};
     }
-    if which == "all" || which == "small_fmnist" {
-        time_step!("small_fmnist 28x28x1", (SmallFmnist, ProjectionMlp<128, 512, 128>), 1, 28, batch, steps, threads);
+    match device.as_str() {
+        "cpu" => both!(Cpu::seed_from_u64(0)),
+        #[cfg(feature = "cuda")]
+        "cuda" => both!(ssl::device::cuda(0, 0).unwrap_or_else(|e| panic!("{e}"))),
+        other => panic!("device '{other}': cpu, or cuda in a build with --features cuda"),
     }
 }
