@@ -121,6 +121,12 @@ fn bad_input_gets_one_clear_line_and_loses_nothing() {
     ssl_fails(&["pretrain", s(&r), "--set", "head.hidden=100"], &["head", "100"]);
     ssl_fails(&["pretrain", s(&r), "--set", "nope=1"], &["--set", "nope"]);
     ssl_fails(&["pretrain"], &["recipe"]);
+    // Devices: a bad name, and CUDA in a CPU-only build (from the command line or the recipe).
+    ssl_fails(&["--device", "tpu", "pretrain", s(&r)], &["device", "tpu", "cuda:N"]);
+    if !cfg!(feature = "cuda") {
+        ssl_fails(&["--device", "cuda", "pretrain", s(&r)], &["cuda:0", "without CUDA", "--features cuda"]);
+        ssl_fails(&["pretrain", s(&r), "--set", "device=\"cuda:1\""], &["cuda:1", "without CUDA"]);
+    }
 
     // A run folder is never overwritten by accident; --resume refuses another model.
     ssl_ok(&["pretrain", s(&r), "--set", "epochs=1"]);
