@@ -11,10 +11,37 @@ pub fn tmp_beside(path: &Path) -> PathBuf {
     parent.join(format!(".{name}.{}.tmp", std::process::id()))
 }
 
-/// Writes `contents` to `path` through a temporary file beside it and a rename, so a reader
-/// never sees half a file and a failed write leaves the old one.
-pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+/// Writes `path` by `write(tmp)` into a temporary file beside it, renamed over `path` only when
+/// `write` succeeds: a reader never sees half a file, and a failure removes the temporary file
+/// and leaves the old one.
+pub fn replace_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let tmp = tmp_beside(path);
-    std::fs::write(&tmp, contents).at(&tmp)?;
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::rename(&tmp, path).at(path)
+}
+
+/// Writes `contents` to `path` through [`replace_atomic`].
+pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+    replace_atomic(path, |tmp| std::fs::write(tmp, contents).at(tmp))
+}
+
+/// The same for a folder: `fill(tmp)` fills a fresh temporary folder beside `dir`, which then
+/// replaces `dir` (a failure removes it and leaves `dir` as it was).
+pub fn replace_dir_atomic(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = tmp_beside(dir);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).at(&tmp)?;
+    }
+    std::fs::create_dir_all(&tmp).at(&tmp)?;
+    if let Err(e) = fill(&tmp) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).at(dir)?;
+    }
+    std::fs::rename(&tmp, dir).at(dir)
 }

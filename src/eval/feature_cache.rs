@@ -44,22 +44,20 @@ pub fn read(path: &Path, source: Option<&str>, splits: &[&str]) -> Result<Option
 
 /// Writes the cache (through a temporary file).
 pub fn write(path: &Path, source: &str, splits: &[(&str, &SplitFeatures)]) -> Result<()> {
-    let tmp = crate::fsutil::tmp_beside(path);
-    {
-        let file = hdf5::File::create(&tmp).at(&tmp)?;
+    crate::fsutil::replace_atomic(path, |tmp| {
+        let file = hdf5::File::create(tmp).at(tmp)?;
         let src: VarLenUnicode = source.parse().expect("no NUL in a path");
-        file.new_attr::<VarLenUnicode>().create("source").and_then(|a| a.write_scalar(&src)).at(&tmp)?;
+        file.new_attr::<VarLenUnicode>().create("source").and_then(|a| a.write_scalar(&src)).at(tmp)?;
         for (name, f) in splits {
-            let g = file.create_group(name).at(&tmp)?;
+            let g = file.create_group(name).at(tmp)?;
             let n = f.y.len();
             let arr = ndarray::ArrayView2::from_shape((n, f.dim), &f.x[..]).map_err(|e| crate::error::Error::invalid("features", e.to_string()))?;
-            g.new_dataset_builder().with_data(arr).create("features").at(&tmp)?;
+            g.new_dataset_builder().with_data(arr).create("features").at(tmp)?;
             let y: Vec<i32> = f.y.iter().map(|&v| v as i32).collect();
-            g.new_dataset_builder().with_data(&y[..]).create("labels").at(&tmp)?;
+            g.new_dataset_builder().with_data(&y[..]).create("labels").at(tmp)?;
         }
-        file.close().at(&tmp)?;
-    }
-    std::fs::rename(&tmp, path).at(path)
+        file.close().at(tmp)
+    })
 }
 
 #[cfg(test)]

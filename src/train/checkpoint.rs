@@ -41,23 +41,12 @@ fn dir_of(run: &Path) -> PathBuf {
 pub fn write(run: &Path, state: &CheckpointState, keep: usize, save: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
     let dir = dir_of(run);
     std::fs::create_dir_all(&dir).at(&dir)?;
-    let name = format!("step-{:08}", state.global_step);
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).at(&tmp)?;
-    }
-    std::fs::create_dir(&tmp).at(&tmp)?;
-    if let Err(e) = save(&tmp) {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    let json = serde_json::to_string_pretty(state).expect("state serialises");
-    std::fs::write(tmp.join(STATE_FILE), json).at(tmp.join(STATE_FILE))?;
-    let target = dir.join(&name);
-    if target.exists() {
-        std::fs::remove_dir_all(&target).at(&target)?;
-    }
-    std::fs::rename(&tmp, &target).at(&target)?;
+    let target = dir.join(format!("step-{:08}", state.global_step));
+    crate::fsutil::replace_dir_atomic(&target, |tmp| {
+        save(tmp)?;
+        let json = serde_json::to_string_pretty(state).expect("state serialises");
+        std::fs::write(tmp.join(STATE_FILE), json).at(tmp.join(STATE_FILE))
+    })?;
     let all = list(run)?;
     for old in all.iter().take(all.len().saturating_sub(keep.max(1))) {
         std::fs::remove_dir_all(old).at(old)?;

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::augment::{AugmentConfig, Pipeline};
 use crate::data::split::{stratified_fraction, train_val_split};
 use crate::data::{Split, Store};
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
 use crate::eval::features::extract;
 use crate::eval::{evaluate, Evaluation};
 use crate::models::registry::check_input;
@@ -283,16 +283,7 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
 
 /// Writes the weights into `dir` through a temporary folder.
 fn save_weights(net: &dyn ClassifierNet, dir: &Path) -> Result<()> {
-    let tmp = crate::fsutil::tmp_beside(dir);
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).at(&tmp)?;
-    }
-    std::fs::create_dir_all(&tmp).at(&tmp)?;
-    net.save(&tmp, false)?;
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).at(dir)?;
-    }
-    std::fs::rename(&tmp, dir).at(dir)
+    crate::fsutil::replace_dir_atomic(dir, |tmp| net.save(tmp, false))
 }
 
 /// Writes `value` as pretty JSON through a temporary file.

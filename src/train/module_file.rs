@@ -11,9 +11,7 @@ use super::tensors_file;
 
 /// Saves a dfdx module, through a temporary file.
 pub fn save_module<D: Device<f32>, M: TensorCollection<f32, D>>(m: &M, path: &Path) -> Result<()> {
-    let tmp = crate::fsutil::tmp_beside(path);
-    m.save_safetensors(&tmp).map_err(|e| Error::bad_input(path, format!("cannot write: {e:?}")))?;
-    std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    crate::fsutil::replace_atomic(path, |tmp| m.save_safetensors(tmp).map_err(|e| Error::bad_input(path, format!("cannot write: {e:?}"))))
 }
 
 /// Loads a dfdx module saved by [`save_module`]; a file of another model is refused.

@@ -6,7 +6,7 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::error::{Context, Error, Result};
-use crate::fsutil::tmp_beside;
+use crate::fsutil::replace_atomic;
 
 /// Writes `tensors` (name, shape, data) to `path`.
 pub fn save(path: &Path, tensors: &[(String, Vec<usize>, &[f32])]) -> Result<()> {
@@ -16,9 +16,7 @@ pub fn save(path: &Path, tensors: &[(String, Vec<usize>, &[f32])]) -> Result<()>
         let view = TensorView::new(Dtype::F32, shape.clone(), b).map_err(|e| Error::bad_input(path, format!("{e:?}")))?;
         views.push((name.clone(), view));
     }
-    let tmp = tmp_beside(path);
-    safetensors::tensor::serialize_to_file(views, &None, &tmp).map_err(|e| Error::bad_input(path, format!("cannot write: {e:?}")))?;
-    std::fs::rename(&tmp, path).at(path)
+    replace_atomic(path, |tmp| safetensors::tensor::serialize_to_file(views, &None, tmp).map_err(|e| Error::bad_input(path, format!("cannot write: {e:?}"))))
 }
 
 /// Reads every tensor of a file written by [`save`]: (name, shape, data).
