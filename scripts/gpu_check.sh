@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
 build)
-  [ -f .cuda/env.sh ] || bash scripts/setup_cuda.sh
+  bash scripts/setup_cuda.sh
   # shellcheck disable=SC1091
   source .cuda/env.sh
   cargo build --release --features cuda --example simclr_step
