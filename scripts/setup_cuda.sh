@@ -45,7 +45,14 @@ chmod +x "$root/bin/nvidia-smi"
 # 3. The stub libcuda: every driver function cudarc declares, doing nothing (never run).
 cargo fetch --quiet
 sys=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.9.*/src/driver/sys.rs | tail -1)
-grep -oE "pub fn cu[A-Za-z0-9_]+" "$sys" | sort -u | sed -E 's/pub fn (.*)/int \1(void) { return 999; }/' > "$root/stubs/libcuda.c"
+# Every call fails with CUDA_ERROR_UNKNOWN (999), whose name and text the stub gives, so a
+# binary run here against the stub reports "no usable CUDA device" instead of crashing.
+grep -oE "pub fn cu[A-Za-z0-9_]+" "$sys" | sort -u | grep -vE "^pub fn cuGetError(String|Name)$" |
+  sed -E 's/pub fn (.*)/int \1(void) { return 999; }/' > "$root/stubs/libcuda.c"
+cat >> "$root/stubs/libcuda.c" <<'STUB'
+int cuGetErrorString(int e, const char **s) { (void)e; *s = "no CUDA driver (the build-time stub libcuda)"; return 0; }
+int cuGetErrorName(int e, const char **s) { (void)e; *s = "CUDA_ERROR_STUB"; return 0; }
+STUB
 gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$root/stubs/libcuda.so.1" "$root/stubs/libcuda.c"
 ln -sf libcuda.so.1 "$root/stubs/libcuda.so"
 

@@ -68,10 +68,25 @@ impl DeviceSpec {
     }
 }
 
-/// The CUDA device `ordinal`, its random numbers drawn from `seed`.
+/// The CUDA device `ordinal`, its random numbers drawn from `seed`. cudarc 0.9 panics (it
+/// unwraps) when the driver cannot start or the GPU does not exist; that becomes an error here,
+/// with the default panic message silenced meanwhile.
 #[cfg(feature = "cuda")]
 pub fn cuda(ordinal: usize, seed: u64) -> Result<dfdx::tensor::Cuda> {
-    dfdx::tensor::Cuda::try_build(ordinal, seed).map_err(|e| Error::invalid("device", format!("cuda:{ordinal} is not usable: {e}")))
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let built = std::panic::catch_unwind(|| dfdx::tensor::Cuda::try_build(ordinal, seed));
+    std::panic::set_hook(hook);
+    let why = match built {
+        Ok(Ok(dev)) => return Ok(dev),
+        Ok(Err(e)) => e.to_string(),
+        Err(panic) => panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the CUDA driver failed".into()),
+    };
+    Err(Error::invalid("device", format!("cuda:{ordinal} is not usable: {why}")))
 }
 
 /// Without the `cuda` feature: the error a user sees.

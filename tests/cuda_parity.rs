@@ -14,7 +14,7 @@ use ssl::recipe::pretrain::HeadConfig;
 
 /// The GPU, or `None` after a visible message (not captured by the test harness).
 fn gpu() -> Option<Cuda> {
-    match Cuda::try_build(0, 0) {
+    match ssl::device::cuda(0, 0) {
         Ok(d) => Some(d),
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "SKIPPED (no usable CUDA device: {e})");
