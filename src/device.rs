@@ -59,13 +59,22 @@ impl fmt::Display for DeviceSpec {
 }
 
 impl DeviceSpec {
-    /// Checks that this binary can run on the device (and, for CUDA, that the GPU answers).
+    /// Checks that this binary can run on the device, without opening it: a GPU that does not
+    /// answer is reported by [`cuda`] when the network is built, before a run writes anything.
     pub fn check(self) -> Result<()> {
         match self {
-            DeviceSpec::Cpu => Ok(()),
-            DeviceSpec::Cuda(n) => cuda(n, 0).map(|_| ()),
+            DeviceSpec::Cuda(n) if !cfg!(feature = "cuda") => Err(without_cuda(n)),
+            _ => Ok(()),
         }
     }
+}
+
+/// The error of a CPU-only binary asked for CUDA.
+fn without_cuda(ordinal: usize) -> Error {
+    Error::invalid(
+        "device",
+        format!("cuda:{ordinal} asked for, but this ssl was built without CUDA (rebuild with `cargo build --release --features cuda`, see scripts/setup_cuda.sh)"),
+    )
 }
 
 /// The CUDA device `ordinal`, its random numbers drawn from `seed`. cudarc 0.9 panics (it
@@ -92,10 +101,7 @@ pub fn cuda(ordinal: usize, seed: u64) -> Result<dfdx::tensor::Cuda> {
 /// Without the `cuda` feature: the error a user sees.
 #[cfg(not(feature = "cuda"))]
 pub fn cuda(ordinal: usize, _seed: u64) -> Result<std::convert::Infallible> {
-    Err(Error::invalid(
-        "device",
-        format!("cuda:{ordinal} asked for, but this ssl was built without CUDA (rebuild with `cargo build --release --features cuda`, see scripts/setup_cuda.sh)"),
-    ))
+    Err(without_cuda(ordinal))
 }
 
 #[cfg(test)]
