@@ -79,9 +79,12 @@ fn without_cuda(ordinal: usize) -> Error {
 
 /// The CUDA device `ordinal`, its random numbers drawn from `seed`. cudarc 0.9 panics (it
 /// unwraps) when the driver cannot start or the GPU does not exist; that becomes an error here,
-/// with the default panic message silenced meanwhile.
+/// with the default panic message silenced meanwhile. The panic hook is process-wide, so calls
+/// take turns: two overlapping swaps could otherwise restore the silent hook for good.
 #[cfg(feature = "cuda")]
 pub fn cuda(ordinal: usize, seed: u64) -> Result<dfdx::tensor::Cuda> {
+    static HOOK_SWAP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = HOOK_SWAP.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let built = std::panic::catch_unwind(|| dfdx::tensor::Cuda::try_build(ordinal, seed));
