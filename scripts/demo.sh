@@ -18,8 +18,9 @@ $ssl augment preview data/fashion-mnist.h5 --split train --recipe recipes/simclr
 $ssl models summary small_fmnist | tail -n 1
 
 # Pretraining with a short budget: the two-hour recipe (AdamW, batch 64, crop 0.2-1, T 0.2)
-# for 2 epochs over a 20k subset (624 steps of 64 images).
-$ssl pretrain recipes/simclr_fmnist_2h.ron --force --set name=demo_simclr \
+# for 2 epochs over a 20k subset (624 steps of 64 images), on the plain small ResNet (128
+# features; the fine-tuning recipes below use it too).
+$ssl pretrain recipes/simclr_fmnist_2h.ron --force --set name=demo_simclr --set model=small_fmnist \
     --set data.subset=20000 --set epochs=2 --set knn.max_train=5000 --set knn.max_test=1000
 
 # Frozen features: linear probe and kNN, with the baselines (10k training images, full test).

@@ -6,7 +6,7 @@ use dfdx::prelude::*;
 use super::classic::{AlexNetCifar, MobileNetCifar, MobileNetCifarHalf, Vgg11Cifar};
 use super::inception::GoogLeNetCifar;
 use super::vit::VitTinyCifar;
-use super::resnet::{ResNet18Cifar, ResNet18Imagenet, ResNet34Cifar, ResNet50Cifar, SmallFmnist};
+use super::resnet::{ResNet18Cifar, ResNet18Imagenet, ResNet34Cifar, ResNet50Cifar, SmallFmnist, SmallFmnistE512};
 use super::backbone::WithBackbone;
 use super::summary::{ActShape, LayerRow, Summary};
 use crate::data::ImageShape;
@@ -59,6 +59,7 @@ macro_rules! registry {
 registry! {
     "resnet18_cifar" => ResNet18Cifar, (32, 32, 3), 512, "ResNet-18, CIFAR stem (3x3 s1, no max-pool)";
     "small_fmnist" => SmallFmnist, (28, 28, 1), 128, "small ResNet for 28x28x1: 32, 64, 128 wide";
+    "small_fmnist_e512" => SmallFmnistE512, (28, 28, 1), 512, "small_fmnist + 1x1 expansion to 512 before pooling";
     "resnet34_cifar" => ResNet34Cifar, (32, 32, 3), 512, "ResNet-34, CIFAR stem";
     "resnet50_cifar" => ResNet50Cifar, (32, 32, 3), 2048, "ResNet-50 (Bottleneck), CIFAR stem";
     "resnet18_imagenet" => ResNet18Imagenet, (96, 96, 3), 512, "ResNet-18, ImageNet stem (7x7 s2 + max-pool), e.g. STL-10";
@@ -101,6 +102,11 @@ mod tests {
         assert_eq!(totals(&rows), (676_192, 66_056_704));
         assert_eq!(dev.build_module::<SmallFmnist, f32>().num_trainable_params(), 676_192);
         assert_eq!(rows.last().unwrap().output, ActShape::Flat(128));
+        // The 1x1 expansion adds 128x512 weights (no bias: BatchNorm follows), 2x512 BatchNorm
+        // parameters and 7x7x128x512 multiply-adds.
+        let rows = summary("small_fmnist_e512", find("small_fmnist_e512").unwrap().input).unwrap();
+        assert_eq!(totals(&rows), (676_192 + 65_536 + 1_024, 66_056_704 + 3_211_264));
+        assert_eq!(rows.last().unwrap().output, ActShape::Flat(512));
         // Every model's summary agrees with dfdx's own parameter count.
         macro_rules! same_params {
             ($($name:literal => $ty:ty),*) => {$(
@@ -108,7 +114,7 @@ mod tests {
                 assert_eq!(totals(&rows).0, dev.build_module::<$ty, f32>().num_trainable_params(), $name);
             )*};
         }
-        same_params!("resnet50_cifar" => ResNet50Cifar, "vgg11_cifar" => Vgg11Cifar, "alexnet_cifar" => AlexNetCifar,
+        same_params!("small_fmnist_e512" => SmallFmnistE512, "resnet50_cifar" => ResNet50Cifar, "vgg11_cifar" => Vgg11Cifar, "alexnet_cifar" => AlexNetCifar,
             "googlenet_cifar" => GoogLeNetCifar, "vit_tiny_cifar" => VitTinyCifar, "mobilenet_cifar" => MobileNetCifar);
     }
 
@@ -142,6 +148,7 @@ mod tests {
     #[test]
     fn every_family_runs_forward_and_learns_a_fixed_batch() {
         trains!(SmallFmnist, 128, 1, 28, 28);
+        trains!(SmallFmnistE512, 512, 1, 28, 28);
         trains!(ResNet18Cifar, 512, 3, 32, 32);
         trains!(ResNet50Cifar, 2048, 3, 32, 32);
         trains!(ResNet18Imagenet, 512, 3, 96, 96);
