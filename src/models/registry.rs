@@ -114,8 +114,9 @@ mod tests {
                 assert_eq!(totals(&rows).0, dev.build_module::<$ty, f32>().num_trainable_params(), $name);
             )*};
         }
-        same_params!("small_fmnist_e512" => SmallFmnistE512, "resnet50_cifar" => ResNet50Cifar, "vgg11_cifar" => Vgg11Cifar, "alexnet_cifar" => AlexNetCifar,
-            "googlenet_cifar" => GoogLeNetCifar, "vit_tiny_cifar" => VitTinyCifar, "mobilenet_cifar" => MobileNetCifar);
+        same_params!("small_fmnist_e512" => SmallFmnistE512, "resnet50_cifar" => ResNet50Cifar,
+            "vgg11_cifar" => Vgg11Cifar, "alexnet_cifar" => AlexNetCifar, "googlenet_cifar" => GoogLeNetCifar,
+            "vit_tiny_cifar" => VitTinyCifar, "mobilenet_cifar" => MobileNetCifar);
     }
 
     /// Builds `$model` with a 10-class linear head, runs it forward on 4 images of `$shape`,
