@@ -156,7 +156,7 @@ mod tests {
 
     #[test]
     fn the_shipped_recipes_parse_and_validate() {
-        for name in ["finetune_resnet.ron", "supervised_resnet.ron", "finetune_fmnist_long.ron"] {
+        for name in ["finetune_resnet.ron", "supervised_resnet.ron", "finetune_fmnist_long.ron", "finetune_fmnist_2h.ron"] {
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes").join(name);
             let r: FinetuneRecipe = crate::recipe::load(&path, &[]).unwrap();
             r.validate().unwrap();

@@ -162,8 +162,10 @@ mod tests {
 
     #[test]
     fn the_shipped_recipe_parses_and_validates() {
-        let long = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/simclr_fmnist_long.ron");
-        load::<PretrainRecipe>(&long, &[]).unwrap().validate().unwrap();
+        for name in ["simclr_fmnist_long.ron", "simclr_fmnist_2h.ron"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes").join(name);
+            load::<PretrainRecipe>(&path, &[]).unwrap().validate().unwrap();
+        }
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/simclr_resnet.ron");
         let r: PretrainRecipe = load(&path, &[]).unwrap();
         r.validate().unwrap();
