@@ -84,3 +84,32 @@ fn apply_override(root: &mut serde_json::Value, spec: &str) -> Result<()> {
 pub fn to_ron<R: Serialize>(recipe: &R) -> String {
     ron::ser::to_string_pretty(recipe, ron::ser::PrettyConfig::default()).expect("a recipe serialises")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file in `recipes/` parses and validates, as a pretraining recipe (`simclr_*`) or a
+    /// fine-tuning one (the rest): unknown fields are rejected, so a file read as the wrong kind
+    /// fails too. Walking the folder, not a list, keeps new recipes from going unchecked.
+    #[test]
+    fn every_shipped_recipe_parses_and_validates() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+        let (mut pretrain, mut finetune) = (0, 0);
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if !name.ends_with(".ron") {
+                continue;
+            }
+            if name.starts_with("simclr_") {
+                load::<PretrainRecipe>(&path, &[]).and_then(|r| r.validate()).unwrap_or_else(|e| panic!("{name}: {e}"));
+                pretrain += 1;
+            } else {
+                load::<FinetuneRecipe>(&path, &[]).and_then(|r| r.validate()).unwrap_or_else(|e| panic!("{name}: {e}"));
+                finetune += 1;
+            }
+        }
+        assert!(pretrain >= 3 && finetune >= 4, "{pretrain} pretraining and {finetune} fine-tuning recipes");
+    }
+}

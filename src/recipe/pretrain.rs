@@ -161,11 +161,8 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_recipe_parses_and_validates() {
-        for name in ["simclr_fmnist_long.ron", "simclr_fmnist_2h.ron"] {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes").join(name);
-            load::<PretrainRecipe>(&path, &[]).unwrap().validate().unwrap();
-        }
+    fn the_reference_recipe_round_trips() {
+        // (Every shipped recipe parses and validates: `recipe::tests`.)
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/simclr_resnet.ron");
         let r: PretrainRecipe = load(&path, &[]).unwrap();
         r.validate().unwrap();
