@@ -116,6 +116,27 @@ pub enum AugmentCommand {
 pub enum DataCommand {
     /// Import a dataset into an HDF5 store.
     Import(ImportArgs),
+    /// Divide a split into new ones (e.g. train into train and test): stratified by class when
+    /// labeled, the same on every machine for a seed; the store is rewritten atomically.
+    Split {
+        /// The store (.h5), changed in place.
+        file: PathBuf,
+        /// The split to divide.
+        #[arg(long, default_value = "train")]
+        from: String,
+        /// Names of the new splits, comma-separated (the divided split's own name may be one).
+        #[arg(long, value_delimiter = ',', required = true)]
+        into: Vec<String>,
+        /// Their shares, comma-separated, summing to 1 (e.g. 0.8,0.2).
+        #[arg(long, value_delimiter = ',', required = true)]
+        fractions: Vec<f64>,
+        /// Seed of the division.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Replace existing splits that --into names.
+        #[arg(long)]
+        force: bool,
+    },
     /// Show a store's splits, counts, shapes, classes and statistics.
     Info {
         /// The store (.h5).
@@ -196,6 +217,10 @@ pub struct TrainArgs {
     /// Replace the run folder if it exists.
     #[arg(long)]
     pub force: bool,
+    /// With --resume: let the recipe's `epochs` change (the learning-rate schedule is
+    /// recomputed from there; the change is announced and recorded in RUN/recipe_history.jsonl).
+    #[arg(long)]
+    pub extend: bool,
     /// Stop as Ctrl-C would after this many steps of the whole run (for tests).
     #[arg(long, hide = true)]
     pub stop_after_steps: Option<u64>,

@@ -28,8 +28,8 @@ fn main() -> ExitCode {
     }
     ssl::alloc::keep_freed_memory();
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
-        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
+    if let Some(n) = cli.threads.filter(|&n| n > 0) {
+        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
             eprintln!("error: --threads: {e}");
             return ExitCode::FAILURE;
         }
@@ -45,6 +45,15 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let device: Option<ssl::device::DeviceSpec> = cli.device.as_deref().map(str::parse).transpose()?;
+    if let Some(d) = device {
+        if !matches!(cli.command, Command::Pretrain(_) | Command::Finetune(_) | Command::Probe { .. } | Command::Knn { .. }) {
+            return Err(Error::invalid("--device", "this command runs no model (it applies to pretrain, finetune, probe and knn)"));
+        }
+        d.check()?;
+    }
+    if cli.threads == Some(0) {
+        return Err(Error::invalid("--threads", "must be at least 1"));
+    }
     match cli.command {
         Command::Pretrain(a) => train_command(a, device, ssl::train::pretrain),
         Command::Finetune(a) => train_command(a, device, ssl::train::finetune),
@@ -68,7 +77,7 @@ fn train_command<R: serde::Serialize + serde::de::DeserializeOwned>(
         (None, Some(run)) => ssl::recipe::load(&run.join("recipe.ron"), &a.set)?,
         (None, None) => return Err(Error::invalid("recipe", "give a recipe file (e.g. recipes/simclr_resnet.ron) or --resume RUN")),
     };
-    let opts = RunOptions { resume: a.resume, force: a.force, stop_after: a.stop_after_steps };
+    let opts = RunOptions { resume: a.resume, force: a.force, stop_after: a.stop_after_steps, extend: a.extend };
     match go(&recipe, &opts)? {
         Outcome::Finished { summary, .. } => {
             println!("{summary}");
@@ -86,6 +95,7 @@ fn run_tool(command: Command, device: ssl::device::DeviceSpec) -> Result<()> {
     match command {
         Command::Pretrain(_) | Command::Finetune(_) => Err(Error::invalid("command", "training commands run through train_command")),
         Command::Probe { features, epochs, lr, weight_decay, batch_size } => {
+            at_least_one(&[("--epochs", epochs), ("--batch-size", batch_size)])?;
             let (sources, req) = feature_request(&features, device);
             let cfg = ssl::eval::probe::ProbeConfig { epochs, lr, weight_decay, batch_size, seed: 0 };
             for (source, e) in ssl::eval::on_run::probe_run(&features.run, &sources, &req, cfg)? {
@@ -110,14 +120,23 @@ fn run_tool(command: Command, device: ssl::device::DeviceSpec) -> Result<()> {
         }
         Command::Data(DataCommand::Import(args)) => data_import(args),
         Command::Data(DataCommand::Info { file, json }) => data_info(&file, json),
+        Command::Data(DataCommand::Split { file, from, into, fractions, seed, force }) => {
+            let req = ssl::data::split_file::SplitRequest { from, into, fractions, seed, force };
+            let sizes = ssl::data::split_file::split_store(&file, &req)?;
+            let parts: Vec<String> = sizes.iter().map(|(n, k)| format!("{n} {k}")).collect();
+            println!("split '{}' of {} into {}", req.from, file.display(), parts.join(", "));
+            Ok(())
+        }
         Command::Data(DataCommand::Preview { file, out, split, count, cols, seed }) => {
+            at_least_one(&[("--count", count), ("--cols", cols)])?;
             ssl::data::preview::preview(&load_split(&file, split)?, count, cols, seed, &out)?;
             println!("wrote {}", out.display());
             Ok(())
         }
         Command::Augment(AugmentCommand::Preview { file, recipe, out, split, count, pairs, seed }) => {
+            at_least_one(&[("--count", count), ("--pairs", pairs)])?;
             let cfg = match recipe {
-                Some(r) => AugmentConfig::from_recipe_file(&r)?,
+                Some(r) => ssl::recipe::augment_of(&r)?,
                 None => AugmentConfig::simclr(),
             };
             let split = load_split(&file, split)?;
@@ -150,6 +169,14 @@ fn run_tool(command: Command, device: ssl::device::DeviceSpec) -> Result<()> {
             println!("total: {} parameters, {} multiply-adds", group(params as u64), group(macs));
             Ok(())
         }
+    }
+}
+
+/// Refuses a count flag set to 0 where 0 would mean nothing (rather than quietly using 1).
+fn at_least_one(flags: &[(&str, usize)]) -> Result<()> {
+    match flags.iter().find(|(_, v)| *v == 0) {
+        Some((flag, _)) => Err(Error::invalid(*flag, "must be at least 1")),
+        None => Ok(()),
     }
 }
 
@@ -232,6 +259,7 @@ fn data_info(file: &std::path::Path, json: bool) -> Result<()> {
     println!("{}", info.path.display());
     println!("  source: {} {}", info.source_format, info.source_path);
     println!("  imported: {} by {}", info.import_time, info.tool_version);
+    info.history.iter().for_each(|h| println!("  then: {h}"));
     println!("  classes ({}): {}", info.classes.len(), info.classes.join(", "));
     for s in &info.splits {
         let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>().join(", ");

@@ -87,19 +87,11 @@ impl AugmentConfig {
         AugmentConfig { crop_scale: (1.0, 1.0), crop_ratio: (1.0, 1.0), flip_p: 0.0, ..Self::light() }
     }
 
-    /// The `augment` section of a RON recipe file (defaults when it has none), validated.
-    /// Other sections are skipped, so any recipe (pretraining, fine-tuning) will do.
-    pub fn from_recipe_file(path: &std::path::Path) -> Result<Self> {
-        use crate::error::Context;
-        #[derive(Deserialize)]
-        struct AugmentSection {
-            #[serde(default)]
-            augment: AugmentConfig,
-        }
-        let text = std::fs::read_to_string(path).at(path)?;
-        let section: AugmentSection = ron::from_str(&text).map_err(|e| Error::bad_input(path, format!("{e}")))?;
-        section.augment.validate()?;
-        Ok(section.augment)
+    /// The evaluation view of images trained with this configuration: the same output size,
+    /// interpolation and normalisation, and nothing random. The one definition used by
+    /// fine-tuning's validation and test, the online kNN monitor, `ssl probe` and `ssl knn`.
+    pub fn evaluation(&self) -> Self {
+        AugmentConfig { size: self.size, normalize: self.normalize, interpolation: self.interpolation, ..Self::none() }
     }
 
     /// Checks every range and probability, naming the field at fault.

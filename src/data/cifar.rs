@@ -96,18 +96,18 @@ pub fn import(src: &Path, out: &Path, variant: Variant, opts: &ImportOptions) ->
             (dir, vec![train], vec![test], names)
         }
     };
-    let classes: Vec<String> = match (&opts.classes, names_file) {
-        (Some(c), _) => c.clone(),
-        (None, Some(f)) => {
+    let own: Vec<String> = match names_file {
+        Some(f) if opts.classes.is_none() => {
             let names = read_names(&f)?;
             if names.len() != variant.num_classes() {
                 return Err(Error::bad_input(&f, format!("{} class names, expected {}", names.len(), variant.num_classes())));
             }
             names
         }
-        (None, None) if variant == Variant::Cifar10 => CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
-        (None, None) => (0..100).map(|i| i.to_string()).collect(),
+        _ if variant == Variant::Cifar10 => CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
+        _ => (0..100).map(|i| i.to_string()).collect(),
     };
+    let classes = opts.class_names(own)?;
     let train = read_split(&dir, &train_files, variant)?;
     let test = read_split(&dir, &test_files, variant)?;
     let format = match variant {

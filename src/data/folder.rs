@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use image::{DynamicImage, ImageError, ImageReader, Limits};
+use image::{DynamicImage, ImageDecoder, ImageError, ImageReader, Limits};
 use rayon::prelude::*;
 
 use super::import::{ImportOptions, Imported};
@@ -39,7 +39,8 @@ fn files_below(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Decodes one image under the size limits, as 1 or 3 channels.
+/// Decodes one image under the size limits, as 1 or 3 channels, as a viewer shows it: the EXIF
+/// orientation (JPEG, TIFF, WebP) is applied, as PIL's `ImageOps.exif_transpose` does.
 pub fn decode(path: &Path, channels: usize) -> Result<DynamicImage> {
     let mut reader = ImageReader::open(path).at(path)?.with_guessed_format().at(path)?;
     if reader.format().is_none() {
@@ -50,13 +51,20 @@ pub fn decode(path: &Path, channels: usize) -> Result<DynamicImage> {
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_ALLOC);
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| match e {
+    let refused = |e: ImageError| match e {
         ImageError::Limits(_) => Error::bad_input(
             path,
             format!("image exceeds the size limit ({MAX_SIDE}x{MAX_SIDE}, {} MiB); refused", MAX_ALLOC >> 20),
         ),
         other => Error::bad_input(path, format!("not a readable image ({other})")),
-    })?;
+    };
+    let mut decoder = reader.into_decoder().map_err(refused)?;
+    if decoder.total_bytes() > MAX_ALLOC {
+        return Err(refused(ImageError::Limits(image::error::LimitError::from_kind(image::error::LimitErrorKind::InsufficientMemory))));
+    }
+    let orientation = decoder.orientation().map_err(refused)?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(refused)?;
+    img.apply_orientation(orientation);
     Ok(if channels == 1 { DynamicImage::ImageLuma8(img.to_luma8()) } else { DynamicImage::ImageRgb8(img.to_rgb8()) })
 }
 
@@ -145,6 +153,10 @@ pub fn import(src: &Path, out: &Path, opts: &ImportOptions) -> Result<Imported> 
     if files.is_empty() {
         return Err(Error::bad_input(src, "no images found in this folder"));
     }
+    if labels.is_none() && opts.classes.is_some() {
+        return Err(Error::invalid("--classes", format!("{} is unlabeled (no class subfolders): there are no classes to name", src.display())));
+    }
+    let classes = opts.class_names(classes)?;
     let (shape, bytes) = load_all(&files, channels, opts.resize)?;
     let prov = Provenance { format: "folder".into(), source: src.to_path_buf() };
     let mut writer = StoreWriter::create(out, opts.force, &prov, &classes)?;

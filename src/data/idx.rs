@@ -76,11 +76,11 @@ pub fn import(src: &Path, out: &Path, opts: &ImportOptions) -> Result<Imported> 
     let train = read_pair(&dir, "train")?;
     let test = read_pair(&dir, "t10k")?;
     let is_fashion = src.to_string_lossy().to_lowercase().contains("fashion");
-    let classes: Vec<String> = match &opts.classes {
-        Some(c) => c.clone(),
-        None if is_fashion => FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect(),
-        None => (0..10).map(|d| d.to_string()).collect(),
-    };
+    let classes = opts.class_names(if is_fashion {
+        FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect()
+    } else {
+        (0..10).map(|d| d.to_string()).collect()
+    })?;
     for (_, _, labels, path) in [&train, &test] {
         check_labels(path, labels, classes.len())?;
     }

@@ -48,6 +48,21 @@ pub struct ImportOptions {
     pub classes: Option<Vec<String>>,
 }
 
+impl ImportOptions {
+    /// The class names to store: `--classes` when given (one name per class of the dataset,
+    /// else an error naming the flag), the format's own names otherwise.
+    pub fn class_names(&self, own: Vec<String>) -> Result<Vec<String>> {
+        match &self.classes {
+            None => Ok(own),
+            Some(names) if names.len() == own.len() => Ok(names.clone()),
+            Some(names) => Err(Error::invalid(
+                "--classes",
+                format!("gives {} names, the dataset has {} classes ({})", names.len(), own.len(), own.join(", ")),
+            )),
+        }
+    }
+}
+
 /// What an import wrote: split names and sizes.
 #[derive(Clone, Debug, Default)]
 pub struct Imported {
@@ -58,6 +73,12 @@ pub struct Imported {
 /// import succeeds.
 pub fn import(format: Format, src: &Path, out: &Path, opts: &ImportOptions) -> Result<Imported> {
     store::check_target(out, opts.force)?;
+    if format != Format::Folder {
+        let flag = if opts.resize.is_some() { Some("--size") } else if opts.grayscale { Some("--grayscale") } else { None };
+        if let Some(flag) = flag {
+            return Err(Error::invalid(flag, "applies to folder imports only (this format's images have a fixed size and channels)"));
+        }
+    }
     match format {
         Format::Idx => idx::import(src, out, opts),
         Format::Cifar10 => cifar::import(src, out, cifar::Variant::Cifar10, opts),

@@ -11,10 +11,11 @@ pub mod import;
 pub mod preview;
 pub mod source;
 pub mod split;
+pub mod split_file;
 pub mod stl10;
 pub mod store;
 
-pub use split::{stratified_fraction, train_val_split};
+pub use split::{stratified_fraction, stratified_split, train_val_split};
 pub use store::{Store, StoreInfo, StoreWriter};
 
 /// Height, width and channels of every image in a split.

@@ -73,6 +73,86 @@ pub fn stratified_fraction(labels: &[u32], num_classes: usize, fraction: f64, se
     Ok(keep)
 }
 
+/// Image counts of each part: the largest-remainder rounding of `n x fractions` (ties to the
+/// earlier part), so they sum to `n`.
+fn part_totals(n: usize, fractions: &[f64]) -> Vec<usize> {
+    let quotas: Vec<f64> = fractions.iter().map(|f| n as f64 * f).collect();
+    let mut totals: Vec<usize> = quotas.iter().map(|q| q.floor() as usize).collect();
+    let mut order: Vec<usize> = (0..fractions.len()).collect();
+    order.sort_by(|&a, &b| (quotas[b] - quotas[b].floor()).total_cmp(&(quotas[a] - quotas[a].floor())).then(a.cmp(&b)));
+    let short = n.saturating_sub(totals.iter().sum());
+    order.iter().take(short).for_each(|&i| totals[i] += 1);
+    totals
+}
+
+/// Splits `0..labels.len()` into parts of the given `fractions` (each in (0, 1), summing to
+/// 1), stratified: each class is shared out in the same proportions as nearly as whole images
+/// allow, and each part holds the largest-remainder rounding of its share of all images. With
+/// `labels` None the images form one class (a plain random split). Which images go where
+/// depends only on `seed` (ChaCha8), so it is the same on every machine. Each part is sorted;
+/// a part left empty is an error. As scikit-learn's `StratifiedShuffleSplit` apportions.
+pub fn stratified_split(labels: Option<&[u32]>, n: usize, fractions: &[f64], seed: u64) -> Result<Vec<Vec<usize>>> {
+    if fractions.len() < 2 {
+        return Err(Error::invalid("fractions", "give at least two parts"));
+    }
+    for &f in fractions {
+        check_fraction("fractions", f)?;
+    }
+    let sum: f64 = fractions.iter().sum();
+    if (sum - 1.0).abs() > 1e-6 {
+        return Err(Error::invalid("fractions", format!("{} sum to {sum}, not 1", fractions.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(","))));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let classes = labels.map_or(1, |l| l.iter().map(|&y| y as usize + 1).max().unwrap_or(0));
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); classes];
+    (0..n).for_each(|i| members[labels.map_or(0, |l| l[i] as usize)].push(i));
+    members.iter_mut().for_each(|m| m.shuffle(&mut rng));
+    // counts[c][p]: images of class c in part p. Parts but the last take their total from the
+    // classes' quotas (floors, then one more for the largest remainders, ties in a seeded
+    // order); the last part takes what is left.
+    let totals = part_totals(n, fractions);
+    let mut left: Vec<usize> = members.iter().map(Vec::len).collect();
+    let mut counts = vec![vec![0usize; fractions.len()]; classes];
+    let mut tie_order: Vec<usize> = (0..classes).collect();
+    for (p, &f) in fractions.iter().enumerate().take(fractions.len() - 1) {
+        let quota: Vec<f64> = members.iter().map(|m| m.len() as f64 * f).collect();
+        for c in 0..classes {
+            counts[c][p] = (quota[c].floor() as usize).min(left[c]);
+        }
+        tie_order.shuffle(&mut rng);
+        let mut order = tie_order.clone();
+        order.sort_by(|&a, &b| (quota[b] - quota[b].floor()).total_cmp(&(quota[a] - quota[a].floor())));
+        let mut short = totals[p].saturating_sub(counts.iter().map(|row| row[p]).sum());
+        for &c in order.iter().cycle().take(2 * classes) {
+            if short == 0 {
+                break;
+            }
+            if counts[c][p] < left[c] && (counts[c][p] as f64) < quota[c].ceil() {
+                counts[c][p] += 1;
+                short -= 1;
+            }
+        }
+        (0..classes).for_each(|c| left[c] -= counts[c][p]);
+    }
+    let last = fractions.len() - 1;
+    (0..classes).for_each(|c| counts[c][last] = left[c]);
+    let mut parts = vec![Vec::new(); fractions.len()];
+    for (c, m) in members.iter().enumerate() {
+        let mut at = 0;
+        for (p, part) in parts.iter_mut().enumerate() {
+            part.extend_from_slice(&m[at..at + counts[c][p]]);
+            at += counts[c][p];
+        }
+    }
+    for (p, part) in parts.iter_mut().enumerate() {
+        if part.is_empty() {
+            return Err(Error::invalid("fractions", format!("part {} ({} of {n} images) would be empty", p + 1, fractions[p])));
+        }
+        part.sort_unstable();
+    }
+    Ok(parts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +195,35 @@ mod tests {
         assert!(stratified_fraction(&labels, 11, 0.1, 3).is_err());
         assert!(stratified_fraction(&labels, 10, 0.0, 3).is_err());
         assert!(train_val_split(10, 0.01, 0).is_err());
+    }
+
+    #[test]
+    fn stratified_split_shares_each_class_and_is_seeded() {
+        // Classes of 10, 15, 20 and 25 images: 20% of each exactly.
+        let labels: Vec<u32> = [10, 15, 20, 25].iter().enumerate().flat_map(|(c, &m)| std::iter::repeat_n(c as u32, m)).collect();
+        let parts = stratified_split(Some(&labels), labels.len(), &[0.8, 0.2], 0).unwrap();
+        let count = |p: &[usize]| {
+            let mut c = [0; 4];
+            p.iter().for_each(|&i| c[labels[i] as usize] += 1);
+            c
+        };
+        assert_eq!((count(&parts[0]), count(&parts[1])), ([8, 12, 16, 20], [2, 3, 4, 5]));
+        let mut all: Vec<usize> = parts.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..70).collect::<Vec<_>>());
+        assert_eq!(stratified_split(Some(&labels), 70, &[0.8, 0.2], 0).unwrap(), parts);
+        assert_ne!(stratified_split(Some(&labels), 70, &[0.8, 0.2], 1).unwrap(), parts);
+        // Few images per class: the total is still round(n f), no class loses its only image
+        // while another can give one, and the classes that give are drawn by the seed.
+        let labels: Vec<u32> = (0..17).map(|i| i % 10).collect();
+        let parts = stratified_split(Some(&labels), 17, &[0.25, 0.75], 3).unwrap();
+        assert_eq!((parts[0].len(), parts[1].len()), (4, 13));
+        assert!((0..10).all(|c| parts[1].iter().any(|&i| labels[i] == c)), "every class keeps an image");
+        // Three parts, unlabeled.
+        let parts = stratified_split(None, 10, &[0.5, 0.3, 0.2], 0).unwrap();
+        assert_eq!(parts.iter().map(Vec::len).collect::<Vec<_>>(), vec![5, 3, 2]);
+        assert!(stratified_split(None, 10, &[0.5, 0.6], 0).unwrap_err().to_string().contains("sum"));
+        assert!(stratified_split(None, 10, &[1.0], 0).is_err());
+        assert!(stratified_split(None, 3, &[0.9, 0.1], 0).unwrap_err().to_string().contains("empty"));
     }
 }

@@ -51,10 +51,9 @@ fn read_labels(path: &Path, n: usize, images: &Path) -> Result<Vec<u32>> {
 /// Imports `train`, `test` and, when present, `unlabeled`.
 pub fn import(src: &Path, out: &Path, opts: &ImportOptions) -> Result<Imported> {
     let dir = source_dir(src, Some("stl10_binary"))?;
-    let classes: Vec<String> = match (&opts.classes, find_optional(&dir, &["class_names.txt"])) {
-        (Some(c), _) => c.clone(),
+    let classes = match (&opts.classes, find_optional(&dir, &["class_names.txt"])) {
         (None, Some(f)) => read_names(&f)?,
-        (None, None) => STL10_CLASSES.iter().map(|s| s.to_string()).collect(),
+        _ => opts.class_names(STL10_CLASSES.iter().map(|s| s.to_string()).collect())?,
     };
     let mut plan: Vec<(&str, PathBuf, Option<Vec<u32>>)> = Vec::new();
     for name in ["train", "test"] {

@@ -2,7 +2,8 @@
 //!
 //! Layout of one file:
 //! ```text
-//! /                     attrs: ssl_store_version, source_format, source_path, import_time, tool_version
+//! /                     attrs: ssl_store_version, source_format, source_path, import_time, tool_version,
+//!                       history (strings: what was done to the store since the import, optional)
 //! /classes              [K] strings (absent when no split is labeled)
 //! /SPLIT/images         u8 [N, H, W, C], chunked, deflate
 //! /SPLIT/labels         i32 [N] (absent for unlabeled splits)
@@ -60,6 +61,13 @@ pub struct StoreWriter {
 impl StoreWriter {
     /// Starts a store at `out`; refused when `out` exists unless `force`.
     pub fn create(out: &Path, force: bool, provenance: &Provenance, classes: &[String]) -> Result<Self> {
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        Self::create_with_history(out, force, provenance, &now, &[], classes)
+    }
+
+    /// Starts a store derived from another (see `ssl data split`): its provenance and import
+    /// time, and `history`, what has been done to it since, one line per change.
+    pub fn create_with_history(out: &Path, force: bool, provenance: &Provenance, import_time: &str, history: &[String], classes: &[String]) -> Result<Self> {
         check_target(out, force)?;
         let tmp = crate::fsutil::tmp_beside(out);
         let file = hdf5::File::create(&tmp).at(&tmp)?;
@@ -68,8 +76,11 @@ impl StoreWriter {
         f.new_attr::<u32>().create("ssl_store_version").and_then(|a| a.write_scalar(&STORE_VERSION)).at(&writer.tmp)?;
         write_str_attr(f, "source_format", &provenance.format).at(&writer.tmp)?;
         write_str_attr(f, "source_path", &provenance.source.display().to_string()).at(&writer.tmp)?;
-        write_str_attr(f, "import_time", &humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string())
-            .at(&writer.tmp)?;
+        write_str_attr(f, "import_time", import_time).at(&writer.tmp)?;
+        if !history.is_empty() {
+            let lines: Vec<VarLenUnicode> = history.iter().map(|c| to_h5_str(c)).collect();
+            f.new_attr_builder().with_data(&lines[..]).create("history").at(&writer.tmp)?;
+        }
         write_str_attr(f, "tool_version", concat!("ssl ", env!("CARGO_PKG_VERSION"))).at(&writer.tmp)?;
         if !classes.is_empty() {
             let names: Vec<VarLenUnicode> = classes.iter().map(|c| to_h5_str(c)).collect();
@@ -239,6 +250,8 @@ pub struct StoreInfo {
     pub source_path: String,
     pub import_time: String,
     pub tool_version: String,
+    /// What was done to the store since its import (e.g. `ssl data split`), oldest first.
+    pub history: Vec<String>,
     pub classes: Vec<String>,
     pub splits: Vec<SplitInfo>,
 }
@@ -267,6 +280,15 @@ impl Store {
     pub fn split_names(&self) -> Result<Vec<String>> {
         let groups = self.file.groups().at(&self.path)?;
         Ok(groups.iter().map(|g| g.name().trim_start_matches('/').to_string()).collect())
+    }
+
+    /// What was done to the store since its import, oldest first.
+    pub fn history(&self) -> Result<Vec<String>> {
+        if !self.file.attr_names().at(&self.path)?.iter().any(|n| n == "history") {
+            return Ok(Vec::new());
+        }
+        let lines: Vec<VarLenUnicode> = self.file.attr("history").and_then(|a| a.read_raw()).at(&self.path)?;
+        Ok(lines.iter().map(|s| s.as_str().to_string()).collect())
     }
 
     /// Class names (empty for an unlabeled store).
@@ -352,6 +374,7 @@ impl Store {
             source_path: attr("source_path")?,
             import_time: attr("import_time")?,
             tool_version: attr("tool_version")?,
+            history: self.history()?,
             classes,
             splits,
         })

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::augment::{AugmentConfig, Pipeline};
+use crate::augment::Pipeline;
 use crate::data::split::random_subset;
 use crate::data::{Split, Store};
 use crate::error::{Error, Result};
@@ -23,7 +23,7 @@ pub enum Source {
     Pretrained,
     /// The same model at the initialisation the run started from (its seed).
     RandomInit,
-    /// The normalised pixels themselves.
+    /// The pixels themselves, through the evaluation view.
     Pixels,
 }
 
@@ -82,7 +82,7 @@ pub fn features(run: &Path, source: Source, req: &FeatureRequest) -> Result<Feat
     let backbone = run.join(BACKBONE_FILE);
     let stamp = |p: &Path| std::fs::metadata(p).ok().and_then(|m| m.modified().ok()).map(|t| format!("{t:?}")).unwrap_or_default();
     let source_id = format!(
-        "{} of {} ({}); data {} {} {}:{} {}:{} max {}",
+        "{} of {} ({}); data {} {} {}:{} {}:{} max {}; view {:?}",
         source.key(),
         recipe.model,
         if source == Source::Pretrained { format!("{} {}", backbone.display(), stamp(&backbone)) } else { format!("seed {}", recipe.seed) },
@@ -92,7 +92,8 @@ pub fn features(run: &Path, source: Source, req: &FeatureRequest) -> Result<Feat
         train.len(),
         req.test_split,
         test.len(),
-        req.max_train
+        req.max_train,
+        recipe.augment.evaluation()
     );
     let names: Vec<String> = if train.classes.len() == classes { train.classes.clone() } else { (0..classes).map(|i| i.to_string()).collect() };
     let cache = run.join("eval").join(format!("features-{}.h5", source.key()));
@@ -101,8 +102,9 @@ pub fn features(run: &Path, source: Source, req: &FeatureRequest) -> Result<Feat
         let train = v.pop().expect("two splits");
         return Ok(FeatureSet { train, test, classes: names });
     }
-    let a = &recipe.augment;
-    let cfg = AugmentConfig { size: a.size, normalize: true, interpolation: a.interpolation, ..AugmentConfig::none() };
+    // The view pretraining's kNN monitor and fine-tuning evaluate (normalised only when
+    // pretraining normalised).
+    let cfg = recipe.augment.evaluation();
     let pretrain_split = store.load_split(&recipe.data.split).ok();
     let (mean, std) = match &pretrain_split {
         Some(s) => (s.mean.clone(), s.std.clone()),

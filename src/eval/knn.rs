@@ -5,6 +5,7 @@
 
 use rayon::prelude::*;
 
+use super::metrics::predicted;
 use crate::error::{Error, Result};
 use crate::nn::gemm::{matmul, Mat};
 
@@ -33,8 +34,12 @@ fn normalized(x: &[f32], d: usize) -> Vec<f32> {
     out
 }
 
-/// Predicted class of each test feature. `train` is [N, d], `test` [M, d], row-major.
-pub fn knn_predict(train: &[f32], labels: &[u32], test: &[f32], d: usize, classes: usize, p: KnnParams) -> Result<Vec<u32>> {
+/// Class votes of each test feature, [M, classes] row-major: the sum of exp((s - s_max) / T)
+/// over the k most similar training features of that class, where s is the cosine similarity
+/// and s_max the row's highest (the common factor exp(s_max / T) of Wu et al.'s weights is left
+/// out, so a low temperature cannot overflow). A class that no neighbour votes for scores -inf,
+/// so it is never counted as a top-k hit. `train` is [N, d], `test` [M, d], row-major.
+pub fn knn_scores(train: &[f32], labels: &[u32], test: &[f32], d: usize, classes: usize, p: KnnParams) -> Result<Vec<f32>> {
     let n = labels.len();
     if d == 0 || train.len() != n * d || test.len() % d != 0 {
         return Err(Error::invalid("knn", format!("features of width {d} do not match {n} labels")));
@@ -47,27 +52,34 @@ pub fn knn_predict(train: &[f32], labels: &[u32], test: &[f32], d: usize, classe
     }
     let (tr, te) = (normalized(train, d), normalized(test, d));
     let k = p.k.min(n);
-    let blocks: Vec<Vec<u32>> = te
+    let blocks: Vec<Vec<f32>> = te
         .par_chunks(BLOCK * d)
         .map(|tb| {
             let m = tb.len() / d;
             let mut sims = vec![0.0f32; m * n];
             matmul(&mut sims, n, Mat::rows(tb, m, d, d), Mat::rows(&tr, n, d, d).t(), false);
-            sims.chunks_exact(n)
-                .map(|row| {
-                    let mut idx: Vec<usize> = (0..n).collect();
-                    // The k most similar, ties broken by index so the result is deterministic.
-                    idx.select_nth_unstable_by(k - 1, |&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-                    let mut votes = vec![0.0f32; classes];
-                    for &j in &idx[..k] {
-                        votes[labels[j] as usize] += (row[j] / p.temperature).exp();
-                    }
-                    (0..classes).max_by(|&a, &b| votes[a].total_cmp(&votes[b]).then(b.cmp(&a))).unwrap_or(0) as u32
-                })
-                .collect()
+            let mut votes = vec![f32::NEG_INFINITY; m * classes];
+            for (row, out) in sims.chunks_exact(n).zip(votes.chunks_exact_mut(classes)) {
+                let mut idx: Vec<usize> = (0..n).collect();
+                // The k most similar, ties broken by index so the result is deterministic.
+                idx.select_nth_unstable_by(k - 1, |&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+                let top = idx[..k].iter().map(|&j| row[j]).fold(f32::NEG_INFINITY, f32::max);
+                for &j in &idx[..k] {
+                    let v = &mut out[labels[j] as usize];
+                    *v = v.max(0.0) + ((row[j] - top) / p.temperature).exp();
+                }
+            }
+            votes
         })
         .collect();
     Ok(blocks.concat())
+}
+
+/// Predicted class of each test feature: the class with the most votes of [`knn_scores`] (the
+/// lowest index on ties).
+pub fn knn_predict(train: &[f32], labels: &[u32], test: &[f32], d: usize, classes: usize, p: KnnParams) -> Result<Vec<u32>> {
+    let votes = knn_scores(train, labels, test, d, classes, p)?;
+    Ok(votes.chunks_exact(classes).map(|row| predicted(row) as u32).collect())
 }
 
 /// Top-1 accuracy of [`knn_predict`] against `test_labels`.

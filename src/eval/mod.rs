@@ -9,5 +9,5 @@ pub mod metrics;
 pub mod on_run;
 pub mod probe;
 
-pub use knn::{knn_accuracy, knn_predict, KnnParams};
+pub use knn::{knn_accuracy, knn_predict, knn_scores, KnnParams};
 pub use metrics::{evaluate, Evaluation};

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::frozen::{features, FeatureRequest, Source};
-use super::knn::{knn_predict, KnnParams};
+use super::knn::{knn_scores, KnnParams};
 use super::metrics::{evaluate, Evaluation};
 use super::probe::{probe, Labeled, ProbeConfig};
 use crate::error::{Context, Error, Result};
@@ -95,10 +95,7 @@ pub fn knn_run(run: &Path, sources: &[Source], req: &FeatureRequest, params: Knn
         let t = Instant::now();
         let f = features(run, source, req)?;
         let classes = f.classes.len();
-        let pred = knn_predict(&f.train.x, &f.train.y, &f.test.x, f.train.dim, classes, params)?;
-        // One-hot scores of the predictions, so the same metrics apply.
-        let mut scores = vec![0.0f32; pred.len() * classes];
-        pred.iter().enumerate().for_each(|(i, &p)| scores[i * classes + p as usize] = 1.0);
+        let scores = knn_scores(&f.train.x, &f.train.y, &f.test.x, f.train.dim, classes, params)?;
         let entry = KnnEntry { test: evaluate(&scores, &f.test.y, classes), k: params.k, temperature: params.temperature, train_images: f.train.y.len(), seconds: t.elapsed().as_secs_f64() };
         merge(&run.join("eval/knn.json"), source.key(), entry.clone())?;
         out.push((source, entry));

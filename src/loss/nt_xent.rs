@@ -7,6 +7,9 @@
 
 use dfdx::prelude::*;
 
+/// The fewest images NT-Xent is defined on: each needs one other image as a negative.
+pub const MIN_BATCH: usize = 2;
+
 /// Added to the self-similarity logits; exp() of it underflows to exactly zero.
 const MASK: f64 = -1e9;
 

@@ -126,8 +126,80 @@ impl LrConfig {
     }
 }
 
+/// Refuses a field set away from its default when the chosen kind does not use it (as PyTorch
+/// refuses `AdamW(momentum=...)`): a value that cannot act is an error, not a silent no-op.
+fn check_unused(section: &str, kind: &str, fields: &[(&str, bool)]) -> Result<()> {
+    match fields.iter().find(|(_, set)| *set) {
+        Some((field, _)) => Err(Error::invalid(format!("{section}.{field}"), format!("is not used by {kind}; leave it out or choose a {section} kind that uses it"))),
+        None => Ok(()),
+    }
+}
+
+impl OptimizerConfig {
+    /// Checks the hyper-parameters against the kind that uses them.
+    pub fn check(&self) -> Result<()> {
+        let d = OptimizerConfig::default();
+        let kind = format!("{:?}", self.kind);
+        let (momentum, nesterov, trust, betas) = (self.momentum != d.momentum, self.nesterov, self.trust_coefficient != d.trust_coefficient, self.betas != d.betas);
+        match self.kind {
+            OptimizerKind::Lars => check_unused("optimizer", &kind, &[("nesterov", nesterov), ("betas", betas)])?,
+            OptimizerKind::Sgd => check_unused("optimizer", &kind, &[("trust_coefficient", trust), ("betas", betas)])?,
+            OptimizerKind::AdamW => check_unused("optimizer", &kind, &[("momentum", momentum), ("nesterov", nesterov), ("trust_coefficient", trust)])?,
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(Error::invalid("optimizer.momentum", format!("{} must be in [0, 1)", self.momentum)));
+        }
+        if self.nesterov && self.momentum == 0.0 {
+            return Err(Error::invalid("optimizer.nesterov", "needs momentum > 0 (as in PyTorch)"));
+        }
+        Ok(())
+    }
+}
+
+impl LrConfig {
+    /// Checks the annealing's own fields against its kind, and Step's milestones against the
+    /// run's `epochs`.
+    pub fn check(&self, epochs: usize) -> Result<()> {
+        let d = LrConfig::default();
+        let kind = format!("{:?}", self.annealing);
+        let (floor, milestones, gamma) = (self.final_fraction != d.final_fraction, !self.milestones.is_empty(), self.gamma != d.gamma);
+        match self.annealing {
+            AnnealingKind::Cosine => check_unused("lr", &kind, &[("milestones", milestones), ("gamma", gamma)])?,
+            AnnealingKind::Step => check_unused("lr", &kind, &[("final_fraction", floor)])?,
+            AnnealingKind::Constant => check_unused("lr", &kind, &[("final_fraction", floor), ("milestones", milestones), ("gamma", gamma)])?,
+        }
+        if self.annealing == AnnealingKind::Step {
+            if self.milestones.is_empty() {
+                return Err(Error::invalid("lr.milestones", "Step annealing needs at least one milestone (an epoch)"));
+            }
+            if let Some(m) = self.milestones.iter().find(|&&m| m == 0 || m >= epochs) {
+                return Err(Error::invalid("lr.milestones", format!("{m} is not an epoch inside the run (1 to {})", epochs.saturating_sub(1))));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.final_fraction) {
+            return Err(Error::invalid("lr.final_fraction", format!("{} must be in [0, 1]", self.final_fraction)));
+        }
+        Ok(())
+    }
+}
+
+impl CheckpointConfig {
+    /// Both counts must be at least 1.
+    pub fn check(&self) -> Result<()> {
+        if self.every_epochs == 0 {
+            return Err(Error::invalid("checkpoint.every_epochs", "must be at least 1 (a run always saves at its end)"));
+        }
+        if self.keep == 0 {
+            return Err(Error::invalid("checkpoint.keep", "must be at least 1 (resume needs the newest)"));
+        }
+        Ok(())
+    }
+}
+
 /// Checks the fields every training recipe has, naming the one at fault.
 pub fn check_training(lr: &LrConfig, optimizer: &OptimizerConfig, batch_size: usize, epochs: usize, model: &str) -> Result<()> {
+    optimizer.check()?;
+    lr.check(epochs)?;
     if !(lr.base > 0.0 && lr.base.is_finite()) {
         return Err(Error::invalid("lr.base", format!("{} must be a positive number", lr.base)));
     }

@@ -59,7 +59,8 @@ impl Default for BackboneTraining {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EarlyStopping {
-    /// Epochs without improvement before stopping (0: never stop early).
+    /// Epochs without improvement before stopping (0: never stop early); counted only once
+    /// the run has taken `min_steps` steps.
     pub patience: usize,
     /// The improvement that counts.
     pub min_delta: f64,
@@ -69,6 +70,29 @@ impl Default for EarlyStopping {
     fn default() -> Self {
         EarlyStopping { patience: 5, min_delta: 0.0 }
     }
+}
+
+/// The fine-tuning `augment` section: fields left out take [`AugmentConfig::light`]'s values
+/// (crop and flip, no colour), not SimCLR's, so `augment: (flip_p: 0.0)` in a file means what
+/// `--set augment.flip_p=0.0` means. The field list is checked against `AugmentConfig` by the
+/// compiler (serde's remote derive).
+#[derive(Deserialize)]
+#[serde(remote = "AugmentConfig", deny_unknown_fields, default = "AugmentConfig::light")]
+struct LightAugment {
+    size: Option<usize>,
+    crop_scale: (f32, f32),
+    crop_ratio: (f32, f32),
+    interpolation: crate::augment::crop::Interpolation,
+    flip_p: f32,
+    strength: f32,
+    jitter_p: f32,
+    grayscale_p: f32,
+    blur_p: f32,
+    blur_sigma: (f32, f32),
+    blur_kernel_fraction: f32,
+    solarize_p: f32,
+    solarize_threshold: f32,
+    normalize: bool,
 }
 
 /// A whole fine-tuning experiment.
@@ -82,9 +106,16 @@ pub struct FinetuneRecipe {
     pub pretrained: Option<PathBuf>,
     pub data: FinetuneData,
     pub model: String,
+    /// Training augmentation; fields left out take `AugmentConfig::light()`'s values.
+    #[serde(deserialize_with = "LightAugment::deserialize")]
     pub augment: AugmentConfig,
     pub batch_size: usize,
     pub epochs: usize,
+    /// The fewest optimiser steps the run takes (0: no minimum). With few labels (1%, 10%) an
+    /// epoch is a handful of steps: the schedule's epochs (warmup, milestones, annealing) are
+    /// then stretched to `min_steps` steps in all, as many epochs are run as that takes, and
+    /// early stopping cannot fire before it.
+    pub min_steps: usize,
     pub optimizer: OptimizerConfig,
     pub lr: LrConfig,
     pub backbone: BackboneTraining,
@@ -110,6 +141,7 @@ impl Default for FinetuneRecipe {
             augment: AugmentConfig::light(),
             batch_size: 256,
             epochs: 30,
+            min_steps: 0,
             optimizer: OptimizerConfig { kind: OptimizerKind::Sgd, nesterov: true, weight_decay: 5e-4, ..OptimizerConfig::default() },
             lr: LrConfig { base: 0.05, scaling: LrScaling::Linear, warmup_epochs: 1, ..LrConfig::default() },
             backbone: BackboneTraining::default(),
@@ -128,6 +160,7 @@ impl FinetuneRecipe {
     pub fn validate(&self) -> Result<()> {
         super::common::check_training(&self.lr, &self.optimizer, self.batch_size, self.epochs, &self.model)?;
         self.device.check()?;
+        self.checkpoint.check()?;
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return Err(Error::invalid("label_smoothing", format!("{} must be in [0, 1)", self.label_smoothing)));
         }
@@ -145,6 +178,16 @@ impl FinetuneRecipe {
         }
         if !(self.backbone.lr_factor >= 0.0 && self.backbone.lr_factor.is_finite()) {
             return Err(Error::invalid("backbone.lr_factor", "must be >= 0"));
+        }
+        if self.backbone.freeze && self.backbone.lr_factor != 1.0 {
+            return Err(Error::invalid("backbone.lr_factor", "has no effect with backbone.freeze: a frozen backbone is not trained"));
+        }
+        let es = &self.early_stopping;
+        if !(es.min_delta >= 0.0 && es.min_delta < 1.0) {
+            return Err(Error::invalid("early_stopping.min_delta", format!("{} must be in [0, 1) (validation top-1 is a fraction)", es.min_delta)));
+        }
+        if es.min_delta != 0.0 && self.data.val_fraction == 0.0 {
+            return Err(Error::invalid("early_stopping.min_delta", "needs a validation split (data.val_fraction > 0)"));
         }
         self.augment.validate()
     }

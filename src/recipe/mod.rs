@@ -80,6 +80,21 @@ fn apply_override(root: &mut serde_json::Value, spec: &str) -> Result<()> {
     Err(Error::invalid("--set", "empty field path"))
 }
 
+/// The augmentation a recipe file trains with, whichever kind of recipe it is: pretraining
+/// (SimCLR's defaults for fields left out) or fine-tuning (`AugmentConfig::light`'s). The whole
+/// recipe is read and validated, so a preview never shows views a run would refuse.
+pub fn augment_of(path: &Path) -> Result<crate::augment::AugmentConfig> {
+    match load::<PretrainRecipe>(path, &[]) {
+        Ok(r) => r.validate().map(|()| r.augment),
+        Err(as_pretraining) => match load::<FinetuneRecipe>(path, &[]) {
+            Ok(r) => r.validate().map(|()| r.augment),
+            // A field only fine-tuning has: the fine-tuning reading says what is wrong.
+            Err(as_finetuning) if as_pretraining.to_string().contains("unknown field") => Err(as_finetuning),
+            Err(_) => Err(as_pretraining),
+        },
+    }
+}
+
 /// The recipe as RON, as a run saves it.
 pub fn to_ron<R: Serialize>(recipe: &R) -> String {
     ron::ser::to_string_pretty(recipe, ron::ser::PrettyConfig::default()).expect("a recipe serialises")

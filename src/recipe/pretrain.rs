@@ -132,6 +132,7 @@ impl PretrainRecipe {
         };
         super::common::check_training(&self.lr, &self.optimizer, self.batch_size, self.epochs, &self.model)?;
         self.device.check()?;
+        self.checkpoint.check()?;
         positive("temperature", self.temperature)?;
         if !(2..=3).contains(&self.head.layers) {
             return Err(Error::invalid("head.layers", format!("{} must be 2 or 3", self.head.layers)));

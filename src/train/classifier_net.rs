@@ -74,14 +74,10 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, const K:
     }
 
     fn correct(&self, logits: &[f32], labels: &[u32]) -> usize {
-        logits.chunks(K).zip(labels).filter(|(row, &y)| argmax(&row[..self.classes]) == y as usize).count()
+        logits.chunks(K).zip(labels).filter(|(row, &y)| crate::eval::metrics::in_top_k(&row[..self.classes], y as usize, 1)).count()
     }
 }
 
-/// Index of the largest value (the first on ties).
-pub fn argmax(row: &[f32]) -> usize {
-    row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
-}
 
 impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, const K: usize> ClassifierNet for Net<B, D, C, F, K> {
     fn step(&mut self, images: Vec<f32>, shape: (usize, usize, usize), labels: &[u32], smoothing: f64, lr: f64, backbone_lr: f64, dropout_seed: u64) -> (f32, usize) {

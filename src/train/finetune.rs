@@ -9,8 +9,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::augment::{AugmentConfig, Pipeline};
-use crate::data::split::{stratified_fraction, train_val_split};
+use crate::augment::Pipeline;
+use crate::data::split::{stratified_fraction, stratified_split};
 use crate::data::{Split, Store};
 use crate::error::{Error, Result};
 use crate::eval::features::extract;
@@ -20,7 +20,7 @@ use crate::recipe::{FinetuneRecipe, PretrainRecipe};
 
 use super::checkpoint::{self, CheckpointState};
 use super::classifier_net::{self, ClassifierNet, ClassifierSpec};
-use super::loader::{epoch_order, Epoch};
+use super::loader::{epoch_order, Batching, Epoch};
 use super::pretrain::Outcome;
 use super::run_dir;
 use super::signal;
@@ -45,6 +45,10 @@ pub struct FinetuneResult {
     pub test: Evaluation,
     pub elapsed_s: f64,
 }
+
+/// The fewest images a fine-tuning step takes: BatchNorm in training mode needs more than one
+/// value per channel (PyTorch refuses less), so a last batch of one image joins the one before.
+const MIN_BATCH: usize = 2;
 
 /// Evaluation batch size.
 const EVAL_BATCH: usize = 256;
@@ -97,10 +101,7 @@ pub fn pretrained_backbone(pretrained: &Path, model: &str) -> Result<PathBuf> {
 pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Outcome> {
     recipe.validate()?;
     let run = opts.resume.clone().unwrap_or_else(|| recipe.run_dir.join(&recipe.name));
-    let resume_from = match &opts.resume {
-        Some(run) => Some(run_dir::resume_point(run, &recipe.model)?),
-        None => None,
-    };
+    let resume_from = opts.resume_point(recipe, &recipe.model)?;
     let d = &recipe.data;
     let store = Store::open(&d.file)?;
     let train = store.load_split(&d.train_split).map_err(|e| Error::invalid("data.train_split", e.to_string()))?;
@@ -117,9 +118,12 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
     } else {
         (0..train.len()).collect()
     };
+    // Stratified, so that no class loses its few labeled images to validation by chance.
     let (train_idx, val_idx): (Vec<usize>, Vec<usize>) = if d.val_fraction > 0.0 {
-        let (t, v) = train_val_split(pool.len(), d.val_fraction, recipe.seed).map_err(|e| e.for_field("data.val_fraction"))?;
-        (t.iter().map(|&i| pool[i]).collect(), v.iter().map(|&i| pool[i]).collect())
+        let pool_labels: Vec<u32> = pool.iter().map(|&i| train_labels[i]).collect();
+        let parts = stratified_split(Some(&pool_labels), pool.len(), &[d.val_fraction, 1.0 - d.val_fraction], recipe.seed)
+            .map_err(|e| Error::invalid("data.val_fraction", format!("{} of {} labeled images: {e}", d.val_fraction, pool.len())))?;
+        (parts[1].iter().map(|&i| pool[i]).collect(), parts[0].iter().map(|&i| pool[i]).collect())
     } else {
         (pool, Vec::new())
     };
@@ -132,9 +136,7 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
         return Err(Error::invalid("batch_size", format!("{} is larger than the {} training images", recipe.batch_size, train_idx.len())));
     }
     let pipeline = Pipeline::for_split(recipe.augment.clone(), &train)?;
-    let a = &recipe.augment;
-    let eval_cfg = AugmentConfig { size: a.size, normalize: a.normalize, interpolation: a.interpolation, ..AugmentConfig::none() };
-    let eval_pipeline = Pipeline::for_split(eval_cfg, &train)?;
+    let eval_pipeline = Pipeline::for_split(recipe.augment.evaluation(), &train)?;
     let backbone_file = recipe.pretrained.as_deref().map(|p| pretrained_backbone(p, &recipe.model)).transpose()?;
     let shape = pipeline.output_shape();
     check_input(&recipe.model, shape)?;
@@ -150,15 +152,34 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
     if let Some(f) = &backbone_file {
         net.load_backbone(f)?;
     }
-    let steps = train_idx.len().div_ceil(recipe.batch_size);
-    let sched = recipe.lr.schedule(recipe.batch_size, recipe.epochs, steps)?;
+    let batching = Batching { batch: recipe.batch_size, drop_last: false, min_batch: MIN_BATCH };
+    let steps = batching.steps(train_idx.len());
+    // Few labels make short epochs: the schedule's epochs (warmup, milestones, annealing) are
+    // stretched to `min_steps` steps in all, and as many real epochs are run as that takes.
+    let schedule_epoch = steps.max(recipe.min_steps.div_ceil(recipe.epochs));
+    let epochs = (recipe.epochs * schedule_epoch).div_ceil(steps);
+    let sched = recipe.lr.schedule(recipe.batch_size, recipe.epochs, schedule_epoch)?;
+    if epochs > recipe.epochs {
+        println!(
+            "min_steps {}: {steps} steps per epoch on {} training images, so {epochs} epochs instead of {} (the learning-rate schedule stretches with them)",
+            recipe.min_steps,
+            train_idx.len(),
+            recipe.epochs
+        );
+    }
 
-    let mut log = run_dir::open(&run, resume_from.as_ref().map(|(_, s)| s), opts.force, recipe)?;
-    let (mut epoch, mut first_step, mut global, elapsed0, mut extra) = (0, 0, 0u64, resume_from.as_ref().map_or(0.0, |r| r.1.elapsed_s), json!({}));
-    if let Some((dir, state)) = &resume_from {
+    if let Some((dir, _, _)) = &resume_from {
         net.load(dir, true)?;
+    }
+    let mut log = run_dir::open(&run, resume_from.as_ref().map(|(_, s, _)| s), opts.force, recipe)?;
+    let (mut epoch, mut first_step, mut global, elapsed0, mut extra) = (0, 0, 0u64, resume_from.as_ref().map_or(0.0, |r| r.1.elapsed_s), json!({}));
+    if let Some((dir, state, changes)) = &resume_from {
         (epoch, first_step, global, extra) = (state.epoch, state.step_in_epoch, state.global_step, state.extra.clone());
         println!("resuming {} at epoch {} step {} ({})", run.display(), epoch + 1, first_step, dir.display());
+        if !changes.is_empty() {
+            run_dir::record_changes(&run, global, changes)?;
+            println!("{}", run_dir::describe_changes(global, changes));
+        }
     }
     signal::install();
     let get = |extra: &serde_json::Value, k: &str| extra.get(k).and_then(|v| v.as_f64());
@@ -171,13 +192,13 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
     let (c, h, w) = (shape.channels, shape.height, shape.width);
     let best_dir = run.join("best");
     let lr_factor = recipe.backbone.lr_factor;
-    while epoch < recipe.epochs && !stopped_early {
+    while epoch < epochs && !stopped_early {
         let order: Vec<usize> = epoch_order(train_idx.len(), recipe.seed, epoch).into_iter().map(|i| train_idx[i]).collect();
-        let ep = Epoch { pipeline: &pipeline, split: &train, order: &order, batch: recipe.batch_size, views: 1, seed: recipe.seed, epoch };
+        let ep = Epoch { pipeline: &pipeline, split: &train, order: &order, batching, views: 1, seed: recipe.seed, epoch };
         let mut loss_sum = get(&extra, "epoch_loss_sum").unwrap_or(0.0);
         let mut correct = get(&extra, "epoch_correct").unwrap_or(0.0) as usize;
         let mut seen = get(&extra, "epoch_seen").unwrap_or(0.0) as usize;
-        let bar = crate::progress::bar(steps as u64, &format!("epoch {}/{}", epoch + 1, recipe.epochs));
+        let bar = crate::progress::bar(steps as u64, &format!("epoch {}/{epochs}", epoch + 1));
         bar.set_position(first_step as u64);
         let mut stopped_at = None;
         let mut tick = Instant::now();
@@ -195,9 +216,9 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
             seen += labels.len();
             let ips = labels.len() as f64 / tick.elapsed().as_secs_f64();
             tick = Instant::now();
-            log.log(&json!({"kind": "step", "epoch": epoch + 1, "step": global, "loss": loss, "accuracy": ok as f64 / labels.len() as f64,
+            log.log(&json!({"kind": "step", "epoch": epoch + 1, "step": global, "images": labels.len(), "loss": loss, "accuracy": ok as f64 / labels.len() as f64,
                 "lr": lr, "images_per_s": ips, "elapsed_s": elapsed(&start)}))?;
-            bar.set_message(format!("epoch {}/{} loss {loss:.4} acc {:.1}% lr {lr:.4}", epoch + 1, recipe.epochs, 100.0 * correct as f64 / seen as f64));
+            bar.set_message(format!("epoch {}/{epochs} loss {loss:.4} acc {:.1}% lr {lr:.4}", epoch + 1, 100.0 * correct as f64 / seen as f64));
             bar.inc(1);
             if opts.stop_now(global) {
                 stopped_at = Some(step + 1);
@@ -223,7 +244,7 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
         let train_acc = correct as f64 / seen.max(1) as f64;
         let mut record = json!({"kind": "epoch", "epoch": done, "step": global, "loss": train_loss, "accuracy": train_acc,
             "lr": sched.lr(global.saturating_sub(1) as usize), "elapsed_s": elapsed(&start)});
-        let mut line = format!("epoch {done}/{}: loss {train_loss:.4}, train top-1 {:.2}%", recipe.epochs, 100.0 * train_acc);
+        let mut line = format!("epoch {done}/{epochs}: loss {train_loss:.4}, train top-1 {:.2}%", 100.0 * train_acc);
         if !val_idx.is_empty() {
             let val_labels: Vec<u32> = val_idx.iter().map(|&i| train_labels[i]).collect();
             let val = evaluate(&scores(net.as_ref(), &eval_pipeline, &train, &val_idx, "validation"), &val_labels, classes).top1;
@@ -236,7 +257,9 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
                 save_weights(net.as_ref(), &best_dir)?;
             } else {
                 bad_epochs += 1;
-                if recipe.early_stopping.patience > 0 && bad_epochs >= recipe.early_stopping.patience {
+                // Not before `min_steps`, and not on the last epoch (that is no early stop).
+                let may_stop = global >= recipe.min_steps as u64 && done < epochs;
+                if recipe.early_stopping.patience > 0 && bad_epochs >= recipe.early_stopping.patience && may_stop {
                     stopped_early = true;
                     line += &format!("; no gain for {bad_epochs} epochs: early stop, best epoch {best_epoch}");
                 }
@@ -247,7 +270,7 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
         epoch += 1;
         first_step = 0;
         extra = json!({});
-        if epoch % recipe.checkpoint.every_epochs.max(1) == 0 || epoch == recipe.epochs || stopped_early {
+        if epoch % recipe.checkpoint.every_epochs.max(1) == 0 || epoch == epochs || stopped_early {
             let st = CheckpointState { model: recipe.model.clone(), epoch, step_in_epoch: 0, global_step: global, elapsed_s: elapsed(&start),
                 extra: keep(best_val, best_epoch, bad_epochs, stopped_early), tool_version: env!("CARGO_PKG_VERSION").into() };
             checkpoint::write(&run, &st, recipe.checkpoint.keep, |d| net.save(d, true))?;

@@ -1,8 +1,11 @@
 //! The pretraining loader: a seeded shuffle per epoch, both views of each batch augmented in
 //! parallel, and the next batch prepared on a second thread while the model trains on this one.
 //!
-//! Last partial batch: dropped when `drop_last` (SimCLR and solo-learn do so: a short batch
-//! has fewer negatives and noisier BatchNorm statistics), kept as a smaller batch otherwise.
+//! The last partial batch: dropped when `drop_last` (SimCLR and solo-learn do so: a short batch
+//! has fewer negatives and noisier BatchNorm statistics); otherwise trained as a smaller batch
+//! when it holds at least the loss's minimum (NT-Xent needs 2 images for a negative, BatchNorm
+//! in training mode 2 values per channel), and folded into the batch before it when it does
+//! not, so no step is ever taken on a batch that cannot form the loss.
 
 use std::ops::Range;
 use std::sync::mpsc::sync_channel;
@@ -15,12 +18,34 @@ use crate::augment::Pipeline;
 use crate::data::Split;
 use crate::error::Result;
 
-/// Steps in an epoch of `n` images at `batch` per step.
-pub fn steps_per_epoch(n: usize, batch: usize, drop_last: bool) -> usize {
-    if drop_last {
-        n / batch
-    } else {
-        n.div_ceil(batch)
+/// How an epoch of images is cut into batches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Batching {
+    /// Images per step.
+    pub batch: usize,
+    /// Drop the last partial batch instead of training on it.
+    pub drop_last: bool,
+    /// The fewest images a step's loss can be formed from; a shorter last batch is folded into
+    /// the one before it.
+    pub min_batch: usize,
+}
+
+impl Batching {
+    /// Steps in an epoch of `n` images.
+    pub fn steps(&self, n: usize) -> usize {
+        let (full, rem) = (n / self.batch, n % self.batch);
+        if self.drop_last || rem == 0 || (rem < self.min_batch && full > 0) {
+            full
+        } else {
+            full + 1
+        }
+    }
+
+    /// Positions `lo..hi` in the epoch's order of the images of step `step` (of `n` images).
+    pub fn range(&self, n: usize, step: usize) -> Range<usize> {
+        let lo = step * self.batch;
+        let last = step + 1 == self.steps(n);
+        lo..if last && !self.drop_last { n } else { (lo + self.batch).min(n) }
     }
 }
 
@@ -38,7 +63,7 @@ pub struct Epoch<'a> {
     pub pipeline: &'a Pipeline,
     pub split: &'a Split,
     pub order: &'a [usize],
-    pub batch: usize,
+    pub batching: Batching,
     /// Augmented views of each image (2 for SimCLR, 1 for fine-tuning).
     pub views: usize,
     pub seed: u64,
@@ -46,10 +71,14 @@ pub struct Epoch<'a> {
 }
 
 impl Epoch<'_> {
+    /// Steps in this epoch.
+    pub fn steps(&self) -> usize {
+        self.batching.steps(self.order.len())
+    }
+
     /// The images of step `step`.
     pub fn indices(&self, step: usize) -> &[usize] {
-        let lo = step * self.batch;
-        &self.order[lo..(lo + self.batch).min(self.order.len())]
+        &self.order[self.batching.range(self.order.len(), step)]
     }
 
     /// Calls `train(step, views)` for each step in `steps`, views laid out [V N, C, H, W] with
@@ -85,8 +114,18 @@ mod tests {
 
     #[test]
     fn orders_and_batches() {
-        assert_eq!(steps_per_epoch(10, 4, true), 2);
-        assert_eq!(steps_per_epoch(10, 4, false), 3);
+        let cut = |n, batch, drop_last, min_batch| {
+            let b = Batching { batch, drop_last, min_batch };
+            (0..b.steps(n)).map(|s| b.range(n, s).len()).collect::<Vec<_>>()
+        };
+        assert_eq!(cut(10, 4, true, 2), vec![4, 4]);
+        assert_eq!(cut(10, 4, false, 2), vec![4, 4, 2]);
+        assert_eq!(cut(17, 8, false, 2), vec![8, 9], "a lone image joins the batch before it");
+        assert_eq!(cut(17, 8, true, 2), vec![8, 8]);
+        assert_eq!(cut(16, 8, false, 2), vec![8, 8]);
+        assert_eq!(cut(19, 8, false, 4), vec![8, 11]);
+        assert_eq!(cut(20, 8, false, 4), vec![8, 8, 4]);
+        assert_eq!(cut(3, 8, false, 2), vec![3], "a single short batch is still a batch");
         let a = epoch_order(50, 1, 0);
         assert_eq!(a, epoch_order(50, 1, 0));
         assert_ne!(a, epoch_order(50, 1, 1));
@@ -99,7 +138,7 @@ mod tests {
         let split = Split::random(10, shape, 0);
         let pipeline = Pipeline::for_split(AugmentConfig::simclr(), &split).unwrap();
         let order = epoch_order(10, 3, 0);
-        let e = Epoch { pipeline: &pipeline, split: &split, order: &order, batch: 4, views: 2, seed: 3, epoch: 0 };
+        let e = Epoch { pipeline: &pipeline, split: &split, order: &order, batching: Batching { batch: 4, drop_last: false, min_batch: 2 }, views: 2, seed: 3, epoch: 0 };
         let mut seen = Vec::new();
         e.run(0..3, |step, views| {
             let mut want = Vec::new();

@@ -44,14 +44,13 @@ pub struct KnnMonitor {
 }
 
 impl KnnMonitor {
-    /// `like` is the augmentation of training; evaluation takes its size and normalisation
-    /// (with the statistics `mean`, `std` of the pretraining split).
+    /// `like` is the augmentation of training; images are seen through its evaluation view
+    /// ([`AugmentConfig::evaluation`], with the statistics `mean`, `std` of the pretraining split).
     pub fn new(train: Labeled, test: Labeled, like: &AugmentConfig, mean: &[f32], std: &[f32], params: KnnParams, file: &Path) -> Result<Self> {
         if train.split.shape != test.split.shape {
             return Err(Error::bad_input(file, format!("splits '{}' and '{}' differ in image shape", train.split.name, test.split.name)));
         }
-        let cfg = AugmentConfig { size: like.size, normalize: like.normalize, interpolation: like.interpolation, ..AugmentConfig::none() };
-        let pipeline = Pipeline::new(cfg, train.split.shape, mean, std)?;
+        let pipeline = Pipeline::new(like.evaluation(), train.split.shape, mean, std)?;
         let classes = train.split.classes.len().max(1 + train.labels.iter().chain(&test.labels).copied().max().unwrap_or(0) as usize);
         Ok(KnnMonitor { train, test, pipeline, params, classes })
     }

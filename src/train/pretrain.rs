@@ -15,7 +15,7 @@ use crate::models::registry::check_input;
 use crate::recipe::pretrain::PretrainRecipe;
 
 use super::checkpoint::{self, CheckpointState};
-use super::loader::{epoch_order, steps_per_epoch, Epoch};
+use super::loader::{epoch_order, Batching, Epoch};
 use super::monitor::{KnnMonitor, Labeled};
 use super::run_dir;
 use super::signal;
@@ -30,9 +30,32 @@ pub struct RunOptions {
     pub force: bool,
     /// Behave as if Ctrl-C came after this many steps of the whole run (for tests).
     pub stop_after: Option<u64>,
+    /// With `resume`: allow the recipe's `epochs` to change (the schedule is recomputed).
+    pub extend: bool,
 }
 
 impl RunOptions {
+    /// Refuses flags that would not act together.
+    pub fn check(&self) -> Result<()> {
+        if self.extend && self.resume.is_none() {
+            return Err(Error::invalid("--extend", "changes the length of a resumed run; give it with --resume RUN"));
+        }
+        if self.force && self.resume.is_some() {
+            return Err(Error::invalid("--force", "replaces a run folder, --resume continues one; give one of them"));
+        }
+        Ok(())
+    }
+
+    /// The run folder, where it resumes from, and the schedule changes the resume asks for
+    /// (see [`run_dir::check_resume`]); reads only.
+    pub fn resume_point<R: serde::Serialize + serde::de::DeserializeOwned>(&self, recipe: &R, model: &str) -> Result<Option<(PathBuf, CheckpointState, Vec<run_dir::Change>)>> {
+        self.check()?;
+        let Some(run) = &self.resume else { return Ok(None) };
+        let (dir, state) = run_dir::resume_point(run, model)?;
+        let changes = run_dir::check_resume(run, recipe, self.extend, state.epoch)?;
+        Ok(Some((dir, state, changes)))
+    }
+
     /// Whether to stop after step `global` (Ctrl-C, or the test hook).
     pub fn stop_now(&self, global: u64) -> bool {
         signal::stop_requested() || self.stop_after == Some(global)
@@ -52,16 +75,16 @@ pub enum Outcome {
 pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
     recipe.validate()?;
     let run = opts.resume.clone().unwrap_or_else(|| recipe.run_dir.join(&recipe.name));
-    let resume_from = match &opts.resume {
-        Some(run) => Some(run_dir::resume_point(run, &recipe.model)?),
-        None => None,
-    };
+    let resume_from = opts.resume_point(recipe, &recipe.model)?;
 
     // Data, model and monitor are all checked before anything is written.
     let store = Store::open(&recipe.data.file)?;
     let full = store.load_split(&recipe.data.split).map_err(|e| Error::invalid("data.split", e.to_string()))?;
     let split = match recipe.data.subset {
         0 => full,
+        k if k > full.len() => {
+            return Err(Error::invalid("data.subset", format!("{k} is more than the {} images of {}:{}", full.len(), recipe.data.file.display(), full.name)))
+        }
         k => full.subset(&full.name, &random_subset(full.len(), k, recipe.seed)),
     };
     let pipeline = Pipeline::for_split(recipe.augment.clone(), &split)?;
@@ -86,16 +109,23 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
     } else {
         None
     };
-    let steps = steps_per_epoch(split.len(), recipe.batch_size, recipe.drop_last);
+    let batching = Batching { batch: recipe.batch_size, drop_last: recipe.drop_last, min_batch: crate::loss::nt_xent::MIN_BATCH };
+    let steps = batching.steps(split.len());
     let sched = recipe.lr.schedule(recipe.batch_size, recipe.epochs, steps)?;
     let mut net = simclr_net::build(&recipe.model, &recipe.head, recipe.optimizer.at(recipe.peak_lr()), recipe.seed, recipe.device)?;
 
-    let mut log = run_dir::open(&run, resume_from.as_ref().map(|(_, s)| s), opts.force, recipe)?;
-    let (mut epoch, mut first_step, mut global, mut elapsed0, mut extra) = (0, 0, 0u64, 0.0, json!({}));
-    if let Some((dir, state)) = &resume_from {
+    if let Some((dir, _, _)) = &resume_from {
         net.load(dir)?;
+    }
+    let mut log = run_dir::open(&run, resume_from.as_ref().map(|(_, s, _)| s), opts.force, recipe)?;
+    let (mut epoch, mut first_step, mut global, mut elapsed0, mut extra) = (0, 0, 0u64, 0.0, json!({}));
+    if let Some((dir, state, changes)) = &resume_from {
         (epoch, first_step, global, elapsed0, extra) = (state.epoch, state.step_in_epoch, state.global_step, state.elapsed_s, state.extra.clone());
         println!("resuming {} at epoch {} step {} ({})", run.display(), epoch + 1, first_step, dir.display());
+        if !changes.is_empty() {
+            run_dir::record_changes(&run, global, changes)?;
+            println!("{}", run_dir::describe_changes(global, changes));
+        }
     }
     signal::install();
 
@@ -115,7 +145,7 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
     let mut knn_top1 = None;
     while epoch < recipe.epochs {
         let order = epoch_order(split.len(), recipe.seed, epoch);
-        let ep = Epoch { pipeline: &pipeline, split: &split, order: &order, batch: recipe.batch_size, views: 2, seed: recipe.seed, epoch };
+        let ep = Epoch { pipeline: &pipeline, split: &split, order: &order, batching, views: 2, seed: recipe.seed, epoch };
         let mut loss_sum = extra.get("epoch_loss_sum").and_then(|v| v.as_f64()).unwrap_or(0.0);
         let bar = crate::progress::bar(steps as u64, &format!("epoch {}/{}", epoch + 1, recipe.epochs));
         bar.set_position(first_step as u64);
@@ -141,7 +171,7 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
             epoch_views += rows;
             let vps = rows as f64 / tick.elapsed().as_secs_f64();
             tick = Instant::now();
-            log.log(&json!({"kind": "step", "epoch": epoch + 1, "step": global, "loss": loss, "lr": lr, "views_per_s": vps, "elapsed_s": elapsed(&start)}))?;
+            log.log(&json!({"kind": "step", "epoch": epoch + 1, "step": global, "images": rows / 2, "loss": loss, "lr": lr, "views_per_s": vps, "elapsed_s": elapsed(&start)}))?;
             bar.set_message(format!("epoch {}/{} loss {loss:.4} lr {lr:.4} {:.0} views/s", epoch + 1, recipe.epochs, epoch_views as f64 / epoch_t.elapsed().as_secs_f64()));
             bar.inc(1);
             last_loss = loss as f64;

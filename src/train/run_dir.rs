@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Context, Error, Result};
@@ -35,6 +36,96 @@ pub fn resume_point(run: &Path, model: &str) -> Result<(PathBuf, CheckpointState
         ));
     }
     Ok((dir, state))
+}
+
+/// Recipe fields a resumed run may change freely: what it runs on, how often it saves, and what
+/// the kNN monitor watches; none of them changes the numbers training computes. (`name` and
+/// `run_dir` are not among them: the run stays in its folder, so a new value would not act.)
+const FREE_ON_RESUME: &[&str] = &["device", "checkpoint", "knn"];
+/// Fields a resumed run may change with `--extend`: the length of the schedule.
+const EXTENDABLE: &[&str] = &["epochs", "min_steps"];
+
+/// One recipe field a resume changes: its path, the run's value and the new one.
+pub type Change = (String, serde_json::Value, serde_json::Value);
+
+/// Leaf fields (dotted paths) where `a` and `b` differ.
+fn differences(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<Change>) {
+    match (a, b) {
+        (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+            for (k, va) in x {
+                let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                differences(&path, va, y.get(k).unwrap_or(&serde_json::Value::Null), out);
+            }
+        }
+        _ if a != b => out.push((prefix.to_string(), a.clone(), b.clone())),
+        _ => {}
+    }
+}
+
+/// Compares the recipe a resume asks for with the one `run` was made with (`run/recipe.ron`).
+/// Fields that fix the data, model, method or schedule must not change, so a resumed run stays
+/// the run it was; `extend` lets `epochs` (and `min_steps`) change, never below the `done`
+/// epochs. Returns the changes to the schedule (to announce and record); refuses with one line
+/// naming the first other changed field. Reads only: nothing is written.
+pub fn check_resume<R: Serialize + DeserializeOwned>(run: &Path, recipe: &R, extend: bool, done: usize) -> Result<Vec<Change>> {
+    let saved: R = crate::recipe::load(&run.join("recipe.ron"), &[])?;
+    let (old, new) = (serde_json::to_value(&saved).expect("a recipe serialises"), serde_json::to_value(recipe).expect("a recipe serialises"));
+    let mut changes = Vec::new();
+    differences("", &old, &new, &mut changes);
+    let top = |path: &str| path.split('.').next().unwrap_or("").to_string();
+    changes.retain(|(path, _, _)| !FREE_ON_RESUME.contains(&top(path).as_str()));
+    let show = |v: &serde_json::Value| v.to_string();
+    if let Some((path, a, b)) = changes.iter().find(|(p, _, _)| !EXTENDABLE.contains(&p.as_str())) {
+        return Err(Error::invalid(
+            "--resume",
+            format!(
+                "{} was made with {path} = {}, this command asks for {}; a resumed run keeps its data, model, method and schedule (start a new run with --set name=...)",
+                run.display(),
+                show(a),
+                show(b)
+            ),
+        ));
+    }
+    if let Some((path, a, b)) = changes.first() {
+        if !extend {
+            return Err(Error::invalid(
+                "--resume",
+                format!("{} was made with {path} = {}, this command asks for {}; changing the schedule of a run needs --extend", run.display(), show(a), show(b)),
+            ));
+        }
+    } else if extend {
+        return Err(Error::invalid("--extend", "nothing to extend: the recipe's epochs are those of the run (set a new length with --set epochs=N)"));
+    }
+    if let Some((_, _, b)) = changes.iter().find(|(p, _, _)| p == "epochs") {
+        if b.as_u64().is_some_and(|e| (e as usize) < done) {
+            return Err(Error::invalid("--extend", format!("epochs {b} is fewer than the {done} epochs {} has done already", run.display())));
+        }
+    }
+    Ok(changes)
+}
+
+/// Appends a resume's schedule changes to `run/recipe_history.jsonl`: the step they take effect
+/// after and each field's old and new value.
+pub fn record_changes(run: &Path, step: u64, changes: &[Change]) -> Result<()> {
+    use std::io::Write;
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let fields: serde_json::Map<String, serde_json::Value> = changes.iter().map(|(p, a, b)| (p.clone(), serde_json::json!([a, b]))).collect();
+    let line = serde_json::json!({
+        "step": step,
+        "time": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        "changes": fields,
+    });
+    let path = run.join("recipe_history.jsonl");
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).at(&path)?;
+    writeln!(f, "{line}").at(&path)
+}
+
+/// One line naming the schedule changes of a resume and the step they take effect from.
+pub fn describe_changes(step: u64, changes: &[Change]) -> String {
+    let list: Vec<String> = changes.iter().map(|(p, a, b)| format!("{p} {a} -> {b}")).collect();
+    format!("--extend: {}; the learning-rate schedule changes from step {}", list.join(", "), step + 1)
 }
 
 /// Writes the resolved recipe as `run/recipe.ron`.
