@@ -5,30 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{labeled_store, pretrain_recipe, s, ssl_fails, ssl_ok};
-
-/// A fine-tuning recipe over `data`; `pretrained` is RON (`None` or `Some("...")`).
-fn finetune_recipe(dir: &Path, data: &Path, name: &str, pretrained: &str, extra: &str) -> PathBuf {
-    let text = format!(
-        r#"(
-    name: "{name}",
-    run_dir: "{runs}",
-    pretrained: {pretrained},
-    data: (file: "{data}", val_fraction: 0.25),
-    model: "small_fmnist",
-    batch_size: 16,
-    epochs: 3,
-    lr: (base: 0.2, warmup_epochs: 0),
-    early_stopping: (patience: 2),
-    {extra}
-)"#,
-        runs = s(&dir.join("runs")),
-        data = s(data)
-    );
-    let p = dir.join(format!("{name}.ron"));
-    std::fs::write(&p, text).unwrap();
-    p
-}
+use common::{finetune_recipe, labeled_store, pretrain_recipe, s, ssl_fails, ssl_ok};
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()

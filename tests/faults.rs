@@ -6,20 +6,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{labeled_store, pretrain_recipe, s, ssl_fails, ssl_ok, write_png};
+use common::{finetune_recipe, labeled_store, pretrain_recipe, records, s, ssl_fails, ssl_ok, write_png};
 use ssl::data::Store;
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn records(run: &Path, kind: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == kind)
-        .collect()
 }
 
 /// Every file below `dir` with its bytes: a refused command must leave this unchanged.
@@ -30,29 +21,6 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         .filter(|e| e.file_type().is_file())
         .map(|e| (e.path().strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(e.path()).unwrap()))
         .collect()
-}
-
-/// A fine-tuning recipe over `data` from scratch.
-fn finetune_recipe(dir: &Path, data: &Path, extra: &str) -> PathBuf {
-    let text = format!(
-        r#"(
-    name: "ft",
-    run_dir: "{runs}",
-    pretrained: None,
-    data: (file: "{data}", val_fraction: 0.25),
-    model: "small_fmnist",
-    batch_size: 8,
-    epochs: 2,
-    lr: (base: 0.2, warmup_epochs: 0),
-    early_stopping: (patience: 2),
-    {extra}
-)"#,
-        runs = s(&dir.join("runs")),
-        data = s(data)
-    );
-    let p = dir.join("ft.ron");
-    std::fs::write(&p, text).unwrap();
-    p
 }
 
 /// A minimal EXIF block (little-endian TIFF) holding only the orientation tag.
@@ -115,7 +83,7 @@ fn degenerate_last_batches_are_folded_not_trained() {
     assert!(!out.stdout.contains("final loss -0"), "{}", out.stdout);
 
     // Fine-tuning: 13 training images in batches of 6 train as 6 and 7.
-    let ft = finetune_recipe(d.path(), &data, "");
+    let ft = finetune_recipe(d.path(), &data, "ft", "None", "");
     ssl_ok(&["finetune", s(&ft), "--set", "batch_size=6", "--set", "epochs=1"]);
     let sizes: Vec<u64> = records(&d.path().join("runs/ft"), "step").iter().map(|v| v["images"].as_u64().unwrap()).collect();
     assert_eq!(sizes, vec![6, 7]);
@@ -187,13 +155,13 @@ fn flags_act_or_are_refused() {
     }
     ssl_fails(&["pretrain", s(&r), "--set", "optimizer.kind=AdamW", "--set", "optimizer.momentum=0.5"], &["optimizer.momentum", "AdamW"]);
     ssl_fails(&["pretrain", s(&r), "--set", "lr.annealing=Step", "--set", "lr.milestones=[3]"], &["lr.milestones", "3"]);
-    let ft = finetune_recipe(t.path(), &data, "");
+    let ft = finetune_recipe(t.path(), &data, "ft", "None", "");
     ssl_fails(&["finetune", s(&ft), "--set", "backbone.freeze=true", "--set", "backbone.lr_factor=0.1"], &["backbone.lr_factor", "freeze"]);
     ssl_fails(&["finetune", s(&ft), "--set", "data.val_fraction=0.0", "--set", "early_stopping.patience=0", "--set", "early_stopping.min_delta=0.01"], &["min_delta"]);
     assert!(!t.path().join("runs").exists(), "nothing written");
     // A fine-tuning recipe's partial augment section keeps fine-tuning's defaults (no colour):
     // the preview of its views equals that of the same recipe with the colour set off by hand.
-    let part = finetune_recipe(t.path(), &data, "augment: (flip_p: 0.0),");
+    let part = finetune_recipe(t.path(), &data, "part", "None", "augment: (flip_p: 0.0),");
     let (a, b) = (t.path().join("a.png"), t.path().join("b.png"));
     ssl_ok(&["augment", "preview", s(&data), "--recipe", s(&part), "--out", s(&a)]);
     let full = t.path().join("full.ron");
@@ -233,7 +201,7 @@ fn refused_resume_changes_nothing_and_schedule_changes_need_extend() {
     ssl_fails(&["pretrain", "--resume", s(&run), "--set", "batch_size=8", "--extend"], &["batch_size"]);
 
     // Fine-tuning: the same rules.
-    let ft = finetune_recipe(d.path(), &data, "");
+    let ft = finetune_recipe(d.path(), &data, "ft", "None", "");
     ssl_ok(&["finetune", s(&ft)]);
     let run = d.path().join("runs/ft");
     let before = snapshot(&run);
@@ -301,10 +269,10 @@ fn json_info(store: &Path) -> serde_json::Value {
 fn tiny_label_fractions_train_at_least_min_steps() {
     let d = tempfile::tempdir().unwrap();
     let data = labeled_store(d.path(), 3000, 20);
-    let ft = finetune_recipe(d.path(), &data, "min_steps: 40,");
+    let ft = finetune_recipe(d.path(), &data, "ft", "None", "min_steps: 40,");
     // 1% of 3000 = 30 labeled images, 22 after validation: 3 steps of 8 per epoch, so the
     // 2 epochs of the recipe are raised to 14 (42 steps), and patience 1 cannot stop it early.
-    let out = ssl_ok(&["finetune", s(&ft), "--set", "data.label_fraction=0.01", "--set", "early_stopping.patience=1", "--set", "lr.base=1e-9"]);
+    let out = ssl_ok(&["finetune", s(&ft), "--set", "batch_size=8", "--set", "epochs=2", "--set", "data.label_fraction=0.01", "--set", "early_stopping.patience=1", "--set", "lr.base=1e-9"]);
     assert!(out.stdout.contains("min_steps 40"), "{}", out.stdout);
     let r = json(&d.path().join("runs/ft/result.json"));
     assert_eq!(r["train_images"], 22);

@@ -5,16 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{labeled_store, pretrain_recipe as recipe, s, ssl, ssl_fails, ssl_ok};
-
-fn records(run: &Path, kind: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == kind)
-        .collect()
-}
+use common::{labeled_store, pretrain_recipe as recipe, records, s, ssl, ssl_fails, ssl_ok};
 
 /// (step, loss) of every step record, losses as their exact f32 text.
 fn losses(run: &Path) -> Vec<(u64, String)> {

@@ -145,3 +145,35 @@ pub fn pretrain_recipe(dir: &Path, data: &Path, extra: &str) -> std::path::PathB
     p
 }
 
+/// A fine-tuning recipe over `data`; `pretrained` is RON (`None` or `Some("...")`).
+pub fn finetune_recipe(dir: &Path, data: &Path, name: &str, pretrained: &str, extra: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"(
+    name: "{name}",
+    run_dir: "{runs}",
+    pretrained: {pretrained},
+    data: (file: "{data}", val_fraction: 0.25),
+    model: "small_fmnist",
+    batch_size: 16,
+    epochs: 3,
+    lr: (base: 0.2, warmup_epochs: 0),
+    early_stopping: (patience: 2),
+    {extra}
+)"#,
+        runs = s(&dir.join("runs")),
+        data = s(data)
+    );
+    let p = dir.join(format!("{name}.ron"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The records of one `kind` ("step", "epoch") of a run's `metrics.jsonl`.
+pub fn records(run: &Path, kind: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == kind)
+        .collect()
+}
