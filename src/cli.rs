@@ -217,8 +217,9 @@ pub struct TrainArgs {
     /// Replace the run folder if it exists.
     #[arg(long)]
     pub force: bool,
-    /// With --resume: let the recipe's `epochs` change (the learning-rate schedule is
-    /// recomputed from there; the change is announced and recorded in RUN/recipe_history.jsonl).
+    /// With --resume: let the recipe's `epochs` (and fine-tuning's `min_steps`) change; the
+    /// learning-rate schedule is recomputed from there, and the change is announced and
+    /// recorded in RUN/recipe_history.jsonl.
     #[arg(long)]
     pub extend: bool,
     /// Stop as Ctrl-C would after this many steps of the whole run (for tests).

@@ -75,7 +75,11 @@ pub fn grid(tiles: &[Tile], cols: usize, scale: u32) -> RgbImage {
 }
 
 /// Saves a PNG atomically: a temporary file beside `path`, renamed over it when complete.
+/// A name not ending in `.png` is refused (the bytes would be PNG whatever the name said).
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
+    if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
+        return Err(crate::error::Error::bad_input(path, "pictures are written as PNG: name the file *.png"));
+    }
     let tmp = crate::fsutil::tmp_beside(path);
     img.save_with_format(&tmp, image::ImageFormat::Png).at(path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);

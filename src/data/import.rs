@@ -51,10 +51,20 @@ pub struct ImportOptions {
 impl ImportOptions {
     /// The class names to store: `--classes` when given (one name per class of the dataset,
     /// else an error naming the flag), the format's own names otherwise.
+    /// Names are trimmed of spaces; empty or repeated names are refused.
     pub fn class_names(&self, own: Vec<String>) -> Result<Vec<String>> {
-        match &self.classes {
+        let names: Option<Vec<String>> = self.classes.as_ref().map(|c| c.iter().map(|n| n.trim().to_string()).collect());
+        if let Some(names) = &names {
+            if names.iter().any(String::is_empty) {
+                return Err(Error::invalid("--classes", "has an empty name"));
+            }
+            if let Some((i, n)) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)) {
+                return Err(Error::invalid("--classes", format!("names '{n}' twice (classes {} and {})", names.iter().position(|m| m == n).unwrap_or(0), i)));
+            }
+        }
+        match names {
             None => Ok(own),
-            Some(names) if names.len() == own.len() => Ok(names.clone()),
+            Some(names) if names.len() == own.len() => Ok(names),
             Some(names) => Err(Error::invalid(
                 "--classes",
                 format!("gives {} names, the dataset has {} classes ({})", names.len(), own.len(), own.join(", ")),

@@ -100,7 +100,7 @@ pub fn stratified_split(labels: Option<&[u32]>, n: usize, fractions: &[f64], see
     }
     let sum: f64 = fractions.iter().sum();
     if (sum - 1.0).abs() > 1e-6 {
-        return Err(Error::invalid("fractions", format!("{} sum to {sum}, not 1", fractions.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(","))));
+        return Err(Error::invalid("fractions", format!("{} sum to {sum:.6}, not 1", fractions.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(","))));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let classes = labels.map_or(1, |l| l.iter().map(|&y| y as usize + 1).max().unwrap_or(0));

@@ -47,10 +47,12 @@ pub fn split_store(path: &Path, req: &SplitRequest) -> Result<Vec<(String, usize
     if !names.contains(&req.from) {
         return Err(Error::invalid("--from", format!("{} has no split named '{}' (splits: {})", path.display(), req.from, names.join(", "))));
     }
-    if let Some(clash) = req.into.iter().find(|n| **n != req.from && names.contains(n)) {
-        if !req.force {
+    match req.into.iter().find(|n| **n != req.from && names.contains(n)) {
+        Some(clash) if !req.force => {
             return Err(Error::invalid("--into", format!("{} already has a split '{clash}'; replace it with --force", path.display())));
         }
+        None if req.force => return Err(Error::invalid("--force", "no existing split is replaced (--into names none but --from)")),
+        _ => {}
     }
     let source = store.load_split(&req.from)?;
     let parts = stratified_split(source.labels.as_deref(), source.len(), &req.fractions, req.seed).map_err(|e| e.for_field("--fractions"))?;
@@ -68,6 +70,12 @@ pub fn split_store(path: &Path, req: &SplitRequest) -> Result<Vec<(String, usize
         humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
         env!("CARGO_PKG_VERSION")
     );
+    let replaced: Vec<&String> = req.into.iter().filter(|n| **n != req.from && names.contains(n)).collect();
+    let line = if replaced.is_empty() {
+        line
+    } else {
+        format!("{line}, replacing the earlier {}", replaced.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", "))
+    };
     let mut history = info.history.clone();
     history.push(line);
     let prov = Provenance { format: info.source_format.clone(), source: info.source_path.clone().into() };

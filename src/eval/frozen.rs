@@ -8,7 +8,6 @@ use crate::augment::Pipeline;
 use crate::data::split::random_subset;
 use crate::data::{Split, Store};
 use crate::error::{Error, Result};
-use crate::recipe::PretrainRecipe;
 use crate::train::classifier_net::{self, ClassifierSpec};
 use crate::train::finetune::{class_count, labels_of};
 use crate::train::simclr_net::BACKBONE_FILE;
@@ -56,6 +55,8 @@ pub struct FeatureSet {
     pub train: SplitFeatures,
     pub test: SplitFeatures,
     pub classes: Vec<String>,
+    /// Which images: the store, its splits and sizes, and the training subset.
+    pub data: String,
 }
 
 fn labeled(store: &Store, name: &str, field: &str) -> Result<Split> {
@@ -66,11 +67,7 @@ fn labeled(store: &Store, name: &str, field: &str) -> Result<Split> {
 
 /// The features of `source` for `run`, from the cache when it is current.
 pub fn features(run: &Path, source: Source, req: &FeatureRequest) -> Result<FeatureSet> {
-    let recipe_path = run.join("recipe.ron");
-    if !recipe_path.exists() {
-        return Err(Error::invalid("run", format!("{}: not a pretraining run folder (no recipe.ron)", run.display())));
-    }
-    let recipe: PretrainRecipe = crate::recipe::load(&recipe_path, &[])?;
+    let recipe = crate::recipe::load_pretraining_run(run, "run")?;
     let file = req.data.clone().unwrap_or_else(|| recipe.data.file.clone());
     let store = Store::open(&file)?;
     let train = labeled(&store, &req.train_split, "--train-split")?;
@@ -95,12 +92,13 @@ pub fn features(run: &Path, source: Source, req: &FeatureRequest) -> Result<Feat
         req.max_train,
         recipe.augment.evaluation()
     );
+    let data = format!("{} {}:{} {}:{} max {}", file.display(), req.train_split, train.len(), req.test_split, test.len(), req.max_train);
     let names: Vec<String> = if train.classes.len() == classes { train.classes.clone() } else { (0..classes).map(|i| i.to_string()).collect() };
     let cache = run.join("eval").join(format!("features-{}.h5", source.key()));
     if let Some(mut v) = feature_cache::read(&cache, Some(&source_id), &["train", "test"])? {
         let test = v.pop().expect("two splits");
         let train = v.pop().expect("two splits");
-        return Ok(FeatureSet { train, test, classes: names });
+        return Ok(FeatureSet { train, test, classes: names, data });
     }
     // The view pretraining's kNN monitor and fine-tuning evaluate (normalised only when
     // pretraining normalised).
@@ -136,5 +134,5 @@ pub fn features(run: &Path, source: Source, req: &FeatureRequest) -> Result<Feat
         std::fs::create_dir_all(run.join("eval")).map_err(|e| Error::Io { path: run.join("eval"), source: e })?;
         feature_cache::write(&cache, &source_id, &[("train", &train_f), ("test", &test_f)])?;
     }
-    Ok(FeatureSet { train: train_f, test: test_f, classes: names })
+    Ok(FeatureSet { train: train_f, test: test_f, classes: names, data })
 }

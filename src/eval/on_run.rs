@@ -25,6 +25,9 @@ pub struct ProbeEntry {
     pub config: ProbeConfig,
     pub classes: Vec<String>,
     pub seconds: f64,
+    /// The images evaluated (see [`merge`]); empty in files written before it was recorded.
+    #[serde(default)]
+    pub data: String,
 }
 
 /// One kNN result.
@@ -35,15 +38,37 @@ pub struct KnnEntry {
     pub temperature: f32,
     pub train_images: usize,
     pub seconds: f64,
+    /// The images evaluated (see [`merge`]).
+    #[serde(default)]
+    pub data: String,
 }
 
-fn merge<T: Serialize + DeserializeOwned>(path: &Path, key: &str, entry: T) -> Result<()> {
+/// An entry of `probe.json` / `knn.json` and the images it was measured on.
+trait OnData {
+    fn data(&self) -> &str;
+}
+impl OnData for ProbeEntry {
+    fn data(&self) -> &str {
+        &self.data
+    }
+}
+impl OnData for KnnEntry {
+    fn data(&self) -> &str {
+        &self.data
+    }
+}
+
+/// Writes `entry` under `key` into the results file at `path`. The entries of one file are
+/// measured on the same images, so they compare as baselines: entries measured on other data
+/// (another store, split or subset) are dropped.
+fn merge<T: Serialize + DeserializeOwned + OnData>(path: &Path, key: &str, entry: T) -> Result<()> {
     let mut all: BTreeMap<String, T> = if path.exists() {
         let text = std::fs::read_to_string(path).at(path)?;
         serde_json::from_str(&text).map_err(|e| Error::bad_input(path, e.to_string()))?
     } else {
         BTreeMap::new()
     };
+    all.retain(|_, e| e.data() == entry.data());
     all.insert(key.to_string(), entry);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).at(dir)?;
@@ -81,7 +106,7 @@ pub fn probe_run(run: &Path, sources: &[Source], req: &FeatureRequest, cfg: Prob
             },
         )?;
         bar.finish_and_clear();
-        let entry = ProbeEntry { train, test, dim: f.train.dim, config: cfg, classes: f.classes, seconds: t.elapsed().as_secs_f64() };
+        let entry = ProbeEntry { train, test, dim: f.train.dim, config: cfg, classes: f.classes, seconds: t.elapsed().as_secs_f64(), data: f.data };
         merge(&run.join("eval/probe.json"), source.key(), entry.clone())?;
         out.push((source, entry));
     }
@@ -96,7 +121,7 @@ pub fn knn_run(run: &Path, sources: &[Source], req: &FeatureRequest, params: Knn
         let f = features(run, source, req)?;
         let classes = f.classes.len();
         let scores = knn_scores(&f.train.x, &f.train.y, &f.test.x, f.train.dim, classes, params)?;
-        let entry = KnnEntry { test: evaluate(&scores, &f.test.y, classes), k: params.k, temperature: params.temperature, train_images: f.train.y.len(), seconds: t.elapsed().as_secs_f64() };
+        let entry = KnnEntry { test: evaluate(&scores, &f.test.y, classes), k: params.k, temperature: params.temperature, train_images: f.train.y.len(), seconds: t.elapsed().as_secs_f64(), data: f.data };
         merge(&run.join("eval/knn.json"), source.key(), entry.clone())?;
         out.push((source, entry));
     }

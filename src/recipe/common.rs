@@ -206,8 +206,8 @@ pub fn check_training(lr: &LrConfig, optimizer: &OptimizerConfig, batch_size: us
     if batch_size < 2 {
         return Err(Error::invalid("batch_size", format!("{batch_size} must be at least 2")));
     }
-    if epochs == 0 {
-        return Err(Error::invalid("epochs", "must be at least 1"));
+    if epochs == 0 || epochs > 1_000_000 {
+        return Err(Error::invalid("epochs", format!("{epochs} must be between 1 and 1,000,000")));
     }
     if lr.warmup_epochs > epochs {
         return Err(Error::invalid("lr.warmup_epochs", format!("{} is longer than the run ({epochs} epochs)", lr.warmup_epochs)));

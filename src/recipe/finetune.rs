@@ -161,6 +161,9 @@ impl FinetuneRecipe {
         super::common::check_training(&self.lr, &self.optimizer, self.batch_size, self.epochs, &self.model)?;
         self.device.check()?;
         self.checkpoint.check()?;
+        if self.min_steps > 100_000_000 {
+            return Err(Error::invalid("min_steps", format!("{} is more than 100,000,000", self.min_steps)));
+        }
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return Err(Error::invalid("label_smoothing", format!("{} must be in [0, 1)", self.label_smoothing)));
         }

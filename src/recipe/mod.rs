@@ -80,6 +80,27 @@ fn apply_override(root: &mut serde_json::Value, spec: &str) -> Result<()> {
     Err(Error::invalid("--set", "empty field path"))
 }
 
+/// The recipe of the pretraining run in folder `run`, for commands that evaluate or report one
+/// (`field` names their argument). A folder without `recipe.ron`, or a fine-tuning run, is
+/// refused with a line saying so.
+pub fn load_pretraining_run(run: &Path, field: &str) -> Result<PretrainRecipe> {
+    let path = run.join("recipe.ron");
+    if !path.exists() {
+        return Err(Error::invalid(field, format!("{}: not a pretraining run folder (no recipe.ron)", run.display())));
+    }
+    load::<PretrainRecipe>(&path, &[]).map_err(|e| match load::<FinetuneRecipe>(&path, &[]) {
+        Ok(ft) => Error::invalid(
+            field,
+            format!(
+                "{} is a fine-tuning run; give a pretraining run{}",
+                run.display(),
+                ft.pretrained.map_or(String::new(), |p| format!(" (this one fine-tuned {})", p.display()))
+            ),
+        ),
+        Err(_) => e,
+    })
+}
+
 /// The augmentation a recipe file trains with, whichever kind of recipe it is: pretraining
 /// (SimCLR's defaults for fields left out) or fine-tuning (`AugmentConfig::light`'s). The whole
 /// recipe is read and validated, so a preview never shows views a run would refuse.

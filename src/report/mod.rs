@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::error::{Context, Error, Result};
 use crate::eval::feature_cache;
 use crate::eval::on_run::{read, KnnEntry, ProbeEntry};
-use crate::recipe::{FinetuneRecipe, PretrainRecipe};
+use crate::recipe::FinetuneRecipe;
 use crate::train::finetune::FinetuneResult;
 use crate::train::metrics;
 use document::Block;
@@ -75,11 +75,7 @@ fn init_label(f: &Finetune) -> &'static str {
 /// Writes the report of `run` (and of the fine-tuning runs `finetunes`) into `out`; returns
 /// the files written.
 pub fn write(run: &Path, finetunes: &[PathBuf], out: &Path) -> Result<Vec<PathBuf>> {
-    let recipe_path = run.join("recipe.ron");
-    if !recipe_path.exists() {
-        return Err(Error::invalid("run", format!("{}: not a pretraining run folder (no recipe.ron)", run.display())));
-    }
-    let recipe: PretrainRecipe = crate::recipe::load(&recipe_path, &[])?;
+    let recipe = crate::recipe::load_pretraining_run(run, "run")?;
     let records = metrics::read(&run.join("metrics.jsonl"))?;
     let steps: Vec<Value> = records.iter().filter(|v| v["kind"] == "step").cloned().collect();
     let epochs: Vec<Value> = records.iter().filter(|v| v["kind"] == "epoch").cloned().collect();

@@ -29,7 +29,15 @@ pub struct CheckpointState {
     #[serde(default)]
     pub extra: serde_json::Value,
     pub tool_version: String,
+    /// How the loop cut its data when it wrote this: 0 (absent) before last batches too small
+    /// for the loss were folded and fine-tuning's validation split was stratified, then
+    /// [`FORMAT`]. A resume refuses a checkpoint whose run would not continue exactly.
+    #[serde(default)]
+    pub format: u32,
 }
+
+/// The checkpoint format this build writes (see [`CheckpointState::format`]).
+pub const FORMAT: u32 = 1;
 
 const STATE_FILE: &str = "state.json";
 
@@ -93,6 +101,7 @@ mod tests {
             elapsed_s: 0.0,
             extra: serde_json::Value::Null,
             tool_version: "t".into(),
+            format: FORMAT,
         };
         for s in 1..=4 {
             st.global_step = s * 10;

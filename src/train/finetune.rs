@@ -159,13 +159,24 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
     let schedule_epoch = steps.max(recipe.min_steps.div_ceil(recipe.epochs));
     let epochs = (recipe.epochs * schedule_epoch).div_ceil(steps);
     let sched = recipe.lr.schedule(recipe.batch_size, recipe.epochs, schedule_epoch)?;
-    if epochs > recipe.epochs {
-        println!(
+    let stretched = (epochs > recipe.epochs).then(|| {
+        format!(
             "min_steps {}: {steps} steps per epoch on {} training images, so {epochs} epochs instead of {} (the learning-rate schedule stretches with them)",
             recipe.min_steps,
             train_idx.len(),
             recipe.epochs
-        );
+        )
+    });
+    if let Some((_, state, changes)) = &resume_from {
+        if state.format == 0 && (d.val_fraction > 0.0 || train_idx.len() % recipe.batch_size == 1) {
+            return Err(super::pretrain::stale_checkpoint(&run, "validation splits are now stratified and a last batch of one image is folded"));
+        }
+        super::pretrain::refuse_fewer_epochs(&run, epochs, state.epoch)?;
+        let stopped = state.extra.get("stopped_early").and_then(|v| v.as_bool()).unwrap_or(false);
+        if (state.epoch >= epochs || stopped) && changes.is_empty() && run.join("result.json").exists() {
+            let summary = format!("nothing left to do: the run is finished; results in {}", run.join("result.json").display());
+            return Ok(Outcome::Finished { run, summary });
+        }
     }
 
     if let Some((dir, _, _)) = &resume_from {
@@ -180,6 +191,9 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
             run_dir::record_changes(&run, global, changes)?;
             println!("{}", run_dir::describe_changes(global, changes));
         }
+    }
+    if let Some(line) = &stretched {
+        println!("{line}");
     }
     signal::install();
     let get = |extra: &serde_json::Value, k: &str| extra.get(k).and_then(|v| v.as_f64());
@@ -235,7 +249,7 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
             x["epoch_loss_sum"] = json!(loss_sum);
             x["epoch_correct"] = json!(correct);
             x["epoch_seen"] = json!(seen);
-            let st = CheckpointState { model: recipe.model.clone(), epoch, step_in_epoch, global_step: global, elapsed_s: elapsed(&start), extra: x, tool_version: env!("CARGO_PKG_VERSION").into() };
+            let st = CheckpointState { model: recipe.model.clone(), epoch, step_in_epoch, global_step: global, elapsed_s: elapsed(&start), extra: x, tool_version: env!("CARGO_PKG_VERSION").into(), format: checkpoint::FORMAT };
             let dir = checkpoint::write(&run, &st, recipe.checkpoint.keep, |d| net.save(d, true))?;
             return Ok(Outcome::Interrupted { run, checkpoint: dir, step: global });
         }
@@ -272,7 +286,7 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
         extra = json!({});
         if epoch % recipe.checkpoint.every_epochs.max(1) == 0 || epoch == epochs || stopped_early {
             let st = CheckpointState { model: recipe.model.clone(), epoch, step_in_epoch: 0, global_step: global, elapsed_s: elapsed(&start),
-                extra: keep(best_val, best_epoch, bad_epochs, stopped_early), tool_version: env!("CARGO_PKG_VERSION").into() };
+                extra: keep(best_val, best_epoch, bad_epochs, stopped_early), tool_version: env!("CARGO_PKG_VERSION").into(), format: checkpoint::FORMAT };
             checkpoint::write(&run, &st, recipe.checkpoint.keep, |d| net.save(d, true))?;
         }
     }

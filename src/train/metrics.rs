@@ -17,15 +17,23 @@ pub struct MetricsLog {
 
 impl MetricsLog {
     /// Opens `path` for appending; with `keep_until = Some(step)`, first drops the lines
-    /// logged after `step` (a resumed run writes them again).
+    /// logged after `step` (a resumed run writes them again). The lines kept are kept as they
+    /// were written, byte for byte (parsing and printing again could change a float's last
+    /// digit), and the file is not touched when nothing is dropped.
     pub fn open(path: &Path, keep_until: Option<u64>) -> Result<Self> {
         if let (Some(step), true) = (keep_until, path.exists()) {
-            let kept: Vec<String> = read(path)?
-                .into_iter()
-                .filter(|v| v.get("step").and_then(Value::as_u64).is_some_and(|s| s <= step))
-                .map(|v| v.to_string())
-                .collect();
-            crate::fsutil::write_atomic(path, kept.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+            let text = std::fs::read_to_string(path).at(path)?;
+            let mut kept = String::new();
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let v: Value = serde_json::from_str(line).map_err(|e| crate::error::Error::bad_input(path, format!("line {}: {e}", i + 1)))?;
+                if v.get("step").and_then(Value::as_u64).is_some_and(|s| s <= step) {
+                    kept.push_str(line);
+                    kept.push('\n');
+                }
+            }
+            if kept != text {
+                crate::fsutil::write_atomic(path, kept)?;
+            }
         }
         let file = OpenOptions::new().create(true).append(true).open(path).at(path)?;
         Ok(MetricsLog { path: path.to_path_buf(), file })
@@ -70,5 +78,9 @@ mod tests {
         m.log(&json!({"step": 4, "loss": 0.0})).unwrap();
         let steps: Vec<u64> = read(&p).unwrap().iter().map(|v| v["step"].as_u64().unwrap()).collect();
         assert_eq!(steps, vec![1, 2, 3, 4]);
+        // Kept lines keep their text: a float that serde_json would print back differently.
+        std::fs::write(&p, "{\"step\":1,\"loss\":1.0726428031921387}\n{\"step\":2,\"lr\":0.0015624999999999999}\n").unwrap();
+        drop(MetricsLog::open(&p, Some(1)).unwrap());
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"step\":1,\"loss\":1.0726428031921387}\n");
     }
 }

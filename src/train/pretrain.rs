@@ -52,7 +52,7 @@ impl RunOptions {
         self.check()?;
         let Some(run) = &self.resume else { return Ok(None) };
         let (dir, state) = run_dir::resume_point(run, model)?;
-        let changes = run_dir::check_resume(run, recipe, self.extend, state.epoch)?;
+        let changes = run_dir::check_resume(run, recipe, self.extend)?;
         Ok(Some((dir, state, changes)))
     }
 
@@ -69,6 +69,20 @@ pub enum Outcome {
     Finished { run: PathBuf, summary: String },
     /// Stopped by Ctrl-C after saving `checkpoint`.
     Interrupted { run: PathBuf, checkpoint: PathBuf, step: u64 },
+}
+
+/// The error for resuming a checkpoint of an earlier format (see `CheckpointState::format`)
+/// whose data would now be cut differently, so the resume could not be exact.
+pub fn stale_checkpoint(run: &std::path::Path, why: &str) -> Error {
+    Error::invalid("--resume", format!("{} was checkpointed by an earlier ssl and cannot continue exactly ({why}); start a new run", run.display()))
+}
+
+/// Refuses a resume whose run (`epochs`, after any `--extend`) is shorter than the `done` epochs.
+pub fn refuse_fewer_epochs(run: &std::path::Path, epochs: usize, done: usize) -> Result<()> {
+    if epochs < done {
+        return Err(Error::invalid("--extend", format!("the run would have {epochs} epochs, fewer than the {done} {} has done already", run.display())));
+    }
+    Ok(())
 }
 
 /// Runs (or resumes) the pretraining that `recipe` describes.
@@ -111,6 +125,14 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
     };
     let batching = Batching { batch: recipe.batch_size, drop_last: recipe.drop_last, min_batch: crate::loss::nt_xent::MIN_BATCH };
     let steps = batching.steps(split.len());
+    if let Some((_, state, _)) = &resume_from {
+        // Before format 1 a last batch of one image was a step of its own.
+        let old_steps = if recipe.drop_last { split.len() / recipe.batch_size } else { split.len().div_ceil(recipe.batch_size) };
+        if state.format == 0 && old_steps != steps {
+            return Err(stale_checkpoint(&run, "its last batch of one image is now folded into the one before"));
+        }
+        refuse_fewer_epochs(&run, recipe.epochs, state.epoch)?;
+    }
     let sched = recipe.lr.schedule(recipe.batch_size, recipe.epochs, steps)?;
     let mut net = simclr_net::build(&recipe.model, &recipe.head, recipe.optimizer.at(recipe.peak_lr()), recipe.seed, recipe.device)?;
 
@@ -139,6 +161,7 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
         elapsed_s,
         extra,
         tool_version: env!("CARGO_PKG_VERSION").into(),
+        format: checkpoint::FORMAT,
     };
     let (c, h, w) = (shape.channels, shape.height, shape.width);
     let mut last_loss = f64::NAN;

@@ -64,27 +64,25 @@ fn differences(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: 
 
 /// Compares the recipe a resume asks for with the one `run` was made with (`run/recipe.ron`).
 /// Fields that fix the data, model, method or schedule must not change, so a resumed run stays
-/// the run it was; `extend` lets `epochs` (and `min_steps`) change, never below the `done`
-/// epochs. Returns the changes to the schedule (to announce and record); refuses with one line
-/// naming the first other changed field. Reads only: nothing is written.
-pub fn check_resume<R: Serialize + DeserializeOwned>(run: &Path, recipe: &R, extend: bool, done: usize) -> Result<Vec<Change>> {
+/// the run it was; `extend` lets `epochs` (and `min_steps`) change. Returns the changes to the schedule (to announce and record); refuses with one line
+/// naming the first other changed field. Reads only: nothing is written. (Whether the new
+/// length still covers the epochs done is the loop's to check: it knows the real epochs.)
+pub fn check_resume<R: Serialize + DeserializeOwned>(run: &Path, recipe: &R, extend: bool) -> Result<Vec<Change>> {
     let saved: R = crate::recipe::load(&run.join("recipe.ron"), &[])?;
     let (old, new) = (serde_json::to_value(&saved).expect("a recipe serialises"), serde_json::to_value(recipe).expect("a recipe serialises"));
     let mut changes = Vec::new();
     differences("", &old, &new, &mut changes);
     let top = |path: &str| path.split('.').next().unwrap_or("").to_string();
     changes.retain(|(path, _, _)| !FREE_ON_RESUME.contains(&top(path).as_str()));
-    let show = |v: &serde_json::Value| v.to_string();
+    // Values as a recipe writes them (`None`, not JSON's `null`).
+    let show = |v: &serde_json::Value| if v.is_null() { "None".to_string() } else { v.to_string() };
     if let Some((path, a, b)) = changes.iter().find(|(p, _, _)| !EXTENDABLE.contains(&p.as_str())) {
-        return Err(Error::invalid(
-            "--resume",
-            format!(
-                "{} was made with {path} = {}, this command asks for {}; a resumed run keeps its data, model, method and schedule (start a new run with --set name=...)",
-                run.display(),
-                show(a),
-                show(b)
-            ),
-        ));
+        let advice = if path == "name" || path == "run_dir" {
+            "a resumed run stays in its folder (copy the folder to continue it under another name)"
+        } else {
+            "a resumed run keeps its data, model, method and schedule (start a new run with --set name=...)"
+        };
+        return Err(Error::invalid("--resume", format!("{} was made with {path} = {}, this command asks for {}; {advice}", run.display(), show(a), show(b))));
     }
     if let Some((path, a, b)) = changes.first() {
         if !extend {
@@ -95,11 +93,6 @@ pub fn check_resume<R: Serialize + DeserializeOwned>(run: &Path, recipe: &R, ext
         }
     } else if extend {
         return Err(Error::invalid("--extend", "nothing to extend: the recipe's epochs are those of the run (set a new length with --set epochs=N)"));
-    }
-    if let Some((_, _, b)) = changes.iter().find(|(p, _, _)| p == "epochs") {
-        if b.as_u64().is_some_and(|e| (e as usize) < done) {
-            return Err(Error::invalid("--extend", format!("epochs {b} is fewer than the {done} epochs {} has done already", run.display())));
-        }
     }
     Ok(changes)
 }
