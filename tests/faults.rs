@@ -361,3 +361,18 @@ fn one_evaluation_view_for_monitor_and_frozen_evaluation() {
         .count();
     assert_eq!(pixels, hits as f64 / te.len() as f64, "kNN on the raw pixels, as pretraining saw them");
 }
+
+/// Found by the new-user tryout: with no fine-tuning run the report's per-class table showed the
+/// probe's numbers twice, under two names.
+#[test]
+fn report_per_class_table_shows_the_probe_once() {
+    let d = tempfile::tempdir().unwrap();
+    let data = labeled_store(d.path(), 40, 20);
+    ssl_ok(&["pretrain", s(&pretrain_recipe(d.path(), &data, "")), "--set", "epochs=1", "--set", "knn.every_epochs=0"]);
+    let run = d.path().join("runs/t");
+    ssl_ok(&["probe", s(&run), "--epochs", "3"]);
+    ssl_ok(&["report", s(&run)]);
+    let md = std::fs::read_to_string(run.join("report/report.md")).unwrap();
+    let header = md.lines().find(|l| l.starts_with("| Class |")).expect("a per-class table");
+    assert_eq!(header.matches("probe").count(), 1, "{header}");
+}

@@ -180,12 +180,22 @@ pub fn write(run: &Path, finetunes: &[PathBuf], out: &Path) -> Result<Vec<PathBu
         blocks.push(Block::Heading(2, "Per class".into()));
         blocks.push(Block::Paragraph(format!("Test accuracy per class and confusion matrix of {who}.")));
         let names = if names.len() == eval.per_class.len() { names } else { (0..eval.per_class.len()).map(|i| i.to_string()).collect() };
+        // Beside a fine-tuned model, the probe's column; when the detail is the probe itself,
+        // one column (not the same numbers twice).
+        let beside = if best.is_some() { probes.get("ssl") } else { None };
         let mut rows = Vec::new();
         for (i, n) in names.iter().enumerate() {
-            let probe = probes.get("ssl").and_then(|p| p.test.per_class.get(i).copied());
-            rows.push(vec![n.clone(), pct(eval.per_class.get(i).copied()), pct(probe)]);
+            let mut row = vec![n.clone(), pct(eval.per_class.get(i).copied())];
+            if let Some(p) = beside {
+                row.push(pct(p.test.per_class.get(i).copied()));
+            }
+            rows.push(row);
         }
-        blocks.push(Block::Table(vec!["Class".into(), format!("{who} (%)"), "SimCLR probe (%)".into()], rows));
+        let mut header = vec!["Class".to_string(), format!("{who} (%)")];
+        if beside.is_some() {
+            header.push("SimCLR probe (%)".into());
+        }
+        blocks.push(Block::Table(header, rows));
         plots::bars(&out.join("per_class.png"), "Test accuracy per class", "accuracy (%)", &names, &eval.per_class)?;
         blocks.push(Block::Image("Per-class accuracy".into(), "per_class.png".into()));
         plots::confusion(&out.join("confusion.png"), "Confusion matrix (rows: true class)", &names, &eval.confusion)?;
