@@ -37,6 +37,15 @@ impl Source {
     }
 }
 
+/// A digest of the file's bytes (FNV-1a, 64 bits, hex), empty when it cannot be read: tells
+/// whether a result was measured on the backbone a run has now (its mtime would change with a
+/// plain copy of the run folder).
+pub fn file_digest(path: &Path) -> String {
+    let Ok(bytes) = std::fs::read(path) else { return String::new() };
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3));
+    format!("{h:016x}")
+}
+
 /// Which labeled data to describe.
 #[derive(Clone, Debug)]
 pub struct FeatureRequest {
@@ -57,6 +66,8 @@ pub struct FeatureSet {
     pub classes: Vec<String>,
     /// Which images: the store, its splits and sizes, and the training subset.
     pub data: String,
+    /// [`file_digest`] of the backbone the features came from (empty for the baselines).
+    pub backbone: String,
 }
 
 fn labeled(store: &Store, name: &str, field: &str) -> Result<Split> {
@@ -93,12 +104,13 @@ pub fn features(run: &Path, source: Source, req: &FeatureRequest) -> Result<Feat
         recipe.augment.evaluation()
     );
     let data = format!("{} {}:{} {}:{} max {}", file.display(), req.train_split, train.len(), req.test_split, test.len(), req.max_train);
+    let digest = if source == Source::Pretrained { file_digest(&backbone) } else { String::new() };
     let names: Vec<String> = if train.classes.len() == classes { train.classes.clone() } else { (0..classes).map(|i| i.to_string()).collect() };
     let cache = run.join("eval").join(format!("features-{}.h5", source.key()));
     if let Some(mut v) = feature_cache::read(&cache, Some(&source_id), &["train", "test"])? {
         let test = v.pop().expect("two splits");
         let train = v.pop().expect("two splits");
-        return Ok(FeatureSet { train, test, classes: names, data });
+        return Ok(FeatureSet { train, test, classes: names, data, backbone: digest });
     }
     // The view pretraining's kNN monitor and fine-tuning evaluate (normalised only when
     // pretraining normalised).
@@ -134,5 +146,5 @@ pub fn features(run: &Path, source: Source, req: &FeatureRequest) -> Result<Feat
         std::fs::create_dir_all(run.join("eval")).map_err(|e| Error::Io { path: run.join("eval"), source: e })?;
         feature_cache::write(&cache, &source_id, &[("train", &train_f), ("test", &test_f)])?;
     }
-    Ok(FeatureSet { train: train_f, test: test_f, classes: names, data })
+    Ok(FeatureSet { train: train_f, test: test_f, classes: names, data, backbone: digest })
 }

@@ -28,6 +28,9 @@ pub struct ProbeEntry {
     /// The images evaluated (see [`merge`]); empty in files written before it was recorded.
     #[serde(default)]
     pub data: String,
+    /// `frozen::file_digest` of the backbone evaluated (empty for baselines and older files).
+    #[serde(default)]
+    pub backbone: String,
 }
 
 /// One kNN result.
@@ -41,6 +44,9 @@ pub struct KnnEntry {
     /// The images evaluated (see [`merge`]).
     #[serde(default)]
     pub data: String,
+    /// `frozen::file_digest` of the backbone evaluated (empty for baselines and older files).
+    #[serde(default)]
+    pub backbone: String,
 }
 
 /// An entry of `probe.json` / `knn.json` and the images it was measured on.
@@ -106,7 +112,7 @@ pub fn probe_run(run: &Path, sources: &[Source], req: &FeatureRequest, cfg: Prob
             },
         )?;
         bar.finish_and_clear();
-        let entry = ProbeEntry { train, test, dim: f.train.dim, config: cfg, classes: f.classes, seconds: t.elapsed().as_secs_f64(), data: f.data };
+        let entry = ProbeEntry { train, test, dim: f.train.dim, config: cfg, classes: f.classes, seconds: t.elapsed().as_secs_f64(), data: f.data, backbone: f.backbone };
         merge(&run.join("eval/probe.json"), source.key(), entry.clone())?;
         out.push((source, entry));
     }
@@ -121,7 +127,7 @@ pub fn knn_run(run: &Path, sources: &[Source], req: &FeatureRequest, params: Knn
         let f = features(run, source, req)?;
         let classes = f.classes.len();
         let scores = knn_scores(&f.train.x, &f.train.y, &f.test.x, f.train.dim, classes, params)?;
-        let entry = KnnEntry { test: evaluate(&scores, &f.test.y, classes), k: params.k, temperature: params.temperature, train_images: f.train.y.len(), seconds: t.elapsed().as_secs_f64(), data: f.data };
+        let entry = KnnEntry { test: evaluate(&scores, &f.test.y, classes), k: params.k, temperature: params.temperature, train_images: f.train.y.len(), seconds: t.elapsed().as_secs_f64(), data: f.data, backbone: f.backbone };
         merge(&run.join("eval/knn.json"), source.key(), entry.clone())?;
         out.push((source, entry));
     }

@@ -97,11 +97,16 @@ pub fn write(run: &Path, finetunes: &[PathBuf], out: &Path) -> Result<Vec<PathBu
     // The comparison table.
     blocks.push(Block::Heading(2, "What pretraining bought".into()));
     let mut rows = Vec::new();
+    // A result measured on an earlier backbone (e.g. before `ssl pretrain --resume --extend`)
+    // says so rather than passing for this run's.
+    let now = crate::eval::frozen::file_digest(&run.join(crate::train::simclr_net::BACKBONE_FILE));
+    let stale = |digest: &str| if !digest.is_empty() && digest != now { " — on an earlier backbone: run it again" } else { "" };
     for key in ["ssl", "random", "pixels"] {
         let name = source_name(key);
         let p = probes.get(key);
-        rows.push(vec![name.into(), "linear probe (frozen)".into(), pct(p.map(|p| p.test.top1)), pct(p.map(|p| p.test.top5))]);
-        rows.push(vec![name.into(), format!("weighted kNN (k = {})", knns.get(key).map_or(recipe.knn.k, |k| k.k)), pct(knns.get(key).map(|k| k.test.top1)), "–".into()]);
+        let k = knns.get(key);
+        rows.push(vec![name.into(), format!("linear probe (frozen){}", stale(p.map_or("", |p| &p.backbone))), pct(p.map(|p| p.test.top1)), pct(p.map(|p| p.test.top5))]);
+        rows.push(vec![name.into(), format!("weighted kNN (k = {}){}", k.map_or(recipe.knn.k, |k| k.k), stale(k.map_or("", |k| &k.backbone))), pct(k.map(|k| k.test.top1)), "–".into()]);
         for f in fts.iter().filter(|f| (key == "ssl") == f.recipe.pretrained.is_some() && key != "pixels") {
             let how = if f.recipe.backbone.freeze { "classifier on frozen backbone" } else if f.recipe.pretrained.is_some() { "fine-tuned" } else { "trained from scratch (supervised)" };
             rows.push(vec![name.into(), format!("{how}, {:.0}% labels (`{}`)", 100.0 * f.recipe.data.label_fraction, f.recipe.name), pct(Some(f.result.test.top1)), pct(Some(f.result.test.top5))]);
