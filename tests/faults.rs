@@ -137,6 +137,11 @@ fn flags_act_or_are_refused() {
     ssl_fails(&["--threads", "0", "data", "info", s(&out)], &["--threads"]);
     ssl_fails(&["data", "preview", s(&out), "--cols", "0", "--out", s(&t.path().join("p.png"))], &["--cols"]);
     ssl_fails(&["augment", "preview", s(&out), "--pairs", "0", "--out", s(&t.path().join("p.png"))], &["--pairs"]);
+    ssl_fails(&["data", "preview", s(&out), "--count", "0", "--out", s(&t.path().join("p.png"))], &["--count"]);
+    ssl_fails(&["data", "preview", s(&out), "--out", s(&t.path().join("p.jpg"))], &["p.jpg", "PNG"]);
+    assert!(!t.path().join("p.jpg").exists() && !t.path().join("p.png").exists());
+    ssl_fails(&["probe", s(&t.path().join("no-run")), "--epochs", "0"], &["--epochs"]);
+    ssl_fails(&["probe", s(&t.path().join("no-run")), "--batch-size", "0"], &["--batch-size"]);
 
     // Recipe fields that could not act: refused before anything is written.
     let data = labeled_store(t.path(), 40, 10);
@@ -153,9 +158,13 @@ fn flags_act_or_are_refused() {
     }
     ssl_fails(&["pretrain", s(&r), "--set", "optimizer.kind=AdamW", "--set", "optimizer.momentum=0.5"], &["optimizer.momentum", "AdamW"]);
     ssl_fails(&["pretrain", s(&r), "--set", "lr.annealing=Step", "--set", "lr.milestones=[3]"], &["lr.milestones", "3"]);
+    ssl_fails(&["pretrain", s(&r), "--set", "lr.annealing=Step", "--set", "lr.milestones=[1]", "--set", "lr.final_fraction=0.1"], &["lr.final_fraction", "Step"]);
+    ssl_fails(&["pretrain", s(&r), "--set", "optimizer.kind=Sgd", "--set", "optimizer.nesterov=true", "--set", "optimizer.momentum=0.0"], &["optimizer.nesterov", "momentum"]);
     let ft = finetune_recipe(t.path(), &data, "ft", "None", "");
     ssl_fails(&["finetune", s(&ft), "--set", "backbone.freeze=true", "--set", "backbone.lr_factor=0.1"], &["backbone.lr_factor", "freeze"]);
     ssl_fails(&["finetune", s(&ft), "--set", "data.val_fraction=0.0", "--set", "early_stopping.patience=0", "--set", "early_stopping.min_delta=0.01"], &["min_delta"]);
+    ssl_fails(&["finetune", s(&ft), "--set", "early_stopping.min_delta=-0.1"], &["early_stopping.min_delta"]);
+    ssl_fails(&["knn", s(&t.path().join("runs-elsewhere")), "--k", "1"], &["runs-elsewhere", "no recipe.ron"]);
     assert!(!t.path().join("runs").exists(), "nothing written");
     // A fine-tuning recipe's partial augment section keeps fine-tuning's defaults (no colour):
     // the preview of its views equals that of the same recipe with the colour set off by hand.
@@ -216,6 +225,8 @@ fn refused_resume_changes_nothing_and_schedule_changes_need_extend() {
     let out = ssl_ok(&["finetune", "--resume", s(&run)]);
     assert!(out.stdout.contains("nothing left to do"), "{}", out.stdout);
     assert_eq!(snapshot(&run), before, "resuming a finished fine-tuning changes nothing");
+    // probe and knn take a pretraining run; a fine-tuning run is named as such.
+    ssl_fails(&["knn", s(&run), "--k", "1"], &["is a fine-tuning run"]);
     let out = ssl_ok(&["finetune", "--resume", s(&run), "--set", "epochs=4", "--extend"]);
     assert!(out.stdout.contains("epochs 3 -> 4"), "{}", out.stdout);
     assert_eq!(json(&run.join("result.json"))["epochs_run"], 4);
@@ -260,8 +271,9 @@ fn data_split_makes_a_labeled_folder_evaluable() {
     ssl_ok(&["data", "import", "folder", s(&src), s(&again), "--grayscale"]);
     ssl_ok(&["data", "split", s(&again), "--from", "train", "--into", "train,test", "--fractions", "0.8,0.2", "--seed", "0"]);
     assert_eq!(Store::open(&again).unwrap().load_split("test").unwrap().images, test.images);
-    // Replacing an existing split needs --force.
+    // Replacing an existing split needs --force, and --force must replace something.
     ssl_fails(&["data", "split", s(&store), "--from", "train", "--into", "train,test", "--fractions", "0.5,0.5"], &["test", "--force"]);
+    ssl_fails(&["data", "split", s(&store), "--from", "train", "--into", "train,val", "--fractions", "0.5,0.5", "--force"], &["--force"]);
 
     // The folder-to-report path: pretraining with the kNN monitor, then kNN and the probe.
     let r = pretrain_recipe(t.path(), &store, "");
