@@ -39,6 +39,22 @@ pub struct CheckpointState {
 /// The checkpoint format this build writes (see [`CheckpointState::format`]).
 pub const FORMAT: u32 = 1;
 
+impl CheckpointState {
+    /// Where a run of `model` stands, written by this build (its version and [`FORMAT`]).
+    pub fn new(model: &str, epoch: usize, step_in_epoch: usize, global_step: u64, elapsed_s: f64, extra: serde_json::Value) -> Self {
+        CheckpointState {
+            model: model.to_string(),
+            epoch,
+            step_in_epoch,
+            global_step,
+            elapsed_s,
+            extra,
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            format: FORMAT,
+        }
+    }
+}
+
 const STATE_FILE: &str = "state.json";
 
 fn dir_of(run: &Path) -> PathBuf {

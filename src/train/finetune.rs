@@ -169,9 +169,9 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
     });
     if let Some((_, state, changes)) = &resume_from {
         if state.format == 0 && (d.val_fraction > 0.0 || train_idx.len() % recipe.batch_size == 1) {
-            return Err(super::pretrain::stale_checkpoint(&run, "validation splits are now stratified and a last batch of one image is folded"));
+            return Err(run_dir::stale_checkpoint(&run, "validation splits are now stratified and a last batch of one image is folded"));
         }
-        super::pretrain::refuse_fewer_epochs(&run, epochs, state.epoch)?;
+        run_dir::refuse_fewer_epochs(&run, epochs, state.epoch)?;
         let stopped = state.extra.get("stopped_early").and_then(|v| v.as_bool()).unwrap_or(false);
         if (state.epoch >= epochs || stopped) && changes.is_empty() && run.join("result.json").exists() {
             let summary = format!("nothing left to do: the run is finished; results in {}", run.join("result.json").display());
@@ -187,9 +187,8 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
     if let Some((dir, state, changes)) = &resume_from {
         (epoch, first_step, global, extra) = (state.epoch, state.step_in_epoch, state.global_step, state.extra.clone());
         println!("resuming {} at epoch {} step {} ({})", run.display(), epoch + 1, first_step, dir.display());
-        if !changes.is_empty() {
-            run_dir::record_changes(&run, global, changes)?;
-            println!("{}", run_dir::describe_changes(global, changes));
+        if let Some(line) = run_dir::record_changes(&run, global, changes)? {
+            println!("{line}");
         }
     }
     if let Some(line) = &stretched {
@@ -249,7 +248,7 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
             x["epoch_loss_sum"] = json!(loss_sum);
             x["epoch_correct"] = json!(correct);
             x["epoch_seen"] = json!(seen);
-            let st = CheckpointState { model: recipe.model.clone(), epoch, step_in_epoch, global_step: global, elapsed_s: elapsed(&start), extra: x, tool_version: env!("CARGO_PKG_VERSION").into(), format: checkpoint::FORMAT };
+            let st = CheckpointState::new(&recipe.model, epoch, step_in_epoch, global, elapsed(&start), x);
             let dir = checkpoint::write(&run, &st, recipe.checkpoint.keep, |d| net.save(d, true))?;
             return Ok(Outcome::Interrupted { run, checkpoint: dir, step: global });
         }
@@ -285,8 +284,7 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
         first_step = 0;
         extra = json!({});
         if epoch % recipe.checkpoint.every_epochs.max(1) == 0 || epoch == epochs || stopped_early {
-            let st = CheckpointState { model: recipe.model.clone(), epoch, step_in_epoch: 0, global_step: global, elapsed_s: elapsed(&start),
-                extra: keep(best_val, best_epoch, bad_epochs, stopped_early), tool_version: env!("CARGO_PKG_VERSION").into(), format: checkpoint::FORMAT };
+            let st = CheckpointState::new(&recipe.model, epoch, 0, global, elapsed(&start), keep(best_val, best_epoch, bad_epochs, stopped_early));
             checkpoint::write(&run, &st, recipe.checkpoint.keep, |d| net.save(d, true))?;
         }
     }

@@ -71,11 +71,6 @@ pub struct Epoch<'a> {
 }
 
 impl Epoch<'_> {
-    /// Steps in this epoch.
-    pub fn steps(&self) -> usize {
-        self.batching.steps(self.order.len())
-    }
-
     /// The images of step `step`.
     pub fn indices(&self, step: usize) -> &[usize] {
         &self.order[self.batching.range(self.order.len(), step)]

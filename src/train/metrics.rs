@@ -25,7 +25,7 @@ impl MetricsLog {
             let text = std::fs::read_to_string(path).at(path)?;
             let mut kept = String::new();
             for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                let v: Value = serde_json::from_str(line).map_err(|e| crate::error::Error::bad_input(path, format!("line {}: {e}", i + 1)))?;
+                let v = parse_line(path, i, line)?;
                 if v.get("step").and_then(Value::as_u64).is_some_and(|s| s <= step) {
                     kept.push_str(line);
                     kept.push('\n');
@@ -45,6 +45,11 @@ impl MetricsLog {
     }
 }
 
+/// Record `line` (0-based `i`) of the metrics file at `path`.
+fn parse_line(path: &Path, i: usize, line: &str) -> Result<Value> {
+    serde_json::from_str(line).map_err(|e| crate::error::Error::bad_input(path, format!("line {}: {e}", i + 1)))
+}
+
 /// Every record of a metrics file, in order.
 pub fn read(path: &Path) -> Result<Vec<Value>> {
     let f = File::open(path).at(path)?;
@@ -54,8 +59,7 @@ pub fn read(path: &Path) -> Result<Vec<Value>> {
         if line.trim().is_empty() {
             continue;
         }
-        let v = serde_json::from_str(&line).map_err(|e| crate::error::Error::bad_input(path, format!("line {}: {e}", i + 1)))?;
-        out.push(v);
+        out.push(parse_line(path, i, &line)?);
     }
     Ok(out)
 }

@@ -71,20 +71,6 @@ pub enum Outcome {
     Interrupted { run: PathBuf, checkpoint: PathBuf, step: u64 },
 }
 
-/// The error for resuming a checkpoint of an earlier format (see `CheckpointState::format`)
-/// whose data would now be cut differently, so the resume could not be exact.
-pub fn stale_checkpoint(run: &std::path::Path, why: &str) -> Error {
-    Error::invalid("--resume", format!("{} was checkpointed by an earlier ssl and cannot continue exactly ({why}); start a new run", run.display()))
-}
-
-/// Refuses a resume whose run (`epochs`, after any `--extend`) is shorter than the `done` epochs.
-pub fn refuse_fewer_epochs(run: &std::path::Path, epochs: usize, done: usize) -> Result<()> {
-    if epochs < done {
-        return Err(Error::invalid("--extend", format!("the run would have {epochs} epochs, fewer than the {done} {} has done already", run.display())));
-    }
-    Ok(())
-}
-
 /// Runs (or resumes) the pretraining that `recipe` describes.
 pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
     recipe.validate()?;
@@ -129,9 +115,9 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
         // Before format 1 a last batch of one image was a step of its own.
         let old_steps = if recipe.drop_last { split.len() / recipe.batch_size } else { split.len().div_ceil(recipe.batch_size) };
         if state.format == 0 && old_steps != steps {
-            return Err(stale_checkpoint(&run, "its last batch of one image is now folded into the one before"));
+            return Err(run_dir::stale_checkpoint(&run, "its last batch of one image is now folded into the one before"));
         }
-        refuse_fewer_epochs(&run, recipe.epochs, state.epoch)?;
+        run_dir::refuse_fewer_epochs(&run, recipe.epochs, state.epoch)?;
     }
     let sched = recipe.lr.schedule(recipe.batch_size, recipe.epochs, steps)?;
     let mut net = simclr_net::build(&recipe.model, &recipe.head, recipe.optimizer.at(recipe.peak_lr()), recipe.seed, recipe.device)?;
@@ -144,25 +130,15 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
     if let Some((dir, state, changes)) = &resume_from {
         (epoch, first_step, global, elapsed0, extra) = (state.epoch, state.step_in_epoch, state.global_step, state.elapsed_s, state.extra.clone());
         println!("resuming {} at epoch {} step {} ({})", run.display(), epoch + 1, first_step, dir.display());
-        if !changes.is_empty() {
-            run_dir::record_changes(&run, global, changes)?;
-            println!("{}", run_dir::describe_changes(global, changes));
+        if let Some(line) = run_dir::record_changes(&run, global, changes)? {
+            println!("{line}");
         }
     }
     signal::install();
 
     let start = Instant::now();
     let elapsed = |t: &Instant| elapsed0 + t.elapsed().as_secs_f64();
-    let state = |epoch, step_in_epoch, global, elapsed_s, extra| CheckpointState {
-        model: recipe.model.clone(),
-        epoch,
-        step_in_epoch,
-        global_step: global,
-        elapsed_s,
-        extra,
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        format: checkpoint::FORMAT,
-    };
+    let state = |epoch, step_in_epoch, global, elapsed_s, extra| CheckpointState::new(&recipe.model, epoch, step_in_epoch, global, elapsed_s, extra);
     let (c, h, w) = (shape.channels, shape.height, shape.width);
     let mut last_loss = f64::NAN;
     let mut knn_top1 = None;

@@ -97,12 +97,13 @@ pub fn check_resume<R: Serialize + DeserializeOwned>(run: &Path, recipe: &R, ext
     Ok(changes)
 }
 
-/// Appends a resume's schedule changes to `run/recipe_history.jsonl`: the step they take effect
-/// after and each field's old and new value.
-pub fn record_changes(run: &Path, step: u64, changes: &[Change]) -> Result<()> {
+/// Appends a resume's schedule changes to `run/recipe_history.jsonl` (the step they take
+/// effect after, each field's old and new value) and returns one line saying so; with no
+/// changes, writes nothing and returns `None`.
+pub fn record_changes(run: &Path, step: u64, changes: &[Change]) -> Result<Option<String>> {
     use std::io::Write;
     if changes.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let fields: serde_json::Map<String, serde_json::Value> = changes.iter().map(|(p, a, b)| (p.clone(), serde_json::json!([a, b]))).collect();
     let line = serde_json::json!({
@@ -112,13 +113,23 @@ pub fn record_changes(run: &Path, step: u64, changes: &[Change]) -> Result<()> {
     });
     let path = run.join("recipe_history.jsonl");
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).at(&path)?;
-    writeln!(f, "{line}").at(&path)
+    writeln!(f, "{line}").at(&path)?;
+    let list: Vec<String> = changes.iter().map(|(p, a, b)| format!("{p} {a} -> {b}")).collect();
+    Ok(Some(format!("--extend: {}; the learning-rate schedule changes from step {}", list.join(", "), step + 1)))
 }
 
-/// One line naming the schedule changes of a resume and the step they take effect from.
-pub fn describe_changes(step: u64, changes: &[Change]) -> String {
-    let list: Vec<String> = changes.iter().map(|(p, a, b)| format!("{p} {a} -> {b}")).collect();
-    format!("--extend: {}; the learning-rate schedule changes from step {}", list.join(", "), step + 1)
+/// The error for resuming a checkpoint of an earlier format (see `CheckpointState::format`)
+/// whose data would now be cut differently, so the resume could not be exact.
+pub fn stale_checkpoint(run: &Path, why: &str) -> Error {
+    Error::invalid("--resume", format!("{} was checkpointed by an earlier ssl and cannot continue exactly ({why}); start a new run", run.display()))
+}
+
+/// Refuses a resume whose run (`epochs`, after any `--extend`) is shorter than the `done` epochs.
+pub fn refuse_fewer_epochs(run: &Path, epochs: usize, done: usize) -> Result<()> {
+    if epochs < done {
+        return Err(Error::invalid("--extend", format!("the run would have {epochs} epochs, fewer than the {done} {} has done already", run.display())));
+    }
+    Ok(())
 }
 
 /// Writes the resolved recipe as `run/recipe.ron`.
