@@ -10,16 +10,6 @@ static ALLOC: ssl::alloc::Allocator = ssl::alloc::Allocator {};
 use dfdx::prelude::*;
 use ssl::models::resnet::{ResNet18Cifar, SmallFmnist};
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 macro_rules! time_forward {
     ($name:expr, $model:ty, $c:expr, $hw:expr, $batch:expr, $images:expr, $threads:expr) => {{
         let dev = Cpu::seed_from_u64(0);
@@ -40,7 +30,7 @@ macro_rules! time_forward {
             $batch,
             done as f64 / dt,
             $threads,
-            peak_rss_mib()
+            ssl::alloc::peak_rss_mib()
         );
     }};
 }

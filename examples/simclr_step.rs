@@ -12,16 +12,6 @@ use ssl::models::heads::ProjectionMlp;
 use ssl::models::resnet::{ResNet18Cifar, SmallFmnist};
 use ssl::train::step::simclr_step;
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 macro_rules! time_step {
     ($dev:expr, $name:expr, $model:ty, $c:expr, $hw:expr, $batch:expr, $steps:expr, $threads:expr) => {{
         let dev = $dev;
@@ -43,7 +33,7 @@ macro_rules! time_step {
             dt * 1000.0,
             2.0 * $batch as f64 / dt,
             $threads,
-            peak_rss_mib(),
+            ssl::alloc::peak_rss_mib(),
             std::any::type_name_of_val(&dev).rsplit("::").next().unwrap_or("?").to_lowercase()
         );
     }};

@@ -22,3 +22,15 @@ pub fn keep_freed_memory() {
     // SAFETY: setting an option is thread-safe and takes effect for later frees.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
 }
+
+/// The process's peak resident memory in MiB (`VmHWM` of `/proc/self/status`; NaN where that
+/// cannot be read), for the throughput examples.
+pub fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}

@@ -28,7 +28,11 @@ fn main() -> ExitCode {
     }
     ssl::alloc::keep_freed_memory();
     let cli = Cli::parse();
-    if let Some(n) = cli.threads.filter(|&n| n > 0) {
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            eprintln!("error: --threads: must be at least 1");
+            return ExitCode::FAILURE;
+        }
         if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
             eprintln!("error: --threads: {e}");
             return ExitCode::FAILURE;
@@ -50,9 +54,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             return Err(Error::invalid("--device", "this command runs no model (it applies to pretrain, finetune, probe and knn)"));
         }
         d.check()?;
-    }
-    if cli.threads == Some(0) {
-        return Err(Error::invalid("--threads", "must be at least 1"));
     }
     match cli.command {
         Command::Pretrain(a) => train_command(a, device, ssl::train::pretrain),

@@ -47,7 +47,8 @@ pub fn split_store(path: &Path, req: &SplitRequest) -> Result<Vec<(String, usize
     if !names.contains(&req.from) {
         return Err(Error::invalid("--from", format!("{} has no split named '{}' (splits: {})", path.display(), req.from, names.join(", "))));
     }
-    match req.into.iter().find(|n| **n != req.from && names.contains(n)) {
+    let replaced: Vec<&String> = req.into.iter().filter(|n| **n != req.from && names.contains(n)).collect();
+    match replaced.first() {
         Some(clash) if !req.force => {
             return Err(Error::invalid("--into", format!("{} already has a split '{clash}'; replace it with --force", path.display())));
         }
@@ -70,7 +71,6 @@ pub fn split_store(path: &Path, req: &SplitRequest) -> Result<Vec<(String, usize
         humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
         env!("CARGO_PKG_VERSION")
     );
-    let replaced: Vec<&String> = req.into.iter().filter(|n| **n != req.from && names.contains(n)).collect();
     let line = if replaced.is_empty() {
         line
     } else {

@@ -89,21 +89,16 @@ pub fn features(run: &Path, source: Source, req: &FeatureRequest) -> Result<Feat
     let test_idx: Vec<usize> = (0..test.len()).collect();
     let backbone = run.join(BACKBONE_FILE);
     let stamp = |p: &Path| std::fs::metadata(p).ok().and_then(|m| m.modified().ok()).map(|t| format!("{t:?}")).unwrap_or_default();
+    // Which images (kept with every result), and the cache's key: which features of them.
+    let data = format!("{} {}:{} {}:{} max {}", file.display(), req.train_split, train.len(), req.test_split, test.len(), req.max_train);
     let source_id = format!(
-        "{} of {} ({}); data {} {} {}:{} {}:{} max {}; view {:?}",
+        "{} of {} ({}); data {data} {}; view {:?}",
         source.key(),
         recipe.model,
         if source == Source::Pretrained { format!("{} {}", backbone.display(), stamp(&backbone)) } else { format!("seed {}", recipe.seed) },
-        file.display(),
         stamp(&file),
-        req.train_split,
-        train.len(),
-        req.test_split,
-        test.len(),
-        req.max_train,
         recipe.augment.evaluation()
     );
-    let data = format!("{} {}:{} {}:{} max {}", file.display(), req.train_split, train.len(), req.test_split, test.len(), req.max_train);
     let digest = if source == Source::Pretrained { file_digest(&backbone) } else { String::new() };
     let names: Vec<String> = if train.classes.len() == classes { train.classes.clone() } else { (0..classes).map(|i| i.to_string()).collect() };
     let cache = run.join("eval").join(format!("features-{}.h5", source.key()));

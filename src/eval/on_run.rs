@@ -49,32 +49,18 @@ pub struct KnnEntry {
     pub backbone: String,
 }
 
-/// An entry of `probe.json` / `knn.json` and the images it was measured on.
-trait OnData {
-    fn data(&self) -> &str;
-}
-impl OnData for ProbeEntry {
-    fn data(&self) -> &str {
-        &self.data
-    }
-}
-impl OnData for KnnEntry {
-    fn data(&self) -> &str {
-        &self.data
-    }
-}
-
 /// Writes `entry` under `key` into the results file at `path`. The entries of one file are
 /// measured on the same images, so they compare as baselines: entries measured on other data
 /// (another store, split or subset) are dropped.
-fn merge<T: Serialize + DeserializeOwned + OnData>(path: &Path, key: &str, entry: T) -> Result<()> {
-    let mut all: BTreeMap<String, T> = if path.exists() {
+fn merge<T: Serialize>(path: &Path, key: &str, entry: &T) -> Result<()> {
+    let entry = serde_json::to_value(entry).expect("a result serialises");
+    let mut all: BTreeMap<String, serde_json::Value> = if path.exists() {
         let text = std::fs::read_to_string(path).at(path)?;
         serde_json::from_str(&text).map_err(|e| Error::bad_input(path, e.to_string()))?
     } else {
         BTreeMap::new()
     };
-    all.retain(|_, e| e.data() == entry.data());
+    all.retain(|_, e| e.get("data") == entry.get("data"));
     all.insert(key.to_string(), entry);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).at(dir)?;
@@ -113,7 +99,7 @@ pub fn probe_run(run: &Path, sources: &[Source], req: &FeatureRequest, cfg: Prob
         )?;
         bar.finish_and_clear();
         let entry = ProbeEntry { train, test, dim: f.train.dim, config: cfg, classes: f.classes, seconds: t.elapsed().as_secs_f64(), data: f.data, backbone: f.backbone };
-        merge(&run.join("eval/probe.json"), source.key(), entry.clone())?;
+        merge(&run.join("eval/probe.json"), source.key(), &entry)?;
         out.push((source, entry));
     }
     Ok(out)
@@ -128,7 +114,7 @@ pub fn knn_run(run: &Path, sources: &[Source], req: &FeatureRequest, params: Knn
         let classes = f.classes.len();
         let scores = knn_scores(&f.train.x, &f.train.y, &f.test.x, f.train.dim, classes, params)?;
         let entry = KnnEntry { test: evaluate(&scores, &f.test.y, classes), k: params.k, temperature: params.temperature, train_images: f.train.y.len(), seconds: t.elapsed().as_secs_f64(), data: f.data, backbone: f.backbone };
-        merge(&run.join("eval/knn.json"), source.key(), entry.clone())?;
+        merge(&run.join("eval/knn.json"), source.key(), &entry)?;
         out.push((source, entry));
     }
     Ok(out)
