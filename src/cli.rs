@@ -66,6 +66,8 @@ pub enum Command {
     /// Augmentations: preview what a recipe does to images.
     #[command(subcommand)]
     Augment(AugmentCommand),
+    /// Pretraining methods: each with its paper and the recipe's `method:` at its defaults.
+    Methods,
     /// Models: list them with input shape, parameters and multiply-adds, or summarise one.
     Models {
         #[command(subcommand)]

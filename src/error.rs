@@ -24,6 +24,9 @@ pub enum Error {
     /// A parameter given by the user is out of its domain.
     #[error("{what}: {reason}")]
     Invalid { what: String, reason: String },
+    /// The device (CPU allocator, CUDA) failed during `during`, e.g. out of memory.
+    #[error("device error during {during}: {reason}")]
+    Device { during: String, reason: String },
 }
 
 /// The library's result type.
@@ -33,6 +36,10 @@ impl Error {
     /// A content error about `path`.
     pub fn bad_input(path: impl AsRef<Path>, reason: impl Into<String>) -> Self {
         Error::BadInput { path: path.as_ref().to_path_buf(), reason: reason.into() }
+    }
+    /// A device failure during `during` (`e`: the device's own error).
+    pub fn device(during: impl Into<String>, e: impl std::fmt::Debug) -> Self {
+        Error::Device { during: during.into(), reason: format!("{e:?}") }
     }
     /// A parameter error: `what` names the parameter.
     pub fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Self {

@@ -11,13 +11,16 @@ pub mod error;
 pub mod eval;
 pub mod fsutil;
 pub mod loss;
+pub mod method;
 pub mod models;
 pub mod nn;
 pub mod optim;
 pub mod progress;
 pub mod recipe;
 pub mod report;
+pub mod tensors_file;
 pub mod train;
 pub mod viz;
+pub mod weights;
 
 pub use error::{Error, Result};

@@ -147,6 +147,13 @@ fn run_tool(command: Command, device: ssl::device::DeviceSpec) -> Result<()> {
             println!("wrote {}", out.display());
             Ok(())
         }
+        Command::Methods => {
+            for m in ssl::method::MethodConfig::all() {
+                let info = m.info();
+                println!("{}: {}\n    method: {}\n", info.name, info.paper, info.defaults.replace('\n', "\n    "));
+            }
+            Ok(())
+        }
         Command::Models { command: None } => {
             println!("{:<22} {:>9} {:>9} {:>12} {:>15}  description", "model", "input", "features", "params", "MACs");
             for m in registry::MODELS {

@@ -10,7 +10,8 @@ use dfdx::nn::ToDevice;
 use dfdx::prelude::*;
 use ssl::device::DeviceSpec;
 use ssl::nn::builders;
-use ssl::recipe::pretrain::HeadConfig;
+use ssl::method::simclr::ProjectorConfig;
+use ssl::method::{MethodConfig, SimClrConfig, StepAt};
 
 /// The GPU, or `None` after a visible message (not captured by the test harness).
 fn gpu() -> Option<Cuda> {
@@ -105,21 +106,22 @@ fn simclr_steps_agree() {
     }
     let opt = ssl::optim::OptimConfig { kind: ssl::optim::OptimizerKind::AdamW, lr: 1e-3, ..Default::default() };
     for (model, (c, hw)) in [("small_fmnist", (1, 28)), ("resnet18_cifar", (3, 32))] {
-        let head = HeadConfig { hidden: 512, out: 128, layers: 2 };
-        let mut a = ssl::train::simclr_net::build(model, &head, opt, 0, DeviceSpec::Cpu).unwrap();
-        let mut b = ssl::train::simclr_net::build(model, &head, opt, 0, DeviceSpec::Cuda(0)).unwrap();
+        let method = MethodConfig::SimClr(SimClrConfig { temperature: 0.5, projector: ProjectorConfig { hidden: 512, out: 128, layers: 2 } });
+        let mut a = method.build(model, opt, 0, DeviceSpec::Cpu).unwrap();
+        let mut b = method.build(model, opt, 0, DeviceSpec::Cuda(0)).unwrap();
         let dir = tempfile::tempdir().unwrap();
         a.save(dir.path()).unwrap();
         b.load(dir.path()).unwrap();
         let n = 16;
         let views: Vec<f32> = (0..2 * n * c * hw * hw).map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5).collect();
         for step in 0..3 {
-            let la = a.step(views.clone(), (c, hw, hw), 0.5, 1e-3);
-            let lb = b.step(views.clone(), (c, hw, hw), 0.5, 1e-3);
+            let at = StepAt { lr: 1e-3, step: step as u64, total_steps: 3 };
+            let la = a.step(views.clone(), (c, hw, hw), at).unwrap().loss;
+            let lb = b.step(views.clone(), (c, hw, hw), at).unwrap().loss;
             close(&format!("{model} step {step} loss"), &[la], &[lb], 1e-3);
         }
         let img = views[..n * c * hw * hw].to_vec();
-        close(&format!("{model} features after 3 steps"), &a.features(img.clone(), (c, hw, hw)), &b.features(img, (c, hw, hw)), 1e-2);
+        close(&format!("{model} features after 3 steps"), &a.features(img.clone(), (c, hw, hw)).unwrap(), &b.features(img, (c, hw, hw)).unwrap(), 1e-2);
     }
 }
 

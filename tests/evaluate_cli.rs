@@ -104,7 +104,7 @@ fn evaluation_bad_inputs() {
     // A backbone of another model: named by the run's recipe, or refused by its tensors.
     ssl_fails(&["finetune", s(&ft), "--set", "model=resnet18_cifar"], &["pretrained", "small_fmnist", "resnet18_cifar"]);
     let other = d.path().join("other.safetensors");
-    std::fs::copy(run.join("checkpoints").read_dir().unwrap().next().unwrap().unwrap().path().join("head.safetensors"), &other).unwrap();
+    std::fs::copy(run.join("checkpoints").read_dir().unwrap().next().unwrap().unwrap().path().join("projector.safetensors"), &other).unwrap();
     ssl_fails(&["finetune", s(&ft), "--set", &format!("pretrained={}", s(&other))], &["other.safetensors", "does not fit"]);
     ssl_fails(&["finetune", s(&ft), "--set", "pretrained=/nonexistent/run"], &["pretrained", "/nonexistent/run"]);
 

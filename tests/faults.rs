@@ -187,7 +187,7 @@ fn refused_resume_changes_nothing_and_schedule_changes_need_extend() {
     ssl_ok(&["pretrain", s(&r), "--set", "epochs=2", "--set", "knn.every_epochs=0"]);
     let run = d.path().join("runs/t");
     let before = snapshot(&run);
-    ssl_fails(&["pretrain", "--resume", s(&run), "--set", "head.hidden=256"], &["head.hidden", "128", "256"]);
+    ssl_fails(&["pretrain", "--resume", s(&run), "--set", "method.projector.hidden=256"], &["projector.hidden", "128", "256"]);
     assert_eq!(snapshot(&run), before, "a refused resume changes no file");
     ssl_fails(&["pretrain", "--resume", s(&run), "--set", "epochs=3"], &["epochs", "--extend"]);
     ssl_fails(&["pretrain", "--resume", s(&run), "--set", "seed=5"], &["seed"]);

@@ -104,12 +104,13 @@ fn bad_input_gets_one_clear_line_and_loses_nothing() {
     ssl_fails(&["pretrain", s(&bad)], &["bad.ron"]);
     ssl_fails(&["pretrain", s(&r), "--set", "data.file=/nonexistent/x.h5"], &["/nonexistent/x.h5"]);
     ssl_fails(&["pretrain", s(&r), "--set", "data.split=nope"], &["data.split", "nope"]);
-    ssl_fails(&["pretrain", s(&r), "--set", "model=resnet18_cifar", "--set", "head.hidden=512"], &["resnet18_cifar", "channels"]);
+    ssl_fails(&["pretrain", s(&r), "--set", "model=resnet18_cifar"], &["resnet18_cifar", "channels"]);
     ssl_fails(&["pretrain", s(&r), "--set", "batch_size=64"], &["batch_size", "64", "40 images"]);
     ssl_fails(&["pretrain", s(&r), "--set", "lr.base=0"], &["lr.base"]);
     ssl_fails(&["pretrain", s(&r), "--set", "lr.base=-1"], &["lr.base"]);
-    ssl_fails(&["pretrain", s(&r), "--set", "temperature=0"], &["temperature"]);
-    ssl_fails(&["pretrain", s(&r), "--set", "head.hidden=100"], &["head", "100"]);
+    ssl_fails(&["pretrain", s(&r), "--set", "method.temperature=0"], &["method.temperature"]);
+    ssl_fails(&["pretrain", s(&r), "--set", "method.projector.layers=1"], &["method.projector.layers", "2 or 3"]);
+    ssl_fails(&["pretrain", s(&r), "--set", "method.tau_base=0.9"], &["--set", "tau_base"]);
     ssl_fails(&["pretrain", s(&r), "--set", "nope=1"], &["--set", "nope"]);
     ssl_fails(&["pretrain"], &["recipe"]);
     // Devices: a bad name, and CUDA in a CPU-only build (from the command line or the recipe).

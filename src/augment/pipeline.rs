@@ -213,15 +213,7 @@ impl Pipeline {
     /// Fills `out` with `views` views of each image at `indices`: [views * N, C, H, W], view v
     /// of the k-th image at row v * N + k (so NT-Xent's positives sit N rows apart).
     pub fn views_into(&self, split: &Split, indices: &[usize], views: usize, seed: u64, epoch: u64, out: &mut Vec<f32>) {
-        let n = indices.len();
-        let chw = self.out.len();
-        out.resize(views * n * chw, 0.0);
-        out.par_chunks_mut(chw).enumerate().for_each(|(row, slot)| {
-            let (v, k) = (row / n, row % n);
-            let mut rng = view_rng(seed, epoch, indices[k] as u64, v as u64);
-            let img = self.view(split.image(indices[k]), &mut rng);
-            self.write_chw(&img, slot);
-        });
+        views_into(&vec![self; views], split, indices, seed, epoch, out)
     }
 
     /// Fills `out` with the images at `indices` as evaluation sees them: [N, C, H, W], whole,
@@ -235,6 +227,28 @@ impl Pipeline {
             self.write_chw(&img, slot);
         });
     }
+}
+
+/// Fills `out` with one view per pipeline of each image at `indices` (a method whose views
+/// differ, e.g. BYOL's): [V N, C, H, W], view v of the k-th image at row v N + k, drawn by
+/// `pipelines[v]` from the generator of (seed, epoch, image, v), whatever the thread count or
+/// batch order. The pipelines must share an output shape.
+pub fn views_into(pipelines: &[&Pipeline], split: &Split, indices: &[usize], seed: u64, epoch: u64, out: &mut Vec<f32>) {
+    let n = indices.len();
+    let Some(first) = pipelines.first() else {
+        out.clear();
+        return;
+    };
+    let chw = first.out.len();
+    debug_assert!(pipelines.iter().all(|p| p.out == first.out), "views of one batch share a shape");
+    out.resize(pipelines.len() * n * chw, 0.0);
+    out.par_chunks_mut(chw).enumerate().for_each(|(row, slot)| {
+        let (v, k) = (row / n, row % n);
+        let mut rng = view_rng(seed, epoch, indices[k] as u64, v as u64);
+        let p = pipelines[v];
+        let img = p.view(split.image(indices[k]), &mut rng);
+        p.write_chw(&img, slot);
+    });
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::data::{Split, Store};
 use crate::error::{Error, Result};
 use crate::train::classifier_net::{self, ClassifierSpec};
 use crate::train::finetune::{class_count, labels_of};
-use crate::train::simclr_net::BACKBONE_FILE;
+use crate::weights::BACKBONE_FILE;
 
 use super::feature_cache::{self, SplitFeatures};
 use super::features::extract;
@@ -121,7 +121,7 @@ pub fn features(run: &Path, source: Source, req: &FeatureRequest) -> Result<Feat
         let all = split.labels.as_deref().unwrap_or_default();
         let y: Vec<u32> = idx.iter().map(|&i| all[i]).collect();
         let (x, dim) = match source {
-            Source::Pixels => (extract(&pipeline, split, idx, 1024, label, |x| x), shape.len()),
+            Source::Pixels => (extract(&pipeline, split, idx, 1024, label, Ok)?, shape.len()),
             _ => {
                 crate::models::registry::check_input(&recipe.model, shape)?;
                 let spec = ClassifierSpec { classes: classes.max(2), dropout: 0.0, frozen: true, opt: Default::default(), seed: recipe.seed, device: req.device };
@@ -130,7 +130,7 @@ pub fn features(run: &Path, source: Source, req: &FeatureRequest) -> Result<Feat
                     net.load_backbone(&backbone)?;
                 }
                 let s = (shape.channels, shape.height, shape.width);
-                (extract(&pipeline, split, idx, 256, label, |x| net.features(x, s)), net.feature_width())
+                (extract(&pipeline, split, idx, 256, label, |x| Ok(net.features(x, s)))?, net.feature_width())
             }
         };
         Ok(SplitFeatures { x, y, dim })

@@ -1,4 +1,5 @@
-//! Losses: NT-Xent for contrastive pretraining, label-smoothed cross entropy for fine-tuning.
+//! Losses, one per file: NT-Xent (SimCLR), BYOL's regression loss, label-smoothed cross
+//! entropy for fine-tuning.
 
 pub mod cross_entropy;
 pub mod nt_xent;

@@ -13,9 +13,9 @@ pub const MIN_BATCH: usize = 2;
 /// Added to the self-similarity logits; exp() of it underflows to exactly zero.
 const MASK: f64 = -1e9;
 
-/// NT-Xent over `z` = [2N, D] (views of image i at rows i and i + N), averaged over the 2N rows.
-pub fn nt_xent<const D: usize, E: Dtype, Dev: Device<E>, T: Tape<E, Dev>>(
-    z: Tensor<(usize, Const<D>), E, Dev, T>,
+/// NT-Xent over `z` = [2N, W] (views of image i at rows i and i + N), averaged over the 2N rows.
+pub fn nt_xent<W: Dim, E: Dtype, Dev: Device<E>, T: Tape<E, Dev>>(
+    z: Tensor<(usize, W), E, Dev, T>,
     temperature: f64,
 ) -> Tensor<Rank0, E, Dev, T> {
     let (rows, _) = *z.shape();
@@ -28,7 +28,7 @@ pub fn nt_xent<const D: usize, E: Dtype, Dev: Device<E>, T: Tape<E, Dev>>(
     let norm = z.retaped::<T>().square().sum::<(usize,), Axis<1>>().sqrt().clamp(1e-12, f64::MAX);
     let zn = z / norm.broadcast_like(&shape);
     // A second handle with its own id: dfdx's matmul cannot take one tensor on both sides.
-    let zt = (zn.retaped::<T>() * E::ONE).permute::<(Const<D>, usize), _>();
+    let zt = (zn.retaped::<T>() * E::ONE).permute::<(W, usize), Axes2<1, 0>>();
     let logits = zn.matmul(zt) * E::from_f64(1.0 / temperature).unwrap();
     let mut mask = vec![E::default(); rows * rows];
     let mut target = vec![E::default(); rows * rows];

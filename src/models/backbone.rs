@@ -97,3 +97,13 @@ impl<T, const F: usize, const Z: usize> HeadType<F, Z> for T where
     T: BuildOnDevice<Cpu, f32, Built: Head<F, Z, Cpu>> + BuildOnDevice<Cuda, f32, Built: Head<F, Z, Cuda>>
 {
 }
+
+/// Features of N images [N, C, H, W] (host buffer; `shape` = (C, H, W)) through `backbone` in
+/// evaluation mode: [N, F].
+pub fn features<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize>(dev: &D, backbone: &B, images: Vec<f32>, (c, h, w): (usize, usize, usize)) -> crate::Result<Vec<f32>> {
+    debug_assert_eq!(c, C);
+    let n = images.len() / (c * h * w);
+    let x: Images<C, D> = dev.try_tensor_from_vec(images, (n, Const, h, w)).map_err(|e| crate::Error::device("copying images to the device", e))?;
+    let f = backbone.try_forward(x).map_err(|e| crate::Error::device("a forward pass", e))?;
+    Ok(f.as_vec())
+}

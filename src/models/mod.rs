@@ -4,6 +4,7 @@ pub mod backbone;
 pub mod classic;
 pub mod heads;
 pub mod inception;
+pub mod mlp;
 pub mod registry;
 pub mod resnet;
 pub mod summary;

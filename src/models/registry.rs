@@ -7,7 +7,9 @@ use super::classic::{AlexNetCifar, MobileNetCifar, MobileNetCifarHalf, Vgg11Cifa
 use super::inception::GoogLeNetCifar;
 use super::vit::VitTinyCifar;
 use super::resnet::{ResNet18Cifar, ResNet18Imagenet, ResNet34Cifar, ResNet50Cifar, SmallFmnist, SmallFmnistE512};
-use super::backbone::WithBackbone;
+use super::backbone::{Backbone, BackboneType, WithBackbone};
+use crate::device::DeviceSpec;
+use crate::nn::NnDevice;
 use super::summary::{ActShape, LayerRow, Summary};
 use crate::data::ImageShape;
 use crate::error::{Error, Result};
@@ -69,6 +71,48 @@ registry! {
     "vit_tiny_cifar" => VitTinyCifar, (32, 32, 3), 192, "tiny ViT: 4x4 patches, width 192, 6 layers, 3 heads, mean pooling";
     "mobilenet_cifar" => MobileNetCifar, (32, 32, 3), 1024, "MobileNet v1, width 1.0: depthwise + pointwise";
     "mobilenet_cifar_w0.5" => MobileNetCifarHalf, (32, 32, 3), 512, "MobileNet v1, width 0.5";
+}
+
+/// Code that runs with a backbone built on a device: the one dispatch point from a model name
+/// and a device to compiled types, for every method and loop.
+pub trait WithBuiltBackbone {
+    type Out;
+    /// `backbone` takes C-channel images to F features on `dev`.
+    fn run<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize>(self, dev: D, backbone: B) -> Self::Out;
+}
+
+struct OnDevice<J> {
+    job: J,
+    device: DeviceSpec,
+    seed: u64,
+}
+
+impl<J: WithBuiltBackbone> WithBackbone for OnDevice<J> {
+    type Out = Result<J::Out>;
+
+    fn run<B: BackboneType<C, F>, const C: usize, const F: usize>(self) -> Self::Out {
+        Ok(match self.device {
+            DeviceSpec::Cpu => {
+                let dev = Cpu::seed_from_u64(self.seed);
+                let backbone = dev.build_module::<B, f32>();
+                self.job.run(dev, backbone)
+            }
+            #[cfg(feature = "cuda")]
+            DeviceSpec::Cuda(n) => {
+                let dev = crate::device::cuda(n, self.seed)?;
+                let backbone = dev.build_module::<B, f32>();
+                self.job.run(dev, backbone)
+            }
+            #[cfg(not(feature = "cuda"))]
+            DeviceSpec::Cuda(n) => match crate::device::cuda(n, self.seed)? {},
+        })
+    }
+}
+
+/// Builds model `name` on `device`, its weights drawn from `seed` (the first draws of the
+/// device's generator), and runs `job` with it.
+pub fn with_built_backbone<J: WithBuiltBackbone>(name: &str, device: DeviceSpec, seed: u64, job: J) -> Result<J::Out> {
+    with_backbone(name, OnDevice { job, device, seed })?
 }
 
 fn unknown(name: &str) -> Error {

@@ -5,5 +5,5 @@
 pub mod optimizer;
 pub mod schedule;
 
-pub use optimizer::{Optim, OptimConfig, OptimizerKind};
+pub use optimizer::{Update, Optim, OptimConfig, OptimizerKind};
 pub use schedule::{scaled_lr, Annealing, LrScaling, Schedule};

@@ -76,9 +76,15 @@ impl Optim {
     /// are left alone.
     /// The arithmetic runs on the host for every device, so CPU and CUDA runs update alike.
     pub fn update<D: Device<f32>, M: TensorCollection<f32, D>>(&mut self, module: &mut M, grads: &Gradients<f32, D>) {
+        self.begin().module(module, grads);
+    }
+
+    /// Starts one update of several parts (a backbone, then heads of run-time width): each
+    /// part passes its tensors to the [`Update`] in a fixed order, so the state lines up from
+    /// step to step and across a resume.
+    pub fn begin(&mut self) -> Update<'_> {
         self.steps += 1;
-        let mut v = Visit { opt: self, grads, index: 0 };
-        M::iter_tensors(&mut RecursiveWalker { m: module, f: &mut v }).unwrap_or_else(|e| panic!("device error in the optimiser update: {e:?}"));
+        Update { opt: self, index: 0 }
     }
 
     /// Updates taken so far.
@@ -119,38 +125,28 @@ impl Optim {
     }
 }
 
-struct Visit<'a, D: Storage<f32>> {
+/// One optimiser update in progress (see [`Optim::begin`]).
+pub struct Update<'a> {
     opt: &'a mut Optim,
-    grads: &'a Gradients<f32, D>,
     index: usize,
 }
 
-fn slot(bufs: &mut Vec<Vec<f32>>, index: usize, len: usize) -> &mut Vec<f32> {
-    if bufs.len() <= index {
-        bufs.resize(index + 1, Vec::new());
+impl Update<'_> {
+    /// Updates every trainable tensor of a dfdx module, in its visiting order.
+    pub fn module<D: Device<f32>, M: TensorCollection<f32, D>>(&mut self, module: &mut M, grads: &Gradients<f32, D>) {
+        let mut v = Visit { update: self, grads };
+        M::iter_tensors(&mut RecursiveWalker { m: module, f: &mut v }).unwrap_or_else(|e| panic!("device error in the optimiser update: {e:?}"));
     }
-    let b = &mut bufs[index];
-    if b.len() != len {
-        *b = vec![0.0; len];
-    }
-    b
-}
 
-impl<D: Device<f32>> TensorVisitor<f32, D> for Visit<'_, D> {
-    type Viewer = ViewTensorMut;
-    type Err = D::Err;
-    type E2 = f32;
-    type D2 = D;
-
-    fn visit<S: Shape>(&mut self, opts: TensorOptions<S, f32, D>, p: &mut Tensor<S, f32, D>) -> Result<Option<Tensor<S, f32, D>>, D::Err> {
-        if !opts.do_gradient_update {
-            return Ok(None);
-        }
+    /// Updates one trainable tensor `p` from its gradient in `grads`. Tensors of more than one
+    /// dimension are weights (weight decay, LARS trust ratio); 1-D ones are biases and
+    /// BatchNorm parameters (neither).
+    pub fn tensor<S: Shape, D: Device<f32>>(&mut self, p: &mut Tensor<S, f32, D>, grads: &Gradients<f32, D>) {
         let index = self.index;
         self.index += 1;
         let cfg = self.opt.cfg;
         let mut w = p.as_vec();
-        let mut g = self.grads.get(p).as_vec();
+        let mut g = grads.get(p).as_vec();
         // Biases and BatchNorm parameters: no weight decay, no trust ratio.
         let matrix = S::NUM_DIMS > 1;
         let wd = if matrix { cfg.weight_decay } else { 0.0 };
@@ -199,6 +195,35 @@ impl<D: Device<f32>> TensorVisitor<f32, D> for Visit<'_, D> {
             }
         }
         p.copy_from(&w);
+    }
+}
+
+fn slot(bufs: &mut Vec<Vec<f32>>, index: usize, len: usize) -> &mut Vec<f32> {
+    if bufs.len() <= index {
+        bufs.resize(index + 1, Vec::new());
+    }
+    let b = &mut bufs[index];
+    if b.len() != len {
+        *b = vec![0.0; len];
+    }
+    b
+}
+
+struct Visit<'a, 'b, D: Storage<f32>> {
+    update: &'a mut Update<'b>,
+    grads: &'a Gradients<f32, D>,
+}
+
+impl<D: Device<f32>> TensorVisitor<f32, D> for Visit<'_, '_, D> {
+    type Viewer = ViewTensorMut;
+    type Err = D::Err;
+    type E2 = f32;
+    type D2 = D;
+
+    fn visit<S: Shape>(&mut self, opts: TensorOptions<S, f32, D>, p: &mut Tensor<S, f32, D>) -> Result<Option<Tensor<S, f32, D>>, D::Err> {
+        if opts.do_gradient_update {
+            self.update.tensor(p, self.grads);
+        }
         Ok(None)
     }
 }

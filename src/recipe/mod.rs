@@ -19,13 +19,19 @@ use crate::error::{Context, Error, Result};
 /// Reads a recipe file, then applies `overrides` (`path.to.field=value`, the value in RON).
 pub fn load<R: Serialize + DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<R> {
     let text = std::fs::read_to_string(path).at(path)?;
-    let recipe: R = ron::from_str(&text).map_err(|e| Error::bad_input(path, format!("{e}")))?;
+    let recipe: R = ron_options().from_str(&text).map_err(|e| Error::bad_input(path, format!("{e}")))?;
     if overrides.is_empty() {
         return Ok(recipe);
     }
     let mut value = serde_json::to_value(&recipe).expect("a recipe serialises");
     for o in overrides {
-        apply_override(&mut value, o)?;
+        if apply_override(&mut value, o)? {
+            // Another variant was chosen (`method=Byol`): fill in its defaults, so that later
+            // overrides find its fields.
+            if let Ok(r) = serde_json::from_value::<R>(value.clone()) {
+                value = serde_json::to_value(&r).expect("a recipe serialises");
+            }
+        }
     }
     // `None` is both an empty option and an enum variant (LrScaling::None): try each field
     // set to `None` as an empty option first, then as the variant, fewest variants first.
@@ -49,8 +55,9 @@ pub fn load<R: Serialize + DeserializeOwned>(path: &Path, overrides: &[String]) 
 }
 
 /// Sets `path.to.field` in a JSON view of the recipe; the value is RON (a bare word is a string,
-/// so enum variants can be named without quotes).
-fn apply_override(root: &mut serde_json::Value, spec: &str) -> Result<()> {
+/// so enum variants can be named without quotes). Returns whether it chose another variant of
+/// an enum holding settings.
+fn apply_override(root: &mut serde_json::Value, spec: &str) -> Result<bool> {
     let (path, raw) = spec
         .split_once('=')
         .ok_or_else(|| Error::invalid("--set", format!("'{spec}' is not path.to.field=value")))?;
@@ -65,6 +72,13 @@ fn apply_override(root: &mut serde_json::Value, spec: &str) -> Result<()> {
     let mut node = root;
     let keys: Vec<&str> = path.trim().split('.').collect();
     for (i, key) in keys.iter().enumerate() {
+        // An enum variant holding settings (`method: SimClr(...)`, in JSON {"SimClr": {...}}):
+        // its fields are reached without naming the variant (`method.temperature`).
+        // (`method.SimClr.temperature` names it and works too.)
+        let through_variant = variant_settings_ref(node).is_some() && node.as_object().is_some_and(|m| !m.contains_key(*key));
+        if through_variant {
+            node = node.as_object_mut().and_then(|m| m.values_mut().next()).expect("checked above");
+        }
         let map = node
             .as_object_mut()
             .ok_or_else(|| Error::invalid("--set", format!("'{}' is not a section", keys[..i].join("."))))?;
@@ -72,8 +86,13 @@ fn apply_override(root: &mut serde_json::Value, spec: &str) -> Result<()> {
             return Err(Error::invalid("--set", format!("unknown field '{}'", keys[..=i].join("."))));
         }
         if i + 1 == keys.len() {
+            // Another variant by name (`method=Byol`) starts from that variant's defaults.
+            let (value, switched) = match (&value, map.get(*key).map(|v| variant_settings_ref(v).is_some())) {
+                (serde_json::Value::String(name), Some(true)) => (serde_json::json!({ name.clone(): {} }), true),
+                _ => (value, false),
+            };
             map.insert(key.to_string(), value);
-            return Ok(());
+            return Ok(switched);
         }
         node = map.get_mut(*key).expect("checked above");
     }
@@ -116,18 +135,35 @@ pub fn augment_of(path: &Path) -> Result<crate::augment::AugmentConfig> {
     }
 }
 
+/// The settings inside `node` when it is an enum variant holding a struct: a one-key object
+/// whose key is a variant name (capitalised) and whose value is an object.
+fn variant_settings_ref(node: &serde_json::Value) -> Option<&serde_json::Value> {
+    let map = node.as_object()?;
+    let (key, inner) = map.iter().next()?;
+    (map.len() == 1 && key.starts_with(|c: char| c.is_ascii_uppercase()) && inner.is_object()).then_some(inner)
+}
+
 /// The recipe as RON, as a run saves it.
 pub fn to_ron<R: Serialize>(recipe: &R) -> String {
-    ron::ser::to_string_pretty(recipe, ron::ser::PrettyConfig::default()).expect("a recipe serialises")
+    ron_options().to_string_pretty(recipe, ron::ser::PrettyConfig::default()).expect("a recipe serialises")
+}
+
+/// RON as recipes write it: an enum variant holding a settings struct is written
+/// `SimClr(temperature: 0.5)`, not `SimClr((temperature: 0.5))`, and an optional value may be
+/// written without `Some(...)` (`size: 96`).
+fn ron_options() -> ron::Options {
+    use ron::extensions::Extensions;
+    ron::Options::default().with_default_extension(Extensions::UNWRAP_VARIANT_NEWTYPES | Extensions::IMPLICIT_SOME)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every file in `recipes/` parses and validates, as a pretraining recipe (`simclr_*`) or a
-    /// fine-tuning one (the rest): unknown fields are rejected, so a file read as the wrong kind
-    /// fails too. Walking the folder, not a list, keeps new recipes from going unchecked.
+    /// Every file in `recipes/` parses and validates as exactly one kind, pretraining or
+    /// fine-tuning, told apart by content (unknown fields are rejected, so a file read as the
+    /// wrong kind fails), not by file name. Walking the folder, not a list, keeps new recipes
+    /// from going unchecked.
     #[test]
     fn every_shipped_recipe_parses_and_validates() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
@@ -138,14 +174,19 @@ mod tests {
             if !name.ends_with(".ron") {
                 continue;
             }
-            if name.starts_with("simclr_") {
-                load::<PretrainRecipe>(&path, &[]).and_then(|r| r.validate()).unwrap_or_else(|e| panic!("{name}: {e}"));
-                pretrain += 1;
-            } else {
-                load::<FinetuneRecipe>(&path, &[]).and_then(|r| r.validate()).unwrap_or_else(|e| panic!("{name}: {e}"));
-                finetune += 1;
+            match (load::<PretrainRecipe>(&path, &[]), load::<FinetuneRecipe>(&path, &[])) {
+                (Ok(r), Err(_)) => {
+                    r.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+                    pretrain += 1;
+                }
+                (Err(_), Ok(r)) => {
+                    r.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+                    finetune += 1;
+                }
+                (Ok(_), Ok(_)) => panic!("{name} reads as both kinds"),
+                (Err(a), Err(b)) => panic!("{name}: as pretraining: {a}; as fine-tuning: {b}"),
             }
         }
-        assert!(pretrain >= 3 && finetune >= 4, "{pretrain} pretraining and {finetune} fine-tuning recipes");
+        assert!(pretrain >= 4 && finetune >= 4, "{pretrain} pretraining and {finetune} fine-tuning recipes");
     }
 }

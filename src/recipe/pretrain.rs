@@ -1,4 +1,5 @@
-//! The SimCLR pretraining recipe (`ssl pretrain`), with SimCLR's defaults (Chen et al. 2020).
+//! The pretraining recipe (`ssl pretrain`): data, model, method (SimCLR, BYOL, ... each with
+//! its paper's defaults, see `ssl methods`), augmentation, optimiser and schedule.
 
 use std::path::PathBuf;
 
@@ -6,6 +7,7 @@ use crate::device::DeviceSpec;
 use serde::{Deserialize, Serialize};
 
 use crate::augment::AugmentConfig;
+use crate::method::{MethodConfig, SimClrConfig};
 use crate::error::{Error, Result};
 pub use super::common::{AnnealingKind, CheckpointConfig, LrConfig, OptimizerConfig};
 pub use crate::optim::OptimizerKind;
@@ -28,23 +30,8 @@ impl Default for DataConfig {
     }
 }
 
-/// The projection head.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HeadConfig {
-    /// Hidden width (SimCLR: the backbone's width, 2048 for ResNet-50).
-    pub hidden: usize,
-    /// Output width (SimCLR: 128).
-    pub out: usize,
-    /// 2 (SimCLR v1) or 3 layers with BatchNorm (v2).
-    pub layers: usize,
-}
-
-impl Default for HeadConfig {
-    fn default() -> Self {
-        HeadConfig { hidden: 512, out: 128, layers: 2 }
-    }
-}
+/// SimCLR's projection head, as older recipes wrote it at the top level (`head:`).
+pub use crate::method::simclr::ProjectorConfig as HeadConfig;
 
 /// The online kNN monitor (weighted kNN on cosine similarity, as lightly and solo-learn).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -79,7 +66,10 @@ pub struct PretrainRecipe {
     pub data: DataConfig,
     /// A model name from `ssl models`.
     pub model: String,
-    pub head: HeadConfig,
+    /// The method and its settings (`ssl methods` lists them with their papers' defaults).
+    pub method: MethodConfig,
+    /// Views are augmented with this; a method may vary it per view (BYOL's blur and
+    /// solarisation differ between its two views).
     pub augment: AugmentConfig,
     /// Images per step (each gives two views).
     pub batch_size: usize,
@@ -88,13 +78,17 @@ pub struct PretrainRecipe {
     pub epochs: usize,
     pub optimizer: OptimizerConfig,
     pub lr: LrConfig,
-    /// NT-Xent temperature (SimCLR: 0.5 for CIFAR, 0.1 for ImageNet with large batches).
-    pub temperature: f64,
     pub seed: u64,
     /// Where the model runs: "cpu" or "cuda[:N]" (needs a binary built with `--features cuda`).
     pub device: DeviceSpec,
     pub checkpoint: CheckpointConfig,
     pub knn: KnnConfig,
+    /// Older recipes' SimCLR settings at the top level: still read, as
+    /// `method: SimClr(temperature: ..., projector: ...)` (see [`PretrainRecipe::method`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head: Option<HeadConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
 }
 
 impl Default for PretrainRecipe {
@@ -104,18 +98,19 @@ impl Default for PretrainRecipe {
             run_dir: PathBuf::from("runs"),
             data: DataConfig::default(),
             model: "small_fmnist".into(),
-            head: HeadConfig::default(),
+            method: MethodConfig::default(),
             augment: AugmentConfig::simclr(),
             batch_size: 256,
             drop_last: true,
             epochs: 100,
             optimizer: OptimizerConfig::default(),
             lr: LrConfig::default(),
-            temperature: 0.5,
             seed: 0,
             device: DeviceSpec::Cpu,
             checkpoint: CheckpointConfig::default(),
             knn: KnnConfig::default(),
+            head: None,
+            temperature: None,
         }
     }
 }
@@ -123,24 +118,31 @@ impl Default for PretrainRecipe {
 impl PretrainRecipe {
     /// Checks what can be checked without the data, naming the field at fault.
     pub fn validate(&self) -> Result<()> {
-        let positive = |field: &str, v: f64| {
-            if v > 0.0 && v.is_finite() {
-                Ok(())
-            } else {
-                Err(Error::invalid(field, format!("{v} must be a positive number")))
-            }
-        };
         super::common::check_training(&self.lr, &self.optimizer, self.batch_size, self.epochs, &self.model)?;
         self.device.check()?;
         self.checkpoint.check()?;
-        positive("temperature", self.temperature)?;
-        if !(2..=3).contains(&self.head.layers) {
-            return Err(Error::invalid("head.layers", format!("{} must be 2 or 3", self.head.layers)));
-        }
+        self.method()?.validate()?;
         if self.knn.every_epochs > 0 && self.knn.k == 0 {
             return Err(Error::invalid("knn.k", "must be at least 1"));
         }
         self.augment.validate()
+    }
+
+    /// The method: `method`, or for an older recipe with `head` or `temperature` at the top
+    /// level, SimCLR with those. Both forms at once are refused.
+    pub fn method(&self) -> Result<MethodConfig> {
+        if self.head.is_none() && self.temperature.is_none() {
+            return Ok(self.method.clone());
+        }
+        let field = if self.head.is_some() { "head" } else { "temperature" };
+        if self.method != MethodConfig::default() {
+            return Err(Error::invalid(
+                field,
+                "a top-level field of older SimCLR recipes; with `method:` give it there, e.g. method: SimClr(temperature: 0.5, projector: (hidden: 512, out: 128, layers: 2))",
+            ));
+        }
+        let d = SimClrConfig::default();
+        Ok(MethodConfig::SimClr(SimClrConfig { temperature: self.temperature.unwrap_or(d.temperature), projector: self.head.clone().unwrap_or(d.projector) }))
     }
 
     /// The peak learning rate after batch scaling.
@@ -198,7 +200,8 @@ mod tests {
             assert!(e.contains(field), "{e}");
         };
         bad(|r| r.lr.base = 0.0, "lr.base");
-        bad(|r| r.temperature = -1.0, "temperature");
+        bad(|r| r.method = MethodConfig::SimClr(SimClrConfig { temperature: -1.0, ..Default::default() }), "method.temperature");
+        bad(|r| r.temperature = Some(-1.0), "method.temperature");
         bad(|r| r.model = "nope".into(), "model");
         bad(|r| r.batch_size = 1, "batch_size");
         bad(|r| r.lr.warmup_epochs = 1000, "lr.warmup_epochs");

@@ -84,14 +84,15 @@ pub fn write(run: &Path, finetunes: &[PathBuf], out: &Path) -> Result<Vec<PathBu
     let fts = finetunes.iter().map(|d| load_finetune(d)).collect::<Result<Vec<_>>>()?;
     std::fs::create_dir_all(out).at(out)?;
     let mut blocks = Vec::new();
-    let title = format!("SimCLR report: {}", recipe.name);
+    let method = recipe.method()?;
+    let title = format!("{} report: {}", method.name(), recipe.name);
     blocks.push(Block::Heading(1, title.clone()));
     let wall = epochs.last().and_then(|e| e["elapsed_s"].as_f64()).unwrap_or(0.0);
     blocks.push(Block::Paragraph(format!(
-        "Model `{}` with a {}-layer projection head ({} → {}), pretrained on `{}` split `{}` for {} of {} epochs \
-         ({} steps of {} images, two views each) in {:.1} min; optimiser {:?}, peak learning rate {:.3}, temperature {}.",
-        recipe.model, recipe.head.layers, recipe.head.hidden, recipe.head.out, recipe.data.file.display(), recipe.data.split,
-        epochs.len(), recipe.epochs, steps.len(), recipe.batch_size, wall / 60.0, recipe.optimizer.kind, recipe.peak_lr(), recipe.temperature
+        "Model `{}` pretrained with {} on `{}` split `{}` for {} of {} epochs \
+         ({} steps of {} images, two views each) in {:.1} min; optimiser {:?}, peak learning rate {:.3}.",
+        recipe.model, method.summary(), recipe.data.file.display(), recipe.data.split,
+        epochs.len(), recipe.epochs, steps.len(), recipe.batch_size, wall / 60.0, recipe.optimizer.kind, recipe.peak_lr()
     )));
 
     // The comparison table.
@@ -99,7 +100,7 @@ pub fn write(run: &Path, finetunes: &[PathBuf], out: &Path) -> Result<Vec<PathBu
     let mut rows = Vec::new();
     // A result measured on an earlier backbone (e.g. before `ssl pretrain --resume --extend`)
     // says so rather than passing for this run's.
-    let now = crate::eval::frozen::file_digest(&run.join(crate::train::simclr_net::BACKBONE_FILE));
+    let now = crate::eval::frozen::file_digest(&run.join(crate::weights::BACKBONE_FILE));
     let stale = |digest: &str| if !digest.is_empty() && digest != now { " — on an earlier backbone: run it again" } else { "" };
     for key in ["ssl", "random", "pixels"] {
         let name = source_name(key);

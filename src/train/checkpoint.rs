@@ -18,6 +18,11 @@ use crate::error::{Context, Error, Result};
 pub struct CheckpointState {
     /// The model name (a resume with another model is refused).
     pub model: String,
+    /// The pretraining method's name (a resume with another method is refused); empty for
+    /// fine-tuning, and in pretraining checkpoints written before methods were recorded
+    /// (SimCLR was the only one then).
+    #[serde(default)]
+    pub method: String,
     /// The epoch in progress (0-based) and the steps of it already taken.
     pub epoch: usize,
     pub step_in_epoch: usize,
@@ -40,10 +45,12 @@ pub struct CheckpointState {
 pub const FORMAT: u32 = 1;
 
 impl CheckpointState {
-    /// Where a run of `model` stands, written by this build (its version and [`FORMAT`]).
-    pub fn new(model: &str, epoch: usize, step_in_epoch: usize, global_step: u64, elapsed_s: f64, extra: serde_json::Value) -> Self {
+    /// Where a run of `model` trained by `method` stands, written by this build (its version
+    /// and [`FORMAT`]).
+    pub fn new(model: &str, method: &str, epoch: usize, step_in_epoch: usize, global_step: u64, elapsed_s: f64, extra: serde_json::Value) -> Self {
         CheckpointState {
             model: model.to_string(),
+            method: method.to_string(),
             epoch,
             step_in_epoch,
             global_step,
@@ -111,6 +118,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut st = CheckpointState {
             model: "m".into(),
+            method: "SimCLR".into(),
             epoch: 0,
             step_in_epoch: 0,
             global_step: 0,

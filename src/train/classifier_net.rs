@@ -21,8 +21,8 @@ use crate::models::registry::with_backbone;
 use crate::nn::NnDevice;
 use crate::optim::{Optim, OptimConfig};
 
-use super::module_file::{load_module, load_optimizer, save_module, save_optimizer};
-use super::simclr_net::BACKBONE_FILE;
+use crate::weights::{load_module, load_optimizer, save_module, save_optimizer};
+use crate::weights::BACKBONE_FILE;
 
 const CLASSIFIER_FILE: &str = "classifier.safetensors";
 const BACKBONE_OPT_FILE: &str = "optimizer-backbone.safetensors";

@@ -24,7 +24,7 @@ use super::loader::{epoch_order, Batching, Epoch};
 use super::pretrain::Outcome;
 use super::run_dir;
 use super::signal;
-use super::simclr_net::BACKBONE_FILE;
+use crate::weights::BACKBONE_FILE;
 
 /// What `result.json` holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,9 +54,9 @@ const MIN_BATCH: usize = 2;
 const EVAL_BATCH: usize = 256;
 
 /// Scores of `net` on the images at `indices`.
-fn scores(net: &dyn ClassifierNet, pipeline: &Pipeline, split: &Split, indices: &[usize], label: &str) -> Vec<f32> {
+fn scores(net: &dyn ClassifierNet, pipeline: &Pipeline, split: &Split, indices: &[usize], label: &str) -> Result<Vec<f32>> {
     let s = pipeline.output_shape();
-    extract(pipeline, split, indices, EVAL_BATCH, label, |x| net.logits(x, (s.channels, s.height, s.width)))
+    extract(pipeline, split, indices, EVAL_BATCH, label, |x| Ok(net.logits(x, (s.channels, s.height, s.width))))
 }
 
 /// The labels of a split that must have them; `field` names the recipe field that chose it.
@@ -101,7 +101,7 @@ pub fn pretrained_backbone(pretrained: &Path, model: &str) -> Result<PathBuf> {
 pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Outcome> {
     recipe.validate()?;
     let run = opts.resume.clone().unwrap_or_else(|| recipe.run_dir.join(&recipe.name));
-    let resume_from = opts.resume_point(recipe, &recipe.model)?;
+    let resume_from = opts.resume_point(recipe, &recipe.model, "")?;
     let d = &recipe.data;
     let store = Store::open(&d.file)?;
     let train = store.load_split(&d.train_split).map_err(|e| Error::invalid("data.train_split", e.to_string()))?;
@@ -207,7 +207,7 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
     let lr_factor = recipe.backbone.lr_factor;
     while epoch < epochs && !stopped_early {
         let order: Vec<usize> = epoch_order(train_idx.len(), recipe.seed, epoch).into_iter().map(|i| train_idx[i]).collect();
-        let ep = Epoch { pipeline: &pipeline, split: &train, order: &order, batching, views: 1, seed: recipe.seed, epoch };
+        let ep = Epoch { pipelines: &[&pipeline], split: &train, order: &order, batching, seed: recipe.seed, epoch };
         let mut loss_sum = get(&extra, "epoch_loss_sum").unwrap_or(0.0);
         let mut correct = get(&extra, "epoch_correct").unwrap_or(0.0) as usize;
         let mut seen = get(&extra, "epoch_seen").unwrap_or(0.0) as usize;
@@ -248,7 +248,7 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
             x["epoch_loss_sum"] = json!(loss_sum);
             x["epoch_correct"] = json!(correct);
             x["epoch_seen"] = json!(seen);
-            let st = CheckpointState::new(&recipe.model, epoch, step_in_epoch, global, elapsed(&start), x);
+            let st = CheckpointState::new(&recipe.model, "", epoch, step_in_epoch, global, elapsed(&start), x);
             let dir = checkpoint::write(&run, &st, recipe.checkpoint.keep, |d| net.save(d, true))?;
             return Ok(Outcome::Interrupted { run, checkpoint: dir, step: global });
         }
@@ -260,7 +260,7 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
         let mut line = format!("epoch {done}/{epochs}: loss {train_loss:.4}, train top-1 {:.2}%", 100.0 * train_acc);
         if !val_idx.is_empty() {
             let val_labels: Vec<u32> = val_idx.iter().map(|&i| train_labels[i]).collect();
-            let val = evaluate(&scores(net.as_ref(), &eval_pipeline, &train, &val_idx, "validation"), &val_labels, classes).top1;
+            let val = evaluate(&scores(net.as_ref(), &eval_pipeline, &train, &val_idx, "validation")?, &val_labels, classes).top1;
             record["val_top1"] = json!(val);
             line += &format!(", validation top-1 {:.2}%", 100.0 * val);
             if best_val.is_none_or(|b| val > b + recipe.early_stopping.min_delta) {
@@ -284,7 +284,7 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
         first_step = 0;
         extra = json!({});
         if epoch % recipe.checkpoint.every_epochs.max(1) == 0 || epoch == epochs || stopped_early {
-            let st = CheckpointState::new(&recipe.model, epoch, 0, global, elapsed(&start), keep(best_val, best_epoch, bad_epochs, stopped_early));
+            let st = CheckpointState::new(&recipe.model, "", epoch, 0, global, elapsed(&start), keep(best_val, best_epoch, bad_epochs, stopped_early));
             checkpoint::write(&run, &st, recipe.checkpoint.keep, |d| net.save(d, true))?;
         }
     }
@@ -294,7 +294,7 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
         save_weights(net.as_ref(), &best_dir)?;
     }
     let all: Vec<usize> = (0..test.len()).collect();
-    let result_test = evaluate(&scores(net.as_ref(), &eval_pipeline, &test, &all, "test"), &test_labels, classes);
+    let result_test = evaluate(&scores(net.as_ref(), &eval_pipeline, &test, &all, "test")?, &test_labels, classes);
     let result = FinetuneResult {
         name: recipe.name.clone(),
         model: recipe.model.clone(),

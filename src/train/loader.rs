@@ -60,12 +60,11 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
 
 /// One epoch's batches.
 pub struct Epoch<'a> {
-    pub pipeline: &'a Pipeline,
+    /// One pipeline per view (2 for SimCLR and BYOL, 1 for fine-tuning).
+    pub pipelines: &'a [&'a Pipeline],
     pub split: &'a Split,
     pub order: &'a [usize],
     pub batching: Batching,
-    /// Augmented views of each image (2 for SimCLR, 1 for fine-tuning).
-    pub views: usize,
     pub seed: u64,
     pub epoch: usize,
 }
@@ -85,7 +84,7 @@ impl Epoch<'_> {
             s.spawn(move || {
                 for step in steps {
                     let mut views = Vec::new();
-                    self.pipeline.views_into(self.split, self.indices(step), self.views, self.seed, self.epoch as u64, &mut views);
+                    crate::augment::pipeline::views_into(self.pipelines, self.split, self.indices(step), self.seed, self.epoch as u64, &mut views);
                     if tx.send((step, views)).is_err() {
                         break;
                     }
@@ -133,7 +132,7 @@ mod tests {
         let split = Split::random(10, shape, 0);
         let pipeline = Pipeline::for_split(AugmentConfig::simclr(), &split).unwrap();
         let order = epoch_order(10, 3, 0);
-        let e = Epoch { pipeline: &pipeline, split: &split, order: &order, batching: Batching { batch: 4, drop_last: false, min_batch: 2 }, views: 2, seed: 3, epoch: 0 };
+        let e = Epoch { pipelines: &[&pipeline, &pipeline], split: &split, order: &order, batching: Batching { batch: 4, drop_last: false, min_batch: 2 }, seed: 3, epoch: 0 };
         let mut seen = Vec::new();
         e.run(0..3, |step, views| {
             let mut want = Vec::new();

@@ -6,14 +6,11 @@ pub mod classifier_net;
 pub mod finetune;
 pub mod loader;
 pub mod metrics;
-pub mod module_file;
 pub mod monitor;
 pub mod pretrain;
 pub mod run_dir;
 pub mod signal;
-pub mod simclr_net;
 pub mod step;
-pub mod tensors_file;
 
 pub use finetune::finetune;
 pub use pretrain::{pretrain, Outcome, RunOptions};

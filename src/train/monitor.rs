@@ -61,9 +61,9 @@ impl KnnMonitor {
     }
 
     /// Top-1 kNN accuracy of the features `forward` gives.
-    pub fn accuracy(&self, width: usize, mut forward: impl FnMut(Vec<f32>) -> Vec<f32>) -> Result<f64> {
-        let bank = extract(&self.pipeline, &self.train.split, &self.train.indices, BATCH, "knn: memory bank", &mut forward);
-        let test = extract(&self.pipeline, &self.test.split, &self.test.indices, BATCH, "knn: evaluated", &mut forward);
+    pub fn accuracy(&self, width: usize, mut forward: impl FnMut(Vec<f32>) -> Result<Vec<f32>>) -> Result<f64> {
+        let bank = extract(&self.pipeline, &self.train.split, &self.train.indices, BATCH, "knn: memory bank", &mut forward)?;
+        let test = extract(&self.pipeline, &self.test.split, &self.test.indices, BATCH, "knn: evaluated", &mut forward)?;
         knn_accuracy(&bank, &self.train.labels, &test, &self.test.labels, width, self.classes, self.params)
     }
 }

@@ -1,5 +1,6 @@
-//! `ssl pretrain`: the SimCLR loop. Recipe in, run folder out: the resolved recipe,
-//! `metrics.jsonl`, checkpoints, and `backbone.safetensors` at the end.
+//! `ssl pretrain`: the pretraining loop, for every method behind [`crate::method::Method`].
+//! Recipe in, run folder out: the resolved recipe, `metrics.jsonl`, checkpoints, and
+//! `backbone.safetensors` at the end.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -19,7 +20,8 @@ use super::loader::{epoch_order, Batching, Epoch};
 use super::monitor::{KnnMonitor, Labeled};
 use super::run_dir;
 use super::signal;
-use super::simclr_net::{self, BACKBONE_FILE};
+use crate::method::StepAt;
+use crate::weights::BACKBONE_FILE;
 
 /// How to start a pretraining or fine-tuning run.
 #[derive(Clone, Debug, Default)]
@@ -48,10 +50,11 @@ impl RunOptions {
 
     /// The run folder, where it resumes from, and the schedule changes the resume asks for
     /// (see [`run_dir::check_resume`]); reads only.
-    pub fn resume_point<R: serde::Serialize + serde::de::DeserializeOwned>(&self, recipe: &R, model: &str) -> Result<Option<(PathBuf, CheckpointState, Vec<run_dir::Change>)>> {
+    /// `method`: the pretraining method's name, empty for fine-tuning.
+    pub fn resume_point<R: serde::Serialize + serde::de::DeserializeOwned>(&self, recipe: &R, model: &str, method: &str) -> Result<Option<(PathBuf, CheckpointState, Vec<run_dir::Change>)>> {
         self.check()?;
         let Some(run) = &self.resume else { return Ok(None) };
-        let (dir, state) = run_dir::resume_point(run, model)?;
+        let (dir, state) = run_dir::resume_point(run, model, method)?;
         let changes = run_dir::check_resume(run, recipe, self.extend)?;
         Ok(Some((dir, state, changes)))
     }
@@ -74,8 +77,9 @@ pub enum Outcome {
 /// Runs (or resumes) the pretraining that `recipe` describes.
 pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
     recipe.validate()?;
+    let method = recipe.method()?;
     let run = opts.resume.clone().unwrap_or_else(|| recipe.run_dir.join(&recipe.name));
-    let resume_from = opts.resume_point(recipe, &recipe.model)?;
+    let resume_from = opts.resume_point(recipe, &recipe.model, method.name())?;
 
     // Data, model and monitor are all checked before anything is written.
     let store = Store::open(&recipe.data.file)?;
@@ -87,8 +91,9 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
         }
         k => full.subset(&full.name, &random_subset(full.len(), k, recipe.seed)),
     };
-    let pipeline = Pipeline::for_split(recipe.augment.clone(), &split)?;
-    let shape = pipeline.output_shape();
+    let pipelines = method.views(&recipe.augment).into_iter().map(|cfg| Pipeline::for_split(cfg, &split)).collect::<Result<Vec<_>>>()?;
+    let view_plan: Vec<&Pipeline> = pipelines.iter().collect();
+    let shape = pipelines[0].output_shape();
     check_input(&recipe.model, shape)?;
     if recipe.batch_size > split.len() {
         return Err(Error::invalid(
@@ -109,7 +114,7 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
     } else {
         None
     };
-    let batching = Batching { batch: recipe.batch_size, drop_last: recipe.drop_last, min_batch: crate::loss::nt_xent::MIN_BATCH };
+    let batching = Batching { batch: recipe.batch_size, drop_last: recipe.drop_last, min_batch: method.min_batch() };
     let steps = batching.steps(split.len());
     if let Some((_, state, _)) = &resume_from {
         // Before format 1 a last batch of one image was a step of its own.
@@ -120,7 +125,8 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
         run_dir::refuse_fewer_epochs(&run, recipe.epochs, state.epoch)?;
     }
     let sched = recipe.lr.schedule(recipe.batch_size, recipe.epochs, steps)?;
-    let mut net = simclr_net::build(&recipe.model, &recipe.head, recipe.optimizer.at(recipe.peak_lr()), recipe.seed, recipe.device)?;
+    let mut net = method.build(&recipe.model, recipe.optimizer.at(recipe.peak_lr()), recipe.seed, recipe.device)?;
+    let total_steps = (steps * recipe.epochs) as u64;
 
     if let Some((dir, _, _)) = &resume_from {
         net.load(dir)?;
@@ -138,13 +144,13 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
 
     let start = Instant::now();
     let elapsed = |t: &Instant| elapsed0 + t.elapsed().as_secs_f64();
-    let state = |epoch, step_in_epoch, global, elapsed_s, extra| CheckpointState::new(&recipe.model, epoch, step_in_epoch, global, elapsed_s, extra);
+    let state = |epoch, step_in_epoch, global, elapsed_s, extra| CheckpointState::new(&recipe.model, method.name(), epoch, step_in_epoch, global, elapsed_s, extra);
     let (c, h, w) = (shape.channels, shape.height, shape.width);
     let mut last_loss = f64::NAN;
     let mut knn_top1 = None;
     while epoch < recipe.epochs {
         let order = epoch_order(split.len(), recipe.seed, epoch);
-        let ep = Epoch { pipeline: &pipeline, split: &split, order: &order, batching, views: 2, seed: recipe.seed, epoch };
+        let ep = Epoch { pipelines: &view_plan, split: &split, order: &order, batching, seed: recipe.seed, epoch };
         let mut loss_sum = extra.get("epoch_loss_sum").and_then(|v| v.as_f64()).unwrap_or(0.0);
         let bar = crate::progress::bar(steps as u64, &format!("epoch {}/{}", epoch + 1, recipe.epochs));
         bar.set_position(first_step as u64);
@@ -153,7 +159,8 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
         ep.run(first_step..steps, |step, views| {
             let rows = views.len() / (c * h * w);
             let lr = sched.lr(global as usize);
-            let loss = net.step(views, (c, h, w), recipe.temperature, lr);
+            let out = net.step(views, (c, h, w), StepAt { lr, step: global, total_steps })?;
+            let loss = out.loss;
             if !loss.is_finite() {
                 let last = checkpoint::latest(&run)?.map_or("none".to_string(), |(d, _)| d.display().to_string());
                 return Err(Error::invalid(
@@ -170,7 +177,11 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
             epoch_views += rows;
             let vps = rows as f64 / tick.elapsed().as_secs_f64();
             tick = Instant::now();
-            log.log(&json!({"kind": "step", "epoch": epoch + 1, "step": global, "images": rows / 2, "loss": loss, "lr": lr, "views_per_s": vps, "elapsed_s": elapsed(&start)}))?;
+            let mut record = json!({"kind": "step", "epoch": epoch + 1, "step": global, "images": rows / view_plan.len(), "loss": loss, "lr": lr, "views_per_s": vps, "elapsed_s": elapsed(&start)});
+            for (name, value) in &out.logs {
+                record[*name] = json!(value);
+            }
+            log.log(&record)?;
             bar.set_message(format!("epoch {}/{} loss {loss:.4} lr {lr:.4} {:.0} views/s", epoch + 1, recipe.epochs, epoch_views as f64 / epoch_t.elapsed().as_secs_f64()));
             bar.inc(1);
             last_loss = loss as f64;

@@ -24,7 +24,7 @@ pub fn check_new(run: &Path, force: bool) -> Result<()> {
 }
 
 /// The newest checkpoint of `run`, which must have been made with model `model`.
-pub fn resume_point(run: &Path, model: &str) -> Result<(PathBuf, CheckpointState)> {
+pub fn resume_point(run: &Path, model: &str, method: &str) -> Result<(PathBuf, CheckpointState)> {
     if !run.is_dir() {
         return Err(Error::invalid("--resume", format!("{}: no such run folder", run.display())));
     }
@@ -34,6 +34,11 @@ pub fn resume_point(run: &Path, model: &str) -> Result<(PathBuf, CheckpointState
             "--resume",
             format!("{} was made with model '{}', the recipe asks for '{model}'", run.display(), state.model),
         ));
+    }
+    // Pretraining checkpoints from before methods were recorded are SimCLR's.
+    let saved = if state.method.is_empty() && !method.is_empty() { "SimCLR" } else { state.method.as_str() };
+    if saved != method {
+        return Err(Error::invalid("--resume", format!("{} was made with method {saved}, the recipe asks for {method}", run.display())));
     }
     Ok((dir, state))
 }

@@ -128,7 +128,7 @@ pub fn pretrain_recipe(dir: &Path, data: &Path, extra: &str) -> std::path::PathB
     run_dir: "{runs}",
     data: (file: "{data}", split: "train"),
     model: "small_fmnist",
-    head: (hidden: 128, out: 64, layers: 2),
+    method: SimClr(projector: (hidden: 128, out: 64, layers: 2)),
     augment: (blur_p: 0.0),
     batch_size: 16,
     epochs: 3,

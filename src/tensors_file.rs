@@ -21,10 +21,23 @@ pub fn save(path: &Path, tensors: &[(String, Vec<usize>, &[f32])]) -> Result<()>
 
 /// Reads every tensor of a file written by [`save`]: (name, shape, data).
 pub fn load(path: &Path) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    read(path, false)
+}
+
+/// [`load`] for a file dfdx wrote: its scalar hyper-parameters (0-dimensional, e.g. BatchNorm's
+/// epsilon and momentum, stored as f64) are skipped.
+pub fn load_floats(path: &Path) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    read(path, true)
+}
+
+fn read(path: &Path, skip_scalars: bool) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
     let buf = std::fs::read(path).at(path)?;
     let st = SafeTensors::deserialize(&buf).map_err(|e| Error::bad_input(path, format!("not a safetensors file: {e:?}")))?;
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
+        if skip_scalars && view.shape().is_empty() && view.dtype() != Dtype::F32 {
+            continue;
+        }
         if view.dtype() != Dtype::F32 {
             return Err(Error::bad_input(path, format!("tensor {name} is {:?}, not F32", view.dtype())));
         }

@@ -1,5 +1,6 @@
 //! Module weights and optimiser state on disk (safetensors), written through a temporary file.
 
+
 use std::path::Path;
 
 use dfdx::prelude::*;
@@ -7,7 +8,11 @@ use dfdx::prelude::*;
 use crate::error::{Error, Result};
 use crate::optim::Optim;
 
-use super::tensors_file;
+use crate::tensors_file;
+
+/// The backbone's file inside a checkpoint or a run folder (what fine-tuning, probe and kNN
+/// load).
+pub const BACKBONE_FILE: &str = "backbone.safetensors";
 
 /// Saves a dfdx module, through a temporary file.
 pub fn save_module<D: Device<f32>, M: TensorCollection<f32, D>>(m: &M, path: &Path) -> Result<()> {

@@ -1,0 +1,143 @@
+//! Self-supervised methods behind one seam. A method owns its networks (online and target),
+//! its heads of run-time width, its loss call, its optimiser state and its plan of views; the
+//! pretraining loop knows only the [`Method`] trait. Adding a method is its own file here, its
+//! loss in `loss/`, one variant of [`MethodConfig`] and a recipe.
+
+pub mod simclr;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::augment::AugmentConfig;
+use crate::device::DeviceSpec;
+use crate::error::Result;
+use crate::optim::OptimConfig;
+
+pub use simclr::SimClrConfig;
+
+/// The optimiser state's file inside a checkpoint.
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+
+/// Where the loop stands when it asks for a step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepAt {
+    /// Learning rate of this step (from the schedule).
+    pub lr: f64,
+    /// Steps taken before this one, and in the whole run (for schedules a method keeps itself,
+    /// e.g. BYOL's target decay).
+    pub step: u64,
+    pub total_steps: u64,
+}
+
+/// What a step gives back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepOut {
+    /// The loss before the update.
+    pub loss: f32,
+    /// Other values worth logging, e.g. BYOL's `tau`.
+    pub logs: Vec<(&'static str, f64)>,
+}
+
+/// What the pretraining loop needs of a method. Images and views are host buffers
+/// [rows, C, H, W]; `shape` is (C, H, W).
+pub trait Method {
+    /// One optimisation step on V views of N images laid out [V N, C, H, W] (view v of image k
+    /// at row v N + k). A non-finite loss leaves every weight as it was and is returned as is.
+    /// A device failure is an error.
+    fn step(&mut self, views: Vec<f32>, shape: (usize, usize, usize), at: StepAt) -> Result<StepOut>;
+    /// Backbone features of N images in evaluation mode: [N, F].
+    fn features(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Result<Vec<f32>>;
+    /// The backbone's feature width F.
+    fn feature_width(&self) -> usize;
+    /// Writes everything the method owns (networks, heads, optimiser state) into `dir`.
+    fn save(&self, dir: &Path) -> Result<()>;
+    /// Reads what [`Method::save`] wrote.
+    fn load(&mut self, dir: &Path) -> Result<()>;
+    /// Writes the (online) backbone alone: what fine-tuning, probe and kNN load.
+    fn save_backbone(&self, path: &Path) -> Result<()>;
+}
+
+/// A pretraining recipe's `method:`, each with its own settings and the paper's defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum MethodConfig {
+    /// SimCLR (Chen et al. 2020): NT-Xent between two views through a projector.
+    SimClr(SimClrConfig),
+}
+
+impl Default for MethodConfig {
+    fn default() -> Self {
+        MethodConfig::SimClr(SimClrConfig::default())
+    }
+}
+
+/// One line per method for `ssl methods`: name, paper, what its recipe sets.
+#[derive(Clone, Debug, Serialize)]
+pub struct MethodInfo {
+    pub name: &'static str,
+    pub paper: &'static str,
+    /// The recipe's `method:` with the paper's defaults, as RON.
+    pub defaults: String,
+}
+
+/// What each method's settings provide: the loop and the recipe reach a method only through
+/// this (and [`Method`] once built).
+pub trait MethodSettings {
+    /// The method's name as checkpoints and reports write it.
+    fn name(&self) -> &'static str;
+    /// The paper it follows.
+    fn paper(&self) -> &'static str;
+    /// The settings in one line, for reports.
+    fn summary(&self) -> String;
+    /// Checks the settings, naming the field at fault (`method.temperature`, ...).
+    fn validate(&self) -> Result<()>;
+    /// The augmentation of each view, from the recipe's `augment`.
+    fn views(&self, base: &AugmentConfig) -> Vec<AugmentConfig>;
+    /// The fewest images a step is defined on.
+    fn min_batch(&self) -> usize;
+    /// Builds the method for model `model` on `device`, its weights drawn from `seed`.
+    fn build(&self, model: &str, opt: OptimConfig, seed: u64, device: DeviceSpec) -> Result<Box<dyn Method>>;
+}
+
+impl MethodConfig {
+    /// The chosen method's settings.
+    pub fn settings(&self) -> &dyn MethodSettings {
+        match self {
+            MethodConfig::SimClr(c) => c,
+        }
+    }
+
+    /// Every method with its paper's defaults.
+    pub fn all() -> Vec<MethodConfig> {
+        vec![MethodConfig::SimClr(SimClrConfig::default())]
+    }
+
+    /// For `ssl methods`.
+    pub fn info(&self) -> MethodInfo {
+        MethodInfo { name: self.name(), paper: self.settings().paper(), defaults: crate::recipe::to_ron(self) }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.settings().name()
+    }
+
+    pub fn summary(&self) -> String {
+        self.settings().summary()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.settings().validate()
+    }
+
+    pub fn views(&self, base: &AugmentConfig) -> Vec<AugmentConfig> {
+        self.settings().views(base)
+    }
+
+    pub fn min_batch(&self) -> usize {
+        self.settings().min_batch()
+    }
+
+    pub fn build(&self, model: &str, opt: OptimConfig, seed: u64, device: DeviceSpec) -> Result<Box<dyn Method>> {
+        self.settings().build(model, opt, seed, device)
+    }
+}

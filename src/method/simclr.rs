@@ -1,0 +1,244 @@
+//! SimCLR (Chen et al. 2020): a backbone and a projector; NT-Xent between the two views'
+//! projections, every other image of the batch a negative.
+
+use std::path::Path;
+
+use dfdx::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::augment::AugmentConfig;
+use crate::device::DeviceSpec;
+use crate::error::{Error, Result};
+use crate::loss::nt_xent;
+use crate::models::backbone::{Backbone, Images};
+use crate::models::mlp::{Mlp, MlpSpec, Norm};
+use crate::models::registry::{with_built_backbone, WithBuiltBackbone};
+use crate::nn::NnDevice;
+use crate::optim::{Optim, OptimConfig};
+
+use crate::weights::{self, BACKBONE_FILE};
+
+use super::{Method, MethodSettings, StepAt, StepOut, OPTIMIZER_FILE};
+
+/// SimCLR's projector: `layers` linear layers, input -> hidden -> ... -> out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProjectorConfig {
+    /// Hidden width (paper: the backbone's width, 2048 for ResNet-50).
+    pub hidden: usize,
+    /// Output width (paper: 128).
+    pub out: usize,
+    /// 2 (SimCLR v1: Linear, ReLU, Linear) or 3 (v2: BatchNorm after every linear layer).
+    pub layers: usize,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        ProjectorConfig { hidden: 512, out: 128, layers: 2 }
+    }
+}
+
+impl ProjectorConfig {
+    /// The head on a backbone of `features` outputs.
+    pub fn spec(&self, features: usize) -> MlpSpec {
+        let norm = if self.layers >= 3 { Norm::All } else { Norm::None };
+        MlpSpec { input: features, hidden: self.hidden, out: self.out, layers: self.layers, norm }
+    }
+}
+
+/// `method: SimClr(...)` in a pretraining recipe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimClrConfig {
+    /// NT-Xent temperature (paper: 0.5 for CIFAR-10, 0.1 for ImageNet with large batches).
+    pub temperature: f64,
+    pub projector: ProjectorConfig,
+}
+
+impl Default for SimClrConfig {
+    fn default() -> Self {
+        SimClrConfig { temperature: 0.5, projector: ProjectorConfig::default() }
+    }
+}
+
+impl MethodSettings for SimClrConfig {
+    fn name(&self) -> &'static str {
+        "SimCLR"
+    }
+
+    fn paper(&self) -> &'static str {
+        "Chen et al. 2020, A Simple Framework for Contrastive Learning of Visual Representations"
+    }
+
+    fn summary(&self) -> String {
+        let p = &self.projector;
+        format!("SimCLR (temperature {}, {}-layer projector {} → {})", self.temperature, p.layers, p.hidden, p.out)
+    }
+
+    /// Both views take the recipe's augmentation.
+    fn views(&self, base: &AugmentConfig) -> Vec<AugmentConfig> {
+        vec![base.clone(), base.clone()]
+    }
+
+    fn min_batch(&self) -> usize {
+        crate::loss::nt_xent::MIN_BATCH
+    }
+
+    /// SimCLR on model `model`, its weights drawn from `seed` (backbone first, then projector).
+    fn build(&self, model: &str, opt: OptimConfig, seed: u64, device: DeviceSpec) -> Result<Box<dyn Method>> {
+        with_built_backbone(model, device, seed, Build { cfg: self, opt })?
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return Err(Error::invalid("method.temperature", format!("{} must be a positive number", self.temperature)));
+        }
+        if !(2..=3).contains(&self.projector.layers) {
+            return Err(Error::invalid("method.projector.layers", format!("{} must be 2 or 3", self.projector.layers)));
+        }
+        self.projector.spec(1).check("method.projector")
+    }
+}
+
+/// SimCLR's projector file (`head.safetensors` before methods were plug-ins: still read).
+const PROJECTOR_FILE: &str = "projector.safetensors";
+const OLD_PROJECTOR_FILE: &str = "head.safetensors";
+
+struct SimClr<B, D: NnDevice, const C: usize, const F: usize> {
+    dev: D,
+    backbone: B,
+    projector: Mlp<D>,
+    temperature: f64,
+    opt: Optim,
+    grads: Option<Gradients<f32, D>>,
+}
+
+impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> SimClr<B, D, C, F> {
+    fn try_step(&mut self, views: Vec<f32>, (_, h, w): (usize, usize, usize), lr: f64) -> Result<f32, D::Err> {
+        let rows = views.len() / (C * h * w);
+        let x: Images<C, D> = self.dev.tensor_from_vec(views, (rows, Const, h, w));
+        let g = match self.grads.take() {
+            Some(g) => g,
+            None => {
+                let mut g = self.backbone.try_alloc_grads()?;
+                self.projector.try_zero_grads(&mut g)?;
+                g
+            }
+        };
+        let f = self.backbone.try_forward_mut(x.trace(g))?;
+        let f = f.try_reshape_like(&(rows, F))?;
+        let z = self.projector.try_forward_mut(f)?;
+        let loss = nt_xent(z, self.temperature);
+        let value = loss.array();
+        let mut g = loss.backward();
+        if value.is_finite() {
+            self.opt.cfg.lr = lr;
+            let mut u = self.opt.begin();
+            u.module(&mut self.backbone, &g);
+            self.projector.update(&mut u, &g);
+        }
+        self.backbone.try_zero_grads(&mut g)?;
+        self.projector.try_zero_grads(&mut g)?;
+        self.grads = Some(g);
+        Ok(value)
+    }
+}
+
+impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Method for SimClr<B, D, C, F> {
+    fn step(&mut self, views: Vec<f32>, shape: (usize, usize, usize), at: StepAt) -> Result<StepOut> {
+        let loss = self.try_step(views, shape, at.lr).map_err(|e| Error::device("a SimCLR step", e))?;
+        Ok(StepOut { loss, logs: Vec::new() })
+    }
+
+    fn features(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Result<Vec<f32>> {
+        crate::models::backbone::features(&self.dev, &self.backbone, images, shape)
+    }
+
+    fn feature_width(&self) -> usize {
+        F
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        weights::save_module(&self.backbone, &dir.join(BACKBONE_FILE))?;
+        self.projector.save(&dir.join(PROJECTOR_FILE))?;
+        weights::save_optimizer(&self.opt, &dir.join(OPTIMIZER_FILE))
+    }
+
+    fn load(&mut self, dir: &Path) -> Result<()> {
+        weights::load_module(&mut self.backbone, &dir.join(BACKBONE_FILE))?;
+        let projector = dir.join(PROJECTOR_FILE);
+        let old = dir.join(OLD_PROJECTOR_FILE);
+        self.projector.load(if !projector.exists() && old.exists() { &old } else { &projector })?;
+        weights::load_optimizer(&mut self.opt, &dir.join(OPTIMIZER_FILE))
+    }
+
+    fn save_backbone(&self, path: &Path) -> Result<()> {
+        weights::save_module(&self.backbone, path)
+    }
+}
+
+struct Build<'a> {
+    cfg: &'a SimClrConfig,
+    opt: OptimConfig,
+}
+
+impl WithBuiltBackbone for Build<'_> {
+    type Out = Result<Box<dyn Method>>;
+
+    fn run<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize>(self, dev: D, backbone: B) -> Self::Out {
+        let projector = Mlp::new(&dev, self.cfg.projector.spec(F)).map_err(|e| Error::device("building the projector", e))?;
+        Ok(Box::new(SimClr::<B, D, C, F> { dev, backbone, projector, temperature: self.cfg.temperature, opt: Optim::new(self.opt), grads: None }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(lr: f64) -> StepAt {
+        StepAt { lr, step: 0, total_steps: 1 }
+    }
+
+    #[test]
+    fn builds_learns_saves_and_loads() {
+        let cfg = SimClrConfig { temperature: 0.5, projector: ProjectorConfig { hidden: 128, out: 64, layers: 2 } };
+        let opt = OptimConfig { kind: crate::optim::OptimizerKind::Sgd, lr: 0.1, ..Default::default() };
+        let mut a = cfg.build("small_fmnist", opt, 1, DeviceSpec::Cpu).unwrap();
+        assert_eq!(a.feature_width(), 128);
+        let shape = (1, 12, 12);
+        let s = crate::data::Split::random(8, crate::data::ImageShape { height: 12, width: 12, channels: 1 }, 3);
+        let views: Vec<f32> = (0..2).flat_map(|_| s.images.iter().map(|&v| v as f32 / 255.0)).collect();
+        let img = views[..4 * 144].to_vec();
+        let before = a.features(img.clone(), shape).unwrap();
+        let first = a.step(views.clone(), shape, at(0.1)).unwrap().loss;
+        for _ in 0..5 {
+            a.step(views.clone(), shape, at(0.1)).unwrap();
+        }
+        assert!(a.step(views.clone(), shape, at(0.1)).unwrap().loss < first, "identical views: the loss falls");
+        assert_ne!(before, a.features(img.clone(), shape).unwrap(), "training changes the evaluation features");
+        let d = tempfile::tempdir().unwrap();
+        a.save(d.path()).unwrap();
+        let mut b = cfg.build("small_fmnist", opt, 2, DeviceSpec::Cpu).unwrap();
+        b.load(d.path()).unwrap();
+        assert_eq!(a.features(img.clone(), shape).unwrap(), b.features(img, shape).unwrap());
+        assert_eq!(a.step(views.clone(), shape, at(0.1)).unwrap(), b.step(views, shape, at(0.1)).unwrap(), "optimiser state restored");
+        // Another model's files are refused, and a projector of another width.
+        let mut c = SimClrConfig::default().build("resnet18_cifar", opt, 0, DeviceSpec::Cpu).unwrap();
+        assert!(c.load(d.path()).unwrap_err().to_string().contains("backbone.safetensors"));
+        let wide = SimClrConfig { projector: ProjectorConfig { hidden: 300, ..cfg.projector.clone() }, ..cfg.clone() };
+        let mut e = wide.build("small_fmnist", opt, 0, DeviceSpec::Cpu).unwrap();
+        let err = e.load(d.path()).unwrap_err().to_string();
+        assert!(err.contains("projector.safetensors") && err.contains("300"), "{err}");
+    }
+
+    #[test]
+    fn a_projector_of_any_width_trains() {
+        let cfg = SimClrConfig { temperature: 0.5, projector: ProjectorConfig { hidden: 300, out: 37, layers: 3 } };
+        let opt = OptimConfig { kind: crate::optim::OptimizerKind::Sgd, lr: 0.05, ..Default::default() };
+        let mut a = cfg.build("small_fmnist", opt, 4, DeviceSpec::Cpu).unwrap();
+        let s = crate::data::Split::random(6, crate::data::ImageShape { height: 12, width: 12, channels: 1 }, 5);
+        let views: Vec<f32> = (0..2).flat_map(|_| s.images.iter().map(|&v| v as f32 / 255.0)).collect();
+        let losses: Vec<f32> = (0..8).map(|_| a.step(views.clone(), (1, 12, 12), at(0.05)).unwrap().loss).collect();
+        assert!(losses[7] < losses[0], "{losses:?}");
+    }
+}
