@@ -3,6 +3,7 @@
 //! pretraining loop knows only the [`Method`] trait. Adding a method is its own file here, its
 //! loss in `loss/`, one variant of [`MethodConfig`] and a recipe.
 
+pub mod byol;
 pub mod simclr;
 
 use std::path::Path;
@@ -14,6 +15,7 @@ use crate::device::DeviceSpec;
 use crate::error::Result;
 use crate::optim::OptimConfig;
 
+pub use byol::ByolConfig;
 pub use simclr::SimClrConfig;
 
 /// The optimiser state's file inside a checkpoint.
@@ -63,6 +65,9 @@ pub trait Method {
 pub enum MethodConfig {
     /// SimCLR (Chen et al. 2020): NT-Xent between two views through a projector.
     SimClr(SimClrConfig),
+    /// BYOL (Grill et al. 2020): an online network with a predictor regresses a moving-average
+    /// target network's projection of the other view.
+    Byol(ByolConfig),
 }
 
 impl Default for MethodConfig {
@@ -104,12 +109,13 @@ impl MethodConfig {
     pub fn settings(&self) -> &dyn MethodSettings {
         match self {
             MethodConfig::SimClr(c) => c,
+            MethodConfig::Byol(c) => c,
         }
     }
 
     /// Every method with its paper's defaults.
     pub fn all() -> Vec<MethodConfig> {
-        vec![MethodConfig::SimClr(SimClrConfig::default())]
+        vec![MethodConfig::SimClr(SimClrConfig::default()), MethodConfig::Byol(ByolConfig::default())]
     }
 
     /// For `ssl methods`.

@@ -176,6 +176,31 @@ mod tests {
     }
 
     #[test]
+    fn methods_are_chosen_by_content_and_older_recipes_still_read() {
+        // An older recipe: SimCLR's head and temperature at the top level.
+        let (_d, p) = write("(head: (hidden: 256, out: 64, layers: 3), temperature: 0.2)");
+        let r: PretrainRecipe = load(&p, &[]).unwrap();
+        let want = SimClrConfig { temperature: 0.2, projector: HeadConfig { hidden: 256, out: 64, layers: 3 } };
+        assert_eq!(r.method().unwrap(), MethodConfig::SimClr(want));
+        // With `method:` as well, the top-level fields are refused.
+        let (_d, p) = write("(method: Byol(), temperature: 0.2)");
+        let e = load::<PretrainRecipe>(&p, &[]).unwrap().validate().unwrap_err().to_string();
+        assert!(e.starts_with("temperature") && e.contains("method: SimClr("), "{e}");
+        // `--set` reaches a method's settings without naming the variant, and switches method.
+        let (_d, p) = write("(method: SimClr(temperature: 0.1))");
+        let r: PretrainRecipe = load(&p, &["method.projector.hidden=300".into()]).unwrap();
+        assert_eq!(r.method, MethodConfig::SimClr(SimClrConfig { temperature: 0.1, projector: HeadConfig { hidden: 300, ..Default::default() } }));
+        let r: PretrainRecipe = load(&p, &["method=Byol".into(), "method.tau_base=0.99".into()]).unwrap();
+        assert_eq!(r.method, MethodConfig::Byol(crate::method::ByolConfig { tau_base: 0.99, ..Default::default() }));
+        let e = load::<PretrainRecipe>(&p, &["method.tau_base=0.99".into()]).unwrap_err().to_string();
+        assert!(e.contains("method.tau_base"), "{e}");
+        // The saved recipe reads back as written.
+        let (_d, p) = write(&to_ron(&r));
+        assert!(std::fs::read_to_string(&p).unwrap().contains("method: Byol("));
+        assert_eq!(load::<PretrainRecipe>(&p, &[]).unwrap(), r);
+    }
+
+    #[test]
     fn overrides_and_errors_name_the_field() {
         let (_d, p) = write("(epochs: 5, lr: (base: 0.5))");
         let r: PretrainRecipe = load(&p, &["lr.warmup_epochs=2".into(), "optimizer.kind=Sgd".into(), "augment.flip_p=0.0".into()]).unwrap();

@@ -1,0 +1,385 @@
+//! BYOL (Grill et al. 2020, "Bootstrap Your Own Latent"): an online network (backbone,
+//! projector, predictor) predicts a target network's projection of the other view; the target
+//! (backbone, projector) is an exponential moving average of the online one and gets no
+//! gradient. No negatives, so no large batch is needed.
+
+use std::path::Path;
+
+use dfdx::nn::ModelEMA;
+use dfdx::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::augment::AugmentConfig;
+use crate::device::DeviceSpec;
+use crate::error::{Error, Result};
+use crate::loss::byol_loss;
+use crate::models::backbone::{Backbone, Images};
+use crate::models::mlp::{Mlp, MlpSpec, Norm};
+use crate::models::registry::{with_built_backbone, WithBuiltBackbone};
+use crate::nn::NnDevice;
+use crate::optim::{Optim, OptimConfig};
+use crate::weights::{self, BACKBONE_FILE};
+
+use super::{Method, MethodSettings, StepAt, StepOut, OPTIMIZER_FILE};
+
+/// BYOL's projector: Linear, BatchNorm, ReLU, Linear (paper section 3.3).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProjectorConfig {
+    /// Hidden width (paper: 4096).
+    pub hidden: usize,
+    /// Output width (paper: 256).
+    pub out: usize,
+}
+
+/// BYOL's predictor: the projector's shape, from its output back to its output width.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredictorConfig {
+    /// Hidden width (paper: 4096).
+    pub hidden: usize,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        ProjectorConfig { hidden: 4096, out: 256 }
+    }
+}
+
+impl Default for PredictorConfig {
+    fn default() -> Self {
+        PredictorConfig { hidden: 4096 }
+    }
+}
+
+/// `method: Byol(...)` in a pretraining recipe. The paper trains with LARS at a base rate of
+/// 0.2 x batch / 256, weight decay 1.5e-6 (biases and BatchNorm excluded), trust coefficient
+/// 1e-3, 10 warm-up epochs and cosine decay: the recipe's `optimizer` and `lr` sections
+/// (`recipes/byol_fmnist.ron` sets them).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ByolConfig {
+    pub projector: ProjectorConfig,
+    pub predictor: PredictorConfig,
+    /// The target's decay at the first step (paper: 0.996); it rises to `tau_final` (paper: 1)
+    /// as tau = 1 - (1 - tau_base)(cos(pi k / K) + 1) / 2 over the run's K steps.
+    pub tau_base: f64,
+    pub tau_final: f64,
+    /// Gaussian blur probability of view 1 and view 2 (paper: 1.0 and 0.1); replaces the
+    /// recipe's `augment.blur_p`.
+    pub blur_p: (f32, f32),
+    /// Solarisation probability of view 1 and view 2 (paper: 0.0 and 0.2); replaces the
+    /// recipe's `augment.solarize_p`.
+    pub solarize_p: (f32, f32),
+}
+
+impl Default for ByolConfig {
+    fn default() -> Self {
+        ByolConfig {
+            projector: ProjectorConfig::default(),
+            predictor: PredictorConfig::default(),
+            tau_base: 0.996,
+            tau_final: 1.0,
+            blur_p: (1.0, 0.1),
+            solarize_p: (0.0, 0.2),
+        }
+    }
+}
+
+impl MethodSettings for ByolConfig {
+    fn name(&self) -> &'static str {
+        "BYOL"
+    }
+
+    fn paper(&self) -> &'static str {
+        "Grill et al. 2020, Bootstrap Your Own Latent"
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "BYOL (projector {} → {}, predictor {} → {}, target decay {} → {}, blur p {:?}, solarize p {:?})",
+            self.projector.hidden, self.projector.out, self.predictor.hidden, self.projector.out, self.tau_base, self.tau_final, self.blur_p, self.solarize_p
+        )
+    }
+
+    /// The two views: `base` with each view's blur and solarisation probability.
+    fn views(&self, base: &AugmentConfig) -> Vec<AugmentConfig> {
+        let view = |blur_p, solarize_p| AugmentConfig { blur_p, solarize_p, ..base.clone() };
+        vec![view(self.blur_p.0, self.solarize_p.0), view(self.blur_p.1, self.solarize_p.1)]
+    }
+
+    /// BatchNorm in the heads needs two rows per view.
+    fn min_batch(&self) -> usize {
+        2
+    }
+
+    /// BYOL on model `model`, its weights drawn from `seed` (backbone, projector, predictor).
+    fn build(&self, model: &str, opt: OptimConfig, seed: u64, device: DeviceSpec) -> Result<Box<dyn Method>> {
+        with_built_backbone(model, device, seed, Build { cfg: self, opt })?
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.tau_base) {
+            return Err(Error::invalid("method.tau_base", format!("{} is not a decay in [0, 1]", self.tau_base)));
+        }
+        if !(self.tau_base..=1.0).contains(&self.tau_final) {
+            return Err(Error::invalid("method.tau_final", format!("{} must lie in [tau_base, 1] = [{}, 1]", self.tau_final, self.tau_base)));
+        }
+        for (name, (a, b)) in [("blur_p", self.blur_p), ("solarize_p", self.solarize_p)] {
+            if !(0.0..=1.0).contains(&a) || !(0.0..=1.0).contains(&b) {
+                return Err(Error::invalid(format!("method.{name}"), format!("({a}, {b}) are not probabilities in [0, 1]")));
+            }
+        }
+        self.projector_spec(1).check("method.projector")?;
+        self.predictor_spec().check("method.predictor")
+    }
+
+}
+
+impl ByolConfig {
+    fn projector_spec(&self, features: usize) -> MlpSpec {
+        MlpSpec { input: features, hidden: self.projector.hidden, out: self.projector.out, layers: 2, norm: Norm::Hidden }
+    }
+
+    fn predictor_spec(&self) -> MlpSpec {
+        MlpSpec { input: self.projector.out, hidden: self.predictor.hidden, out: self.projector.out, layers: 2, norm: Norm::Hidden }
+    }
+
+    /// The target's decay after step `step` of `total` (0-based; the cosine schedule above).
+    pub fn tau(&self, step: u64, total: u64) -> f64 {
+        let progress = step as f64 / total.max(1) as f64;
+        self.tau_final - (self.tau_final - self.tau_base) * ((std::f64::consts::PI * progress).cos() + 1.0) / 2.0
+    }
+}
+
+const PROJECTOR_FILE: &str = "projector.safetensors";
+const PREDICTOR_FILE: &str = "predictor.safetensors";
+const TARGET_BACKBONE_FILE: &str = "target_backbone.safetensors";
+const TARGET_PROJECTOR_FILE: &str = "target_projector.safetensors";
+
+struct Byol<B, D: NnDevice, const C: usize, const F: usize> {
+    cfg: ByolConfig,
+    dev: D,
+    backbone: B,
+    projector: Mlp<D>,
+    predictor: Mlp<D>,
+    target_backbone: B,
+    target_projector: Mlp<D>,
+    opt: Optim,
+    grads: Option<Gradients<f32, D>>,
+}
+
+impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Byol<B, D, C, F> {
+    fn try_step(&mut self, views: Vec<f32>, (_, h, w): (usize, usize, usize), at: StepAt) -> Result<(f32, f64), D::Err> {
+        let rows = views.len() / (C * h * w);
+        let x: Images<C, D> = self.dev.try_tensor_from_vec(views, (rows, Const, h, w))?;
+        // The target: training mode (BatchNorm on the batch, as the online network), its tape
+        // thrown away, so its projections are constants.
+        let t = self.target_backbone.try_forward_mut(x.clone().leaky_trace())?.try_reshape_like(&(rows, F))?;
+        let (target, _) = self.target_projector.try_forward_mut(t)?.split_tape();
+
+        let g = match self.grads.take() {
+            Some(g) => g,
+            None => {
+                let mut g = self.backbone.try_alloc_grads()?;
+                self.projector.try_zero_grads(&mut g)?;
+                self.predictor.try_zero_grads(&mut g)?;
+                g
+            }
+        };
+        let f = self.backbone.try_forward_mut(x.trace(g))?.try_reshape_like(&(rows, F))?;
+        let p = self.predictor.try_forward_mut(self.projector.try_forward_mut(f)?)?;
+        let loss = byol_loss(p, &target);
+        let value = loss.array();
+        let mut g = loss.backward();
+        let tau = self.cfg.tau(at.step, at.total_steps);
+        if value.is_finite() {
+            self.opt.cfg.lr = at.lr;
+            let mut u = self.opt.begin();
+            u.module(&mut self.backbone, &g);
+            self.projector.update(&mut u, &g);
+            self.predictor.update(&mut u, &g);
+            self.target_backbone.try_ema(&self.backbone, tau)?;
+            self.target_projector.try_ema(&self.projector, tau)?;
+        }
+        self.backbone.try_zero_grads(&mut g)?;
+        self.projector.try_zero_grads(&mut g)?;
+        self.predictor.try_zero_grads(&mut g)?;
+        self.grads = Some(g);
+        Ok((value, tau))
+    }
+}
+
+impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Method for Byol<B, D, C, F> {
+    fn step(&mut self, views: Vec<f32>, shape: (usize, usize, usize), at: StepAt) -> Result<StepOut> {
+        let (loss, tau) = self.try_step(views, shape, at).map_err(|e| Error::device("a BYOL step", e))?;
+        Ok(StepOut { loss, logs: vec![("tau", tau)] })
+    }
+
+    fn features(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Result<Vec<f32>> {
+        crate::models::backbone::features(&self.dev, &self.backbone, images, shape)
+    }
+
+    fn feature_width(&self) -> usize {
+        F
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        weights::save_module(&self.backbone, &dir.join(BACKBONE_FILE))?;
+        self.projector.save(&dir.join(PROJECTOR_FILE))?;
+        self.predictor.save(&dir.join(PREDICTOR_FILE))?;
+        weights::save_module(&self.target_backbone, &dir.join(TARGET_BACKBONE_FILE))?;
+        self.target_projector.save(&dir.join(TARGET_PROJECTOR_FILE))?;
+        weights::save_optimizer(&self.opt, &dir.join(OPTIMIZER_FILE))
+    }
+
+    fn load(&mut self, dir: &Path) -> Result<()> {
+        weights::load_module(&mut self.backbone, &dir.join(BACKBONE_FILE))?;
+        self.projector.load(&dir.join(PROJECTOR_FILE))?;
+        self.predictor.load(&dir.join(PREDICTOR_FILE))?;
+        weights::load_module(&mut self.target_backbone, &dir.join(TARGET_BACKBONE_FILE))?;
+        self.target_projector.load(&dir.join(TARGET_PROJECTOR_FILE))?;
+        weights::load_optimizer(&mut self.opt, &dir.join(OPTIMIZER_FILE))
+    }
+
+    fn save_backbone(&self, path: &Path) -> Result<()> {
+        weights::save_module(&self.backbone, path)
+    }
+}
+
+struct Build<'a> {
+    cfg: &'a ByolConfig,
+    opt: OptimConfig,
+}
+
+impl WithBuiltBackbone for Build<'_> {
+    type Out = Result<Box<dyn Method>>;
+
+    fn run<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize>(self, dev: D, backbone: B) -> Self::Out {
+        Ok(Box::new(Byol::<B, D, C, F>::new(self.cfg, self.opt, dev, backbone)?))
+    }
+}
+
+impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Byol<B, D, C, F> {
+    /// The online heads drawn after the backbone; the target starts as a copy of the online
+    /// network (paper, section 3.1).
+    fn new(cfg: &ByolConfig, opt: OptimConfig, dev: D, backbone: B) -> Result<Self> {
+        let err = |e| Error::device("building BYOL's heads", e);
+        let projector = Mlp::new(&dev, cfg.projector_spec(F)).map_err(err)?;
+        let predictor = Mlp::new(&dev, cfg.predictor_spec()).map_err(err)?;
+        let (target_backbone, target_projector) = (backbone.clone(), projector.clone());
+        Ok(Byol { cfg: cfg.clone(), dev, backbone, projector, predictor, target_backbone, target_projector, opt: Optim::new(opt), grads: None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::resnet::SmallFmnist;
+    use crate::optim::OptimizerKind;
+
+    fn small() -> ByolConfig {
+        ByolConfig { projector: ProjectorConfig { hidden: 64, out: 32 }, predictor: PredictorConfig { hidden: 48 }, ..Default::default() }
+    }
+
+    fn views(n: usize, seed: u64) -> Vec<f32> {
+        let s = crate::data::Split::random(2 * n, crate::data::ImageShape { height: 12, width: 12, channels: 1 }, seed);
+        s.images.iter().map(|&v| v as f32 / 255.0 - 0.5).collect()
+    }
+
+    /// Every tensor of a module, through its safetensors file.
+    fn tensors_of<M: TensorCollection<f32, Cpu>>(m: &M) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("m.safetensors");
+        weights::save_module(m, &p).unwrap();
+        crate::tensors_file::load_floats(&p).unwrap()
+    }
+
+    fn mlp_tensors(m: &Mlp<Cpu>) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("m.safetensors");
+        m.save(&p).unwrap();
+        crate::tensors_file::load_floats(&p).unwrap()
+    }
+
+    #[test]
+    fn tau_follows_the_cosine_schedule() {
+        let c = ByolConfig::default();
+        assert_eq!(c.tau(0, 100), 0.996);
+        assert!((c.tau(50, 100) - 0.998).abs() < 1e-12);
+        assert!((c.tau(100, 100) - 1.0).abs() < 1e-15);
+        let views = c.views(&AugmentConfig::simclr());
+        assert_eq!((views[0].blur_p, views[0].solarize_p, views[1].blur_p, views[1].solarize_p), (1.0, 0.0, 0.1, 0.2));
+    }
+
+    /// After a step the target is exactly tau target + (1 - tau) online, the online network
+    /// having moved: the target took no gradient step of its own. Running statistics are the
+    /// target's own (it runs in training mode), so only trained tensors are compared.
+    #[test]
+    fn the_target_moves_only_by_the_moving_average() {
+        let dev = Cpu::seed_from_u64(0);
+        let backbone = dev.build_module::<SmallFmnist, f32>();
+        let opt = OptimConfig { kind: OptimizerKind::Sgd, lr: 0.5, momentum: 0.0, weight_decay: 0.0, ..Default::default() };
+        let mut m = Byol::<_, Cpu, 1, 128>::new(&small(), opt, dev, backbone).unwrap();
+        let (old_b, old_p) = (tensors_of(&m.target_backbone), mlp_tensors(&m.target_projector));
+        let at = StepAt { lr: 0.5, step: 3, total_steps: 10 };
+        let (loss, tau) = m.try_step(views(4, 1), (1, 12, 12), at).unwrap();
+        assert!(loss.is_finite() && (0.0..=8.0).contains(&loss));
+        assert_eq!(tau, small().tau(3, 10));
+        let check = |name: &str, old: Vec<(String, Vec<usize>, Vec<f32>)>, online: Vec<(String, Vec<usize>, Vec<f32>)>, new: Vec<(String, Vec<usize>, Vec<f32>)>| {
+            let mut moved = false;
+            for ((o, on), n) in old.iter().zip(&online).zip(&new) {
+                if o.0.contains("running") {
+                    continue;
+                }
+                for ((a, b), c) in o.2.iter().zip(&on.2).zip(&n.2) {
+                    let want = tau as f32 * a + (1.0 - tau as f32) * b;
+                    assert!((c - want).abs() <= 1e-6 * want.abs().max(1.0), "{name} {}: {c} vs {want}", o.0);
+                    moved |= a != b;
+                }
+            }
+            assert!(moved, "{name}: the online network moved");
+        };
+        check("backbone", old_b, tensors_of(&m.backbone), tensors_of(&m.target_backbone));
+        check("projector", old_p, mlp_tensors(&m.projector), mlp_tensors(&m.target_projector));
+    }
+
+    #[test]
+    fn resumes_exactly_with_its_target_network() {
+        let opt = OptimConfig { kind: OptimizerKind::Lars, lr: 0.2, ..Default::default() };
+        let mut a = small().build("small_fmnist", opt, 3, DeviceSpec::Cpu).unwrap();
+        let shape = (1, 12, 12);
+        let at = |step| StepAt { lr: 0.2, step, total_steps: 6 };
+        let batches: Vec<Vec<f32>> = (0..4).map(|i| views(4, 10 + i)).collect();
+        a.step(batches[0].clone(), shape, at(0)).unwrap();
+        a.step(batches[1].clone(), shape, at(1)).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        a.save(d.path()).unwrap();
+        let mut b = small().build("small_fmnist", opt, 99, DeviceSpec::Cpu).unwrap();
+        b.load(d.path()).unwrap();
+        for (i, batch) in batches[2..].iter().enumerate() {
+            let (x, y) = (a.step(batch.clone(), shape, at(2 + i as u64)).unwrap(), b.step(batch.clone(), shape, at(2 + i as u64)).unwrap());
+            assert_eq!(x, y, "step {}", 2 + i);
+        }
+        let img = batches[0][..4 * 144].to_vec();
+        assert_eq!(a.features(img.clone(), shape).unwrap(), b.features(img, shape).unwrap());
+        // A checkpoint without the target network is refused, naming the file.
+        std::fs::remove_file(d.path().join(TARGET_BACKBONE_FILE)).unwrap();
+        let e = b.load(d.path()).unwrap_err().to_string();
+        assert!(e.contains(TARGET_BACKBONE_FILE), "{e}");
+    }
+
+    #[test]
+    fn bad_settings_name_the_field() {
+        let bad = |c: ByolConfig, field: &str| {
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
+        };
+        bad(ByolConfig { tau_base: 1.5, ..Default::default() }, "method.tau_base");
+        bad(ByolConfig { tau_final: 0.5, ..Default::default() }, "method.tau_final");
+        bad(ByolConfig { blur_p: (1.0, 2.0), ..Default::default() }, "method.blur_p");
+        bad(ByolConfig { projector: ProjectorConfig { hidden: 0, out: 8 }, ..Default::default() }, "method.projector.hidden");
+        bad(ByolConfig { predictor: PredictorConfig { hidden: 0 }, ..Default::default() }, "method.predictor.hidden");
+        ByolConfig::default().validate().unwrap();
+    }
+}
