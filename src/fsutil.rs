@@ -23,6 +23,11 @@ pub fn replace_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> R
     std::fs::rename(&tmp, path).at(path)
 }
 
+/// Writes `value` as pretty JSON to `path` through [`replace_atomic`].
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    write_atomic(path, serde_json::to_string_pretty(value).expect("serialises"))
+}
+
 /// Writes `contents` to `path` through [`replace_atomic`].
 pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
     replace_atomic(path, |tmp| std::fs::write(tmp, contents).at(tmp))

@@ -27,6 +27,8 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     ssl::alloc::keep_freed_memory();
+    // The library prints nothing itself: its messages and progress bars come here.
+    ssl::progress::set_reporter(ssl::progress::Reporter { message: Box::new(|line| println!("{line}")), bars: true });
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
         if n == 0 {
@@ -56,7 +58,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         d.check()?;
     }
     match cli.command {
-        Command::Pretrain(a) => train_command(a, device, ssl::train::pretrain),
+        Command::Pretrain(a) => train_command(a, device, |r: &ssl::recipe::PretrainRecipe, o| {
+            let monitor = ssl::eval::monitor::KnnMonitor::for_recipe(r)?;
+            ssl::train::pretrain(r, o, monitor.as_ref().map(|m| m as &dyn ssl::models::encoder::Monitor))
+        }),
         Command::Finetune(a) => train_command(a, device, ssl::train::finetune),
         other => run_tool(other, device.unwrap_or_default()).map(|()| ExitCode::SUCCESS),
     }

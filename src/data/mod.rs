@@ -61,6 +61,19 @@ pub struct Split {
 }
 
 impl Split {
+    /// The labels, or an error naming `field` and the store `file` when the split has none.
+    pub fn labels_for(&self, file: &std::path::Path, field: &str) -> crate::Result<&[u32]> {
+        self.labels.as_deref().ok_or_else(|| {
+            crate::Error::invalid(field, format!("split '{}' of {} has no labels; fine-tuning and probing need labels", self.name, file.display()))
+        })
+    }
+
+    /// Number of classes of a labeled split: its class names, or one past the largest label.
+    pub fn class_count(&self) -> usize {
+        let labels = self.labels.as_deref().unwrap_or_default();
+        self.classes.len().max(labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0))
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.images.len() / self.shape.len().max(1)

@@ -8,12 +8,10 @@ use crate::augment::Pipeline;
 use crate::data::split::random_subset;
 use crate::data::{Split, Store};
 use crate::error::{Error, Result};
-use crate::train::classifier_net::{self, ClassifierSpec};
-use crate::train::finetune::{class_count, labels_of};
 use crate::weights::BACKBONE_FILE;
 
 use super::feature_cache::{self, SplitFeatures};
-use super::features::extract;
+use crate::models::encoder::extract;
 
 /// Whose features.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +70,7 @@ pub struct FeatureSet {
 
 fn labeled(store: &Store, name: &str, field: &str) -> Result<Split> {
     let split = store.load_split(name).map_err(|e| Error::invalid(field, e.to_string()))?;
-    labels_of(&split, store.path(), field)?;
+    split.labels_for(store.path(), field)?;
     Ok(split)
 }
 
@@ -83,8 +81,7 @@ pub fn features(run: &Path, source: Source, req: &FeatureRequest) -> Result<Feat
     let store = Store::open(&file)?;
     let train = labeled(&store, &req.train_split, "--train-split")?;
     let test = labeled(&store, &req.test_split, "--test-split")?;
-    let labels = train.labels.as_deref().unwrap_or_default();
-    let classes = class_count(&train, labels);
+    let classes = train.class_count();
     let train_idx = random_subset(train.len(), req.max_train, recipe.seed);
     let test_idx: Vec<usize> = (0..test.len()).collect();
     let backbone = run.join(BACKBONE_FILE);
@@ -124,13 +121,10 @@ pub fn features(run: &Path, source: Source, req: &FeatureRequest) -> Result<Feat
             Source::Pixels => (extract(&pipeline, split, idx, 1024, label, Ok)?, shape.len()),
             _ => {
                 crate::models::registry::check_input(&recipe.model, shape)?;
-                let spec = ClassifierSpec { classes: classes.max(2), dropout: 0.0, frozen: true, opt: Default::default(), seed: recipe.seed, device: req.device };
-                let mut net = classifier_net::build(&recipe.model, spec)?;
-                if source == Source::Pretrained {
-                    net.load_backbone(&backbone)?;
-                }
+                let weights = (source == Source::Pretrained).then_some(backbone.as_path());
+                let net = crate::models::encoder::load(&recipe.model, weights, recipe.seed, req.device)?;
                 let s = (shape.channels, shape.height, shape.width);
-                (extract(&pipeline, split, idx, 256, label, |x| Ok(net.features(x, s)))?, net.feature_width())
+                (extract(&pipeline, split, idx, 256, label, |x| net.features(x, s))?, net.feature_width())
             }
         };
         Ok(SplitFeatures { x, y, dim })

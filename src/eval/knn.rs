@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::metrics::predicted;
+use crate::metrics::predicted;
 use crate::error::{Error, Result};
 use crate::nn::gemm::{matmul, Mat};
 

@@ -2,12 +2,11 @@
 //! classification metrics.
 
 pub mod feature_cache;
-pub mod features;
 pub mod frozen;
 pub mod knn;
-pub mod metrics;
+pub mod monitor;
 pub mod on_run;
 pub mod probe;
 
 pub use knn::{knn_accuracy, knn_predict, knn_scores, KnnParams};
-pub use metrics::{evaluate, Evaluation};
+pub use crate::metrics::{evaluate, Evaluation};

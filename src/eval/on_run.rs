@@ -11,10 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::frozen::{features, FeatureRequest, Source};
 use super::knn::{knn_scores, KnnParams};
-use super::metrics::{evaluate, Evaluation};
+use crate::metrics::{evaluate, Evaluation};
 use super::probe::{probe, Labeled, ProbeConfig};
 use crate::error::{Context, Error, Result};
-use crate::train::finetune::write_json;
 
 /// One linear-probe result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,7 +64,7 @@ fn merge<T: Serialize>(path: &Path, key: &str, entry: &T) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).at(dir)?;
     }
-    write_json(path, &all)
+    crate::fsutil::write_json(path, &all)
 }
 
 /// Reads `RUN/eval/NAME.json` if present.

@@ -7,7 +7,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::metrics::{evaluate, Evaluation};
+use crate::metrics::{evaluate, Evaluation};
 use crate::error::{Error, Result};
 use crate::nn::gemm::{matmul, Mat};
 

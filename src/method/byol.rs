@@ -14,6 +14,7 @@ use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::loss::byol_loss;
 use crate::models::backbone::{Backbone, Images};
+use crate::models::encoder::Encoder;
 use crate::models::mlp::{Mlp, MlpSpec, Norm};
 use crate::models::registry::{with_built_backbone, WithBuiltBackbone};
 use crate::nn::NnDevice;
@@ -210,18 +211,20 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Byol<B, 
     }
 }
 
-impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Method for Byol<B, D, C, F> {
-    fn step(&mut self, views: Vec<f32>, shape: (usize, usize, usize), at: StepAt) -> Result<StepOut> {
-        let (loss, tau) = self.try_step(views, shape, at).map_err(|e| Error::device("a BYOL step", e))?;
-        Ok(StepOut { loss, logs: vec![("tau", tau)] })
-    }
-
+impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Encoder for Byol<B, D, C, F> {
     fn features(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Result<Vec<f32>> {
         crate::models::backbone::features(&self.dev, &self.backbone, images, shape)
     }
 
     fn feature_width(&self) -> usize {
         F
+    }
+}
+
+impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Method for Byol<B, D, C, F> {
+    fn step(&mut self, views: Vec<f32>, shape: (usize, usize, usize), at: StepAt) -> Result<StepOut> {
+        let (loss, tau) = self.try_step(views, shape, at).map_err(|e| Error::device("a BYOL step", e))?;
+        Ok(StepOut { loss, logs: vec![("tau", tau)] })
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
@@ -240,6 +243,10 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Method f
         weights::load_module(&mut self.target_backbone, &dir.join(TARGET_BACKBONE_FILE))?;
         self.target_projector.load(&dir.join(TARGET_PROJECTOR_FILE))?;
         weights::load_optimizer(&mut self.opt, &dir.join(OPTIMIZER_FILE))
+    }
+
+    fn as_encoder(&self) -> &dyn Encoder {
+        self
     }
 
     fn save_backbone(&self, path: &Path) -> Result<()> {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::augment::AugmentConfig;
 use crate::device::DeviceSpec;
 use crate::error::Result;
+use crate::models::encoder::Encoder;
 use crate::optim::OptimConfig;
 
 pub use byol::ByolConfig;
@@ -42,20 +43,19 @@ pub struct StepOut {
 }
 
 /// What the pretraining loop needs of a method. Images and views are host buffers
-/// [rows, C, H, W]; `shape` is (C, H, W).
-pub trait Method {
+/// [rows, C, H, W]; `shape` is (C, H, W). As an [`Encoder`] a method is its online backbone
+/// (what monitors see and `save_backbone` writes).
+pub trait Method: Encoder {
     /// One optimisation step on V views of N images laid out [V N, C, H, W] (view v of image k
     /// at row v N + k). A non-finite loss leaves every weight as it was and is returned as is.
     /// A device failure is an error.
     fn step(&mut self, views: Vec<f32>, shape: (usize, usize, usize), at: StepAt) -> Result<StepOut>;
-    /// Backbone features of N images in evaluation mode: [N, F].
-    fn features(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Result<Vec<f32>>;
-    /// The backbone's feature width F.
-    fn feature_width(&self) -> usize;
     /// Writes everything the method owns (networks, heads, optimiser state) into `dir`.
     fn save(&self, dir: &Path) -> Result<()>;
     /// Reads what [`Method::save`] wrote.
     fn load(&mut self, dir: &Path) -> Result<()>;
+    /// The method as its online backbone's features.
+    fn as_encoder(&self) -> &dyn Encoder;
     /// Writes the (online) backbone alone: what fine-tuning, probe and kNN load.
     fn save_backbone(&self, path: &Path) -> Result<()>;
 }

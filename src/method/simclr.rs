@@ -11,6 +11,7 @@ use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::loss::nt_xent;
 use crate::models::backbone::{Backbone, Images};
+use crate::models::encoder::Encoder;
 use crate::models::mlp::{Mlp, MlpSpec, Norm};
 use crate::models::registry::{with_built_backbone, WithBuiltBackbone};
 use crate::nn::NnDevice;
@@ -144,18 +145,20 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> SimClr<B
     }
 }
 
-impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Method for SimClr<B, D, C, F> {
-    fn step(&mut self, views: Vec<f32>, shape: (usize, usize, usize), at: StepAt) -> Result<StepOut> {
-        let loss = self.try_step(views, shape, at.lr).map_err(|e| Error::device("a SimCLR step", e))?;
-        Ok(StepOut { loss, logs: Vec::new() })
-    }
-
+impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Encoder for SimClr<B, D, C, F> {
     fn features(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Result<Vec<f32>> {
         crate::models::backbone::features(&self.dev, &self.backbone, images, shape)
     }
 
     fn feature_width(&self) -> usize {
         F
+    }
+}
+
+impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Method for SimClr<B, D, C, F> {
+    fn step(&mut self, views: Vec<f32>, shape: (usize, usize, usize), at: StepAt) -> Result<StepOut> {
+        let loss = self.try_step(views, shape, at.lr).map_err(|e| Error::device("a SimCLR step", e))?;
+        Ok(StepOut { loss, logs: Vec::new() })
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
@@ -170,6 +173,10 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Method f
         let old = dir.join(OLD_PROJECTOR_FILE);
         self.projector.load(if !projector.exists() && old.exists() { &old } else { &projector })?;
         weights::load_optimizer(&mut self.opt, &dir.join(OPTIMIZER_FILE))
+    }
+
+    fn as_encoder(&self) -> &dyn Encoder {
+        self
     }
 
     fn save_backbone(&self, path: &Path) -> Result<()> {

@@ -2,6 +2,7 @@
 
 pub mod backbone;
 pub mod classic;
+pub mod encoder;
 pub mod heads;
 pub mod inception;
 pub mod mlp;

@@ -7,6 +7,7 @@ use crate::device::DeviceSpec;
 use serde::{Deserialize, Serialize};
 
 use crate::augment::AugmentConfig;
+use crate::data::{Split, Store};
 use crate::method::{MethodConfig, SimClrConfig};
 use crate::error::{Error, Result};
 pub use super::common::{AnnealingKind, CheckpointConfig, LrConfig, OptimizerConfig};
@@ -143,6 +144,21 @@ impl PretrainRecipe {
         }
         let d = SimClrConfig::default();
         Ok(MethodConfig::SimClr(SimClrConfig { temperature: self.temperature.unwrap_or(d.temperature), projector: self.head.clone().unwrap_or(d.projector) }))
+    }
+
+    /// The store and the split pretraining reads (`data.subset` of it when set), each error
+    /// naming its field.
+    pub fn load_data(&self) -> Result<(Store, Split)> {
+        let store = Store::open(&self.data.file)?;
+        let full = store.load_split(&self.data.split).map_err(|e| Error::invalid("data.split", e.to_string()))?;
+        let split = match self.data.subset {
+            0 => full,
+            k if k > full.len() => {
+                return Err(Error::invalid("data.subset", format!("{k} is more than the {} images of {}:{}", full.len(), self.data.file.display(), full.name)))
+            }
+            k => full.subset(&full.name, &crate::data::split::random_subset(full.len(), k, self.seed)),
+        };
+        Ok((store, split))
     }
 
     /// The peak learning rate after batch scaling.

@@ -14,7 +14,7 @@ use crate::eval::feature_cache;
 use crate::eval::on_run::{read, KnnEntry, ProbeEntry};
 use crate::recipe::FinetuneRecipe;
 use crate::train::finetune::FinetuneResult;
-use crate::train::metrics;
+use crate::run::records;
 use document::Block;
 use plots::Series;
 
@@ -37,7 +37,7 @@ fn load_finetune(dir: &Path) -> Result<Finetune> {
     let text = std::fs::read_to_string(&result_path).at(&result_path)?;
     let result = serde_json::from_str(&text).map_err(|e| Error::bad_input(&result_path, e.to_string()))?;
     let recipe = crate::recipe::load(&dir.join("recipe.ron"), &[])?;
-    let epochs = metrics::read(&dir.join("metrics.jsonl"))?.into_iter().filter(|v| v["kind"] == "epoch").collect();
+    let epochs = records::read(&dir.join("metrics.jsonl"))?.into_iter().filter(|v| v["kind"] == "epoch").collect();
     Ok(Finetune { dir: dir.to_path_buf(), recipe, result, epochs })
 }
 
@@ -76,7 +76,7 @@ fn init_label(f: &Finetune) -> &'static str {
 /// the files written.
 pub fn write(run: &Path, finetunes: &[PathBuf], out: &Path) -> Result<Vec<PathBuf>> {
     let recipe = crate::recipe::load_pretraining_run(run, "run")?;
-    let records = metrics::read(&run.join("metrics.jsonl"))?;
+    let records = records::read(&run.join("metrics.jsonl"))?;
     let steps: Vec<Value> = records.iter().filter(|v| v["kind"] == "step").cloned().collect();
     let epochs: Vec<Value> = records.iter().filter(|v| v["kind"] == "epoch").cloned().collect();
     let probes: std::collections::BTreeMap<String, ProbeEntry> = read(run, "probe")?;

@@ -74,7 +74,7 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, const K:
     }
 
     fn correct(&self, logits: &[f32], labels: &[u32]) -> usize {
-        logits.chunks(K).zip(labels).filter(|(row, &y)| crate::eval::metrics::in_top_k(&row[..self.classes], y as usize, 1)).count()
+        logits.chunks(K).zip(labels).filter(|(row, &y)| crate::metrics::in_top_k(&row[..self.classes], y as usize, 1)).count()
     }
 }
 

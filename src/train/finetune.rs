@@ -13,16 +13,16 @@ use crate::augment::Pipeline;
 use crate::data::split::{stratified_fraction, stratified_split};
 use crate::data::{Split, Store};
 use crate::error::{Error, Result};
-use crate::eval::features::extract;
-use crate::eval::{evaluate, Evaluation};
+use crate::models::encoder::extract;
+use crate::metrics::{evaluate, Evaluation};
 use crate::models::registry::check_input;
 use crate::recipe::{FinetuneRecipe, PretrainRecipe};
 
-use super::checkpoint::{self, CheckpointState};
+use crate::run::checkpoint::{self, CheckpointState};
 use super::classifier_net::{self, ClassifierNet, ClassifierSpec};
 use super::loader::{epoch_order, Batching, Epoch};
 use super::pretrain::Outcome;
-use super::run_dir;
+use crate::run::folder as run_dir;
 use super::signal;
 use crate::weights::BACKBONE_FILE;
 
@@ -59,18 +59,6 @@ fn scores(net: &dyn ClassifierNet, pipeline: &Pipeline, split: &Split, indices: 
     extract(pipeline, split, indices, EVAL_BATCH, label, |x| Ok(net.logits(x, (s.channels, s.height, s.width))))
 }
 
-/// The labels of a split that must have them; `field` names the recipe field that chose it.
-pub fn labels_of<'a>(split: &'a Split, file: &Path, field: &str) -> Result<&'a [u32]> {
-    split.labels.as_deref().ok_or_else(|| {
-        Error::invalid(field, format!("split '{}' of {} has no labels; fine-tuning and probing need labels", split.name, file.display()))
-    })
-}
-
-/// Number of classes of a labeled split.
-pub fn class_count(split: &Split, labels: &[u32]) -> usize {
-    split.classes.len().max(labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0))
-}
-
 /// The backbone file of `pretrained` (a run folder or a file), checked against `model` when a
 /// run folder says which model made it.
 pub fn pretrained_backbone(pretrained: &Path, model: &str) -> Result<PathBuf> {
@@ -105,10 +93,10 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
     let d = &recipe.data;
     let store = Store::open(&d.file)?;
     let train = store.load_split(&d.train_split).map_err(|e| Error::invalid("data.train_split", e.to_string()))?;
-    let train_labels = labels_of(&train, &d.file, "data.train_split")?;
+    let train_labels = train.labels_for(&d.file, "data.train_split")?;
     let test = store.load_split(&d.test_split).map_err(|e| Error::invalid("data.test_split", e.to_string()))?;
-    let test_labels = labels_of(&test, &d.file, "data.test_split")?.to_vec();
-    let classes = class_count(&train, train_labels);
+    let test_labels = test.labels_for(&d.file, "data.test_split")?.to_vec();
+    let classes = train.class_count();
     if train.shape != test.shape {
         return Err(Error::invalid("data.test_split", format!("images of {} differ from the training split's {}", test.shape, train.shape)));
     }
@@ -186,13 +174,13 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
     let (mut epoch, mut first_step, mut global, elapsed0, mut extra) = (0, 0, 0u64, resume_from.as_ref().map_or(0.0, |r| r.1.elapsed_s), json!({}));
     if let Some((dir, state, changes)) = &resume_from {
         (epoch, first_step, global, extra) = (state.epoch, state.step_in_epoch, state.global_step, state.extra.clone());
-        println!("resuming {} at epoch {} step {} ({})", run.display(), epoch + 1, first_step, dir.display());
+        crate::progress::message(&format!("resuming {} at epoch {} step {} ({})", run.display(), epoch + 1, first_step, dir.display()));
         if let Some(line) = run_dir::record_changes(&run, global, changes)? {
-            println!("{line}");
+            crate::progress::message(&line);
         }
     }
     if let Some(line) = &stretched {
-        println!("{line}");
+        crate::progress::message(&line);
     }
     signal::install();
     let get = |extra: &serde_json::Value, k: &str| extra.get(k).and_then(|v| v.as_f64());
@@ -279,7 +267,7 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
             }
         }
         log.log(&record)?;
-        println!("{line}, {:.0} s elapsed", elapsed(&start));
+        crate::progress::message(&format!("{line}, {:.0} s elapsed", elapsed(&start)));
         epoch += 1;
         first_step = 0;
         extra = json!({});
@@ -311,7 +299,7 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
         test: result_test,
         elapsed_s: elapsed(&start),
     };
-    write_json(&run.join("result.json"), &result)?;
+    crate::fsutil::write_json(&run.join("result.json"), &result)?;
     let summary = format!("done in {:.0} s: test top-1 {:.2}%; results in {}", result.elapsed_s, 100.0 * result.test.top1, run.join("result.json").display());
     Ok(Outcome::Finished { run, summary })
 }
@@ -321,7 +309,3 @@ fn save_weights(net: &dyn ClassifierNet, dir: &Path) -> Result<()> {
     crate::fsutil::replace_dir_atomic(dir, |tmp| net.save(tmp, false))
 }
 
-/// Writes `value` as pretty JSON through a temporary file.
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    crate::fsutil::write_atomic(path, serde_json::to_string_pretty(value).expect("serialises"))
-}

@@ -8,20 +8,17 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::augment::Pipeline;
-use crate::data::split::random_subset;
-use crate::data::Store;
 use crate::error::{Error, Result};
-use crate::eval::KnnParams;
+use crate::method::StepAt;
+use crate::models::encoder::Monitor;
 use crate::models::registry::check_input;
 use crate::recipe::pretrain::PretrainRecipe;
+use crate::run::checkpoint::{self, CheckpointState};
+use crate::run::folder as run_dir;
+use crate::run::BACKBONE_FILE;
 
-use super::checkpoint::{self, CheckpointState};
 use super::loader::{epoch_order, Batching, Epoch};
-use super::monitor::{KnnMonitor, Labeled};
-use super::run_dir;
 use super::signal;
-use crate::method::StepAt;
-use crate::weights::BACKBONE_FILE;
 
 /// How to start a pretraining or fine-tuning run.
 #[derive(Clone, Debug, Default)]
@@ -74,23 +71,17 @@ pub enum Outcome {
     Interrupted { run: PathBuf, checkpoint: PathBuf, step: u64 },
 }
 
-/// Runs (or resumes) the pretraining that `recipe` describes.
-pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
+/// Runs (or resumes) the pretraining that `recipe` describes; `monitor` (the kNN monitor of
+/// `eval`, when the recipe asks for one) is measured on the backbone every
+/// `knn.every_epochs` epochs and after the last.
+pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions, monitor: Option<&dyn Monitor>) -> Result<Outcome> {
     recipe.validate()?;
     let method = recipe.method()?;
     let run = opts.resume.clone().unwrap_or_else(|| recipe.run_dir.join(&recipe.name));
     let resume_from = opts.resume_point(recipe, &recipe.model, method.name())?;
 
     // Data, model and monitor are all checked before anything is written.
-    let store = Store::open(&recipe.data.file)?;
-    let full = store.load_split(&recipe.data.split).map_err(|e| Error::invalid("data.split", e.to_string()))?;
-    let split = match recipe.data.subset {
-        0 => full,
-        k if k > full.len() => {
-            return Err(Error::invalid("data.subset", format!("{k} is more than the {} images of {}:{}", full.len(), recipe.data.file.display(), full.name)))
-        }
-        k => full.subset(&full.name, &random_subset(full.len(), k, recipe.seed)),
-    };
+    let (_, split) = recipe.load_data()?;
     let pipelines = method.views(&recipe.augment).into_iter().map(|cfg| Pipeline::for_split(cfg, &split)).collect::<Result<Vec<_>>>()?;
     let view_plan: Vec<&Pipeline> = pipelines.iter().collect();
     let shape = pipelines[0].output_shape();
@@ -101,19 +92,11 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
             format!("{} is larger than the dataset ({} images in {}:{})", recipe.batch_size, split.len(), recipe.data.file.display(), split.name),
         ));
     }
-    let monitor = if recipe.knn.every_epochs > 0 {
-        let k = &recipe.knn;
-        let train = Labeled::load(&store, &k.train_split, k.max_train, recipe.seed, "knn.train_split")?;
-        let test = Labeled::load(&store, &k.test_split, k.max_test, recipe.seed + 1, "knn.test_split")?;
-        let params = KnnParams { k: k.k, temperature: k.temperature as f32 };
-        let m = KnnMonitor::new(train, test, &recipe.augment, &split.mean, &split.std, params, &recipe.data.file)?;
+    if let Some(m) = monitor {
         if m.input_shape() != shape {
             return Err(Error::invalid("knn", format!("its splits give {} images, pretraining {}", m.input_shape(), shape)));
         }
-        Some(m)
-    } else {
-        None
-    };
+    }
     let batching = Batching { batch: recipe.batch_size, drop_last: recipe.drop_last, min_batch: method.min_batch() };
     let steps = batching.steps(split.len());
     if let Some((_, state, _)) = &resume_from {
@@ -135,9 +118,9 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
     let (mut epoch, mut first_step, mut global, mut elapsed0, mut extra) = (0, 0, 0u64, 0.0, json!({}));
     if let Some((dir, state, changes)) = &resume_from {
         (epoch, first_step, global, elapsed0, extra) = (state.epoch, state.step_in_epoch, state.global_step, state.elapsed_s, state.extra.clone());
-        println!("resuming {} at epoch {} step {} ({})", run.display(), epoch + 1, first_step, dir.display());
+        crate::progress::message(&format!("resuming {} at epoch {} step {} ({})", run.display(), epoch + 1, first_step, dir.display()));
         if let Some(line) = run_dir::record_changes(&run, global, changes)? {
-            println!("{line}");
+            crate::progress::message(&line);
         }
     }
     signal::install();
@@ -147,7 +130,7 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
     let state = |epoch, step_in_epoch, global, elapsed_s, extra| CheckpointState::new(&recipe.model, method.name(), epoch, step_in_epoch, global, elapsed_s, extra);
     let (c, h, w) = (shape.channels, shape.height, shape.width);
     let mut last_loss = f64::NAN;
-    let mut knn_top1 = None;
+    let mut last_measure = None;
     while epoch < recipe.epochs {
         let order = epoch_order(split.len(), recipe.seed, epoch);
         let ep = Epoch { pipelines: &view_plan, split: &split, order: &order, batching, seed: recipe.seed, epoch };
@@ -202,17 +185,17 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
         let mut record = json!({"kind": "epoch", "epoch": done, "step": global, "loss": epoch_loss, "lr": sched.lr(global.saturating_sub(1) as usize),
             "views_per_s": epoch_views as f64 / epoch_t.elapsed().as_secs_f64(), "elapsed_s": elapsed(&start)});
         let mut line = format!("epoch {done}/{}: loss {epoch_loss:.4}", recipe.epochs);
-        if let Some(m) = &monitor {
-            if done % recipe.knn.every_epochs == 0 || done == recipe.epochs {
+        if let Some(m) = monitor {
+            if done % recipe.knn.every_epochs.max(1) == 0 || done == recipe.epochs {
                 let t = Instant::now();
-                let acc = m.accuracy(net.feature_width(), |x| net.features(x, (c, h, w)))?;
-                record["knn_top1"] = json!(acc);
-                line += &format!(", kNN top-1 {:.2}% ({:.0} s)", 100.0 * acc, t.elapsed().as_secs_f64());
-                knn_top1 = Some(acc);
+                let value = m.measure(net.as_encoder())?;
+                record[m.key()] = json!(value);
+                line += &format!(", {} {:.2}% ({:.0} s)", m.label(), 100.0 * value, t.elapsed().as_secs_f64());
+                last_measure = Some((m.label(), value));
             }
         }
         log.log(&record)?;
-        println!("{line}, {:.0} s elapsed", elapsed(&start));
+        crate::progress::message(&format!("{line}, {:.0} s elapsed", elapsed(&start)));
         epoch += 1;
         first_step = 0;
         extra = json!({});
@@ -222,7 +205,7 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions) -> Result<Outcome> {
         }
     }
     net.save_backbone(&run.join(BACKBONE_FILE))?;
-    let knn = knn_top1.map_or(String::new(), |a| format!(", kNN top-1 {:.2}%", 100.0 * a));
+    let knn = last_measure.map_or(String::new(), |(label, v)| format!(", {label} {:.2}%", 100.0 * v));
     let summary = if last_loss.is_nan() {
         format!("nothing left to do: all {} epochs were done; backbone at {}", recipe.epochs, run.join(BACKBONE_FILE).display())
     } else {

@@ -7,7 +7,8 @@ use crate::augment::{AugmentConfig, Pipeline};
 use crate::data::split::random_subset;
 use crate::data::{Split, Store};
 use crate::error::{Error, Result};
-use crate::eval::features::extract;
+use crate::models::encoder::{extract, Encoder, Monitor};
+use crate::recipe::PretrainRecipe;
 use crate::eval::{knn_accuracy, KnnParams};
 
 /// Features batch size of the monitor.
@@ -55,15 +56,41 @@ impl KnnMonitor {
         Ok(KnnMonitor { train, test, pipeline, params, classes })
     }
 
-    /// The input shape of the evaluated images.
-    pub fn input_shape(&self) -> crate::data::ImageShape {
+    /// The monitor a pretraining recipe asks for (`knn:`; none when `every_epochs` is 0), its
+    /// images seen as pretraining's evaluation view with the pretraining split's statistics.
+    pub fn for_recipe(recipe: &PretrainRecipe) -> Result<Option<Self>> {
+        let k = &recipe.knn;
+        if k.every_epochs == 0 {
+            return Ok(None);
+        }
+        recipe.validate()?;
+        let (store, split) = recipe.load_data()?;
+        let train = Labeled::load(&store, &k.train_split, k.max_train, recipe.seed, "knn.train_split")?;
+        let test = Labeled::load(&store, &k.test_split, k.max_test, recipe.seed + 1, "knn.test_split")?;
+        let params = KnnParams { k: k.k, temperature: k.temperature as f32 };
+        Self::new(train, test, &recipe.augment, &split.mean, &split.std, params, &recipe.data.file).map(Some)
+    }
+}
+
+impl Monitor for KnnMonitor {
+    fn key(&self) -> &'static str {
+        "knn_top1"
+    }
+
+    fn label(&self) -> &'static str {
+        "kNN top-1"
+    }
+
+    fn input_shape(&self) -> crate::data::ImageShape {
         self.pipeline.output_shape()
     }
 
-    /// Top-1 kNN accuracy of the features `forward` gives.
-    pub fn accuracy(&self, width: usize, mut forward: impl FnMut(Vec<f32>) -> Result<Vec<f32>>) -> Result<f64> {
+    /// Top-1 weighted kNN accuracy of the test split's features against the memory bank's.
+    fn measure(&self, encoder: &dyn Encoder) -> Result<f64> {
+        let s = self.pipeline.output_shape();
+        let mut forward = |x| encoder.features(x, (s.channels, s.height, s.width));
         let bank = extract(&self.pipeline, &self.train.split, &self.train.indices, BATCH, "knn: memory bank", &mut forward)?;
         let test = extract(&self.pipeline, &self.test.split, &self.test.indices, BATCH, "knn: evaluated", &mut forward)?;
-        knn_accuracy(&bank, &self.train.labels, &test, &self.test.labels, width, self.classes, self.params)
+        knn_accuracy(&bank, &self.train.labels, &test, &self.test.labels, encoder.feature_width(), self.classes, self.params)
     }
 }

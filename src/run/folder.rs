@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::error::{Context, Error, Result};
 
 use super::checkpoint::{self, CheckpointState};
-use super::metrics::MetricsLog;
+use super::records::MetricsLog;
 
 /// A new run may go to `run` unless something is there already (or `force`).
 pub fn check_new(run: &Path, force: bool) -> Result<()> {

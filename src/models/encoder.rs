@@ -1,0 +1,86 @@
+//! A backbone seen only as features: the interface the kNN monitor, the linear probe, kNN
+//! evaluation and every method share, and feature extraction over a split (images as
+//! evaluation sees them: whole, resized, normalised; forwarded in batches without a tape).
+
+use std::path::Path;
+
+use crate::augment::Pipeline;
+use crate::data::Split;
+use crate::device::DeviceSpec;
+use crate::error::Result;
+use crate::nn::NnDevice;
+
+use super::backbone::Backbone;
+use super::registry::{with_built_backbone, WithBuiltBackbone};
+
+/// Images in, features out, in evaluation mode (BatchNorm on running statistics).
+pub trait Encoder {
+    /// Features of N images [N, C, H, W] (host buffer; `shape` = (C, H, W)): [N, F].
+    fn features(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Result<Vec<f32>>;
+    /// The feature width F.
+    fn feature_width(&self) -> usize;
+}
+
+/// Something measured on an encoder between epochs (pretraining's kNN monitor): training
+/// calls it without knowing what it is, evaluation provides it.
+pub trait Monitor {
+    /// Its key in epoch records (`knn_top1`) and its name in messages (`kNN top-1`).
+    fn key(&self) -> &'static str;
+    fn label(&self) -> &'static str;
+    /// The shape of the images it shows the encoder (checked against training's views
+    /// before any work).
+    fn input_shape(&self) -> crate::data::ImageShape;
+    /// The measure, a fraction in [0, 1].
+    fn measure(&self, encoder: &dyn Encoder) -> Result<f64>;
+}
+
+struct Frozen<B, D, const C: usize, const F: usize> {
+    dev: D,
+    backbone: B,
+}
+
+impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Encoder for Frozen<B, D, C, F> {
+    fn features(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Result<Vec<f32>> {
+        super::backbone::features(&self.dev, &self.backbone, images, shape)
+    }
+
+    fn feature_width(&self) -> usize {
+        F
+    }
+}
+
+struct Load<'a> {
+    weights: Option<&'a Path>,
+}
+
+impl WithBuiltBackbone for Load<'_> {
+    type Out = Result<Box<dyn Encoder>>;
+
+    fn run<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize>(self, dev: D, mut backbone: B) -> Self::Out {
+        if let Some(path) = self.weights {
+            crate::weights::load_module(&mut backbone, path)?;
+        }
+        Ok(Box::new(Frozen { dev, backbone }))
+    }
+}
+
+/// Model `model` on `device`: its weights drawn from `seed` (a random initialisation), then
+/// read from `weights` when given (a backbone file; one of another model is refused).
+pub fn load(model: &str, weights: Option<&Path>, seed: u64, device: DeviceSpec) -> Result<Box<dyn Encoder>> {
+    with_built_backbone(model, device, seed, Load { weights })?
+}
+
+/// The features of the images at `indices`, [N, F] row-major; `forward` maps a batch
+/// [n, C, H, W] to [n, F]. Shows a progress bar labelled `label`.
+pub fn extract(pipeline: &Pipeline, split: &Split, indices: &[usize], batch: usize, label: &str, mut forward: impl FnMut(Vec<f32>) -> Result<Vec<f32>>) -> Result<Vec<f32>> {
+    let bar = crate::progress::bar(indices.len() as u64, label);
+    let mut out = Vec::new();
+    let mut images = Vec::new();
+    for chunk in indices.chunks(batch.max(1)) {
+        pipeline.eval_into(split, chunk, &mut images);
+        out.extend(forward(std::mem::take(&mut images))?);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}

@@ -1,0 +1,84 @@
+//! Pretraining methods through the one seam, driven through the real `ssl` binary: BYOL end to
+//! end (exact resume with its target network, thread independence, its decay logged), `ssl
+//! methods`, a resume with another method refused, the report naming the method, and a SimCLR
+//! projector of a width no list of compiled widths had.
+
+mod common;
+
+use std::path::Path;
+
+use common::{labeled_store, pretrain_recipe as recipe, records, s, ssl, ssl_fails, ssl_ok};
+
+/// Small BYOL heads, chosen from the command line over the test recipe's SimCLR.
+const BYOL: [&str; 8] = ["--set", "method=Byol", "--set", "method.projector.hidden=64", "--set", "method.projector.out=32", "--set", "method.predictor.hidden=48"];
+
+fn losses(run: &Path) -> Vec<String> {
+    records(run, "step").iter().map(|v| v["loss"].to_string()).collect()
+}
+
+fn args<'a>(head: &[&'a str], tail: &[&'a str]) -> Vec<&'a str> {
+    head.iter().chain(tail).copied().collect()
+}
+
+#[test]
+fn byol_resumes_exactly_and_does_not_depend_on_threads() {
+    let d = tempfile::tempdir().unwrap();
+    let data = labeled_store(d.path(), 64, 30);
+    let r = recipe(d.path(), &data, "");
+    let runs = d.path().join("runs");
+
+    let full = ssl_ok(&args(&["pretrain", s(&r), "--threads", "2", "--set", "name=full"], &BYOL));
+    assert!(full.stdout.contains("kNN top-1"), "{}", full.stdout);
+    let a = runs.join("full");
+    let base = losses(&a);
+    assert_eq!(base.len(), 12, "64 images / 16 per step x 3 epochs");
+    // BYOL's loss lies in [0, 8]; its target decay is logged and rises from 0.996.
+    let steps = records(&a, "step");
+    assert!(steps.iter().all(|v| (0.0..=8.0).contains(&v["loss"].as_f64().unwrap())));
+    let tau: Vec<f64> = steps.iter().map(|v| v["tau"].as_f64().unwrap()).collect();
+    assert_eq!(tau[0], 0.996);
+    assert!(tau.windows(2).all(|w| w[1] > w[0]) && tau[11] < 1.0, "{tau:?}");
+    let ckpt = std::fs::read_dir(a.join("checkpoints")).unwrap().next().unwrap().unwrap().path();
+    for f in ["backbone.safetensors", "projector.safetensors", "predictor.safetensors", "target_backbone.safetensors", "target_projector.safetensors", "optimizer.safetensors"] {
+        assert!(ckpt.join(f).exists(), "{f}");
+    }
+    assert!(std::fs::read_to_string(ckpt.join("state.json")).unwrap().contains("\"BYOL\""));
+
+    // Stopped mid-epoch and resumed: the same losses and backbone, bit for bit.
+    let stop = ssl(&args(&["pretrain", s(&r), "--set", "name=cut", "--stop-after-steps", "6"], &BYOL));
+    assert!(!stop.ok, "{}", stop.stderr);
+    let b = runs.join("cut");
+    ssl_ok(&["pretrain", "--resume", s(&b)]);
+    assert_eq!(losses(&b), base, "the resumed run repeats the uninterrupted one");
+    assert_eq!(std::fs::read(a.join("backbone.safetensors")).unwrap(), std::fs::read(b.join("backbone.safetensors")).unwrap());
+
+    // One thread gives the same numbers as two.
+    ssl_ok(&args(&["pretrain", s(&r), "--threads", "1", "--set", "name=one"], &BYOL));
+    assert_eq!(losses(&runs.join("one")), base);
+
+    // Another method, or other settings of this one, on resume: refused, nothing written.
+    let c = runs.join("cut2");
+    assert!(!ssl(&args(&["pretrain", s(&r), "--set", "name=cut2", "--stop-after-steps", "2"], &BYOL)).ok);
+    ssl_fails(&["pretrain", "--resume", s(&c), "--set", "method=SimClr"], &["--resume", "method BYOL", "SimCLR"]);
+    ssl_fails(&["pretrain", "--resume", s(&c), "--set", "method.tau_base=0.99"], &["--resume", "tau_base", "0.996", "0.99"]);
+
+    // The report names the method and its settings.
+    ssl_ok(&["report", s(&a)]);
+    let md = std::fs::read_to_string(a.join("report/report.md")).unwrap();
+    assert!(md.contains("BYOL report") && md.contains("target decay 0.996"), "{md}");
+}
+
+#[test]
+fn methods_are_listed_and_any_projector_width_trains() {
+    let list = ssl_ok(&["methods"]).stdout;
+    for needle in ["SimCLR", "Chen et al. 2020", "SimClr(", "temperature: 0.5", "BYOL", "Grill et al. 2020", "Byol(", "tau_base: 0.996", "blur_p: (1.0, 0.1)"] {
+        assert!(list.contains(needle), "`ssl methods` lacks {needle}:\n{list}");
+    }
+    let d = tempfile::tempdir().unwrap();
+    let data = labeled_store(d.path(), 32, 10);
+    let r = recipe(d.path(), &data, "");
+    ssl_ok(&["pretrain", s(&r), "--set", "name=w300", "--set", "method.projector.hidden=300", "--set", "method.projector.out=37", "--set", "epochs=1", "--set", "knn.every_epochs=0"]);
+    let saved = std::fs::read_to_string(d.path().join("runs/w300/recipe.ron")).unwrap();
+    assert!(saved.contains("method: SimClr(") && saved.contains("hidden: 300"), "{saved}");
+    ssl_fails(&["pretrain", s(&r), "--set", "method.projector.out=0"], &["method.projector.out"]);
+}
