@@ -7,14 +7,14 @@ pub mod plots;
 
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+
 
 use crate::error::{Context, Error, Result};
 use crate::eval::feature_cache;
 use crate::eval::on_run::{read, KnnEntry, ProbeEntry};
 use crate::recipe::FinetuneRecipe;
 use crate::train::finetune::FinetuneResult;
-use crate::run::records;
+use crate::run::records::{self, EpochRecord};
 use document::Block;
 use plots::Series;
 
@@ -26,7 +26,7 @@ struct Finetune {
     dir: PathBuf,
     recipe: FinetuneRecipe,
     result: FinetuneResult,
-    epochs: Vec<Value>,
+    epochs: Vec<EpochRecord>,
 }
 
 fn load_finetune(dir: &Path) -> Result<Finetune> {
@@ -37,7 +37,7 @@ fn load_finetune(dir: &Path) -> Result<Finetune> {
     let text = std::fs::read_to_string(&result_path).at(&result_path)?;
     let result = serde_json::from_str(&text).map_err(|e| Error::bad_input(&result_path, e.to_string()))?;
     let recipe = crate::recipe::load(&dir.join("recipe.ron"), &[])?;
-    let epochs = records::read(&dir.join("metrics.jsonl"))?.into_iter().filter(|v| v["kind"] == "epoch").collect();
+    let (_, epochs) = records::read_steps_and_epochs(&dir.join("metrics.jsonl"))?;
     Ok(Finetune { dir: dir.to_path_buf(), recipe, result, epochs })
 }
 
@@ -45,8 +45,9 @@ fn pct(v: Option<f64>) -> String {
     v.filter(|v| v.is_finite()).map_or("–".into(), |v| format!("{:.2}", 100.0 * v))
 }
 
-fn points(records: &[Value], x: &str, y: &str) -> Vec<(f64, f64)> {
-    records.iter().filter_map(|r| Some((r.get(x)?.as_f64()?, r.get(y)?.as_f64()?))).collect()
+/// (epoch, value of `key`) of the epochs that have it.
+fn epoch_points(epochs: &[EpochRecord], key: &str) -> Vec<(f64, f64)> {
+    epochs.iter().filter_map(|e| Some((e.epoch as f64, e.get(key)?))).collect()
 }
 
 /// Moving average over `w` points.
@@ -76,9 +77,7 @@ fn init_label(f: &Finetune) -> &'static str {
 /// the files written.
 pub fn write(run: &Path, finetunes: &[PathBuf], out: &Path) -> Result<Vec<PathBuf>> {
     let recipe = crate::recipe::load_pretraining_run(run, "run")?;
-    let records = records::read(&run.join("metrics.jsonl"))?;
-    let steps: Vec<Value> = records.iter().filter(|v| v["kind"] == "step").cloned().collect();
-    let epochs: Vec<Value> = records.iter().filter(|v| v["kind"] == "epoch").cloned().collect();
+    let (steps, epochs) = records::read_steps_and_epochs(&run.join("metrics.jsonl"))?;
     let probes: std::collections::BTreeMap<String, ProbeEntry> = read(run, "probe")?;
     let knns: std::collections::BTreeMap<String, KnnEntry> = read(run, "knn")?;
     let fts = finetunes.iter().map(|d| load_finetune(d)).collect::<Result<Vec<_>>>()?;
@@ -87,7 +86,7 @@ pub fn write(run: &Path, finetunes: &[PathBuf], out: &Path) -> Result<Vec<PathBu
     let method = recipe.method()?;
     let title = format!("{} report: {}", method.name(), recipe.name);
     blocks.push(Block::Heading(1, title.clone()));
-    let wall = epochs.last().and_then(|e| e["elapsed_s"].as_f64()).unwrap_or(0.0);
+    let wall = epochs.last().map_or(0.0, |e| e.elapsed_s);
     blocks.push(Block::Paragraph(format!(
         "Model `{}` pretrained with {} on `{}` split `{}` for {} of {} epochs \
          ({} steps of {} images, two views each) in {:.1} min; optimiser {:?}, peak learning rate {:.3}.",
@@ -126,7 +125,7 @@ pub fn write(run: &Path, finetunes: &[PathBuf], out: &Path) -> Result<Vec<PathBu
 
     // Pretraining curves.
     blocks.push(Block::Heading(2, "Pretraining".into()));
-    let loss = points(&steps, "step", "loss");
+    let loss: Vec<(f64, f64)> = steps.iter().map(|s| (s.step as f64, s.loss)).collect();
     let w = (loss.len() / 50).max(1);
     let mut loss_series = vec![Series { name: "per step".into(), points: loss.clone() }];
     if w > 1 {
@@ -134,16 +133,16 @@ pub fn write(run: &Path, finetunes: &[PathBuf], out: &Path) -> Result<Vec<PathBu
     }
     plots::lines(&out.join("pretrain_loss.png"), "NT-Xent loss", "step", "loss", &loss_series)?;
     blocks.push(Block::Image("Pretraining loss".into(), "pretrain_loss.png".into()));
-    plots::lines(&out.join("pretrain_lr.png"), "Learning rate", "step", "learning rate", &[Series { name: String::new(), points: points(&steps, "step", "lr") }])?;
+    plots::lines(&out.join("pretrain_lr.png"), "Learning rate", "step", "learning rate", &[Series { name: String::new(), points: steps.iter().map(|s| (s.step as f64, s.lr)).collect() }])?;
     blocks.push(Block::Image("Learning-rate schedule".into(), "pretrain_lr.png".into()));
-    let knn_curve = points(&epochs, "epoch", "knn_top1").into_iter().map(|(x, y)| (x, 100.0 * y)).collect::<Vec<_>>();
+    let knn_curve = epoch_points(&epochs, "knn_top1").into_iter().map(|(x, y)| (x, 100.0 * y)).collect::<Vec<_>>();
     if !knn_curve.is_empty() {
         plots::lines(&out.join("knn.png"), "Online kNN monitor", "epoch", "kNN top-1 (%)", &[Series { name: String::new(), points: knn_curve }])?;
         blocks.push(Block::Image("kNN accuracy during pretraining".into(), "knn.png".into()));
     }
     let rows: Vec<Vec<String>> = epochs.iter().map(|e| vec![
-        e["epoch"].to_string(), format!("{:.4}", e["loss"].as_f64().unwrap_or(f64::NAN)), pct(e["knn_top1"].as_f64()),
-        format!("{:.0}", e["views_per_s"].as_f64().unwrap_or(0.0)), format!("{:.0}", e["elapsed_s"].as_f64().unwrap_or(0.0)),
+        e.epoch.to_string(), format!("{:.4}", e.loss), pct(e.get("knn_top1")),
+        format!("{:.0}", e.views_per_s.unwrap_or(0.0)), format!("{:.0}", e.elapsed_s),
     ]).collect();
     blocks.push(Block::Table(vec!["Epoch".into(), "Loss".into(), "kNN top-1 (%)".into(), "Views/s".into(), "Elapsed (s)".into()], rows));
 
@@ -162,7 +161,7 @@ pub fn write(run: &Path, finetunes: &[PathBuf], out: &Path) -> Result<Vec<PathBu
     if !fts.is_empty() {
         blocks.push(Block::Heading(2, "Fine-tuning".into()));
         let series = |y: &str, scale: f64, suffix: &str| -> Vec<Series> {
-            fts.iter().map(|f| Series { name: format!("{} ({}){suffix}", f.recipe.name, init_label(f)), points: points(&f.epochs, "epoch", y).into_iter().map(|(x, v)| (x, v * scale)).collect() }).collect()
+            fts.iter().map(|f| Series { name: format!("{} ({}){suffix}", f.recipe.name, init_label(f)), points: epoch_points(&f.epochs, y).into_iter().map(|(x, v)| (x, v * scale)).collect() }).collect()
         };
         plots::lines(&out.join("finetune_loss.png"), "Fine-tuning training loss", "epoch", "loss", &series("loss", 1.0, ""))?;
         blocks.push(Block::Image("Fine-tuning loss".into(), "finetune_loss.png".into()));

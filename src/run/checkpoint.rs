@@ -30,9 +30,9 @@ pub struct CheckpointState {
     pub global_step: u64,
     /// Training time so far, seconds.
     pub elapsed_s: f64,
-    /// Anything else the loop keeps (best validation accuracy, patience...).
-    #[serde(default)]
-    pub extra: serde_json::Value,
+    /// The loop's sums and early-stopping state (`extra` in the file, as before it was typed).
+    #[serde(default, rename = "extra")]
+    pub loop_state: LoopState,
     pub tool_version: String,
     /// How the loop cut its data when it wrote this: 0 (absent) before last batches too small
     /// for the loss were folded and fine-tuning's validation split was stratified, then
@@ -47,7 +47,7 @@ pub const FORMAT: u32 = 1;
 impl CheckpointState {
     /// Where a run of `model` trained by `method` stands, written by this build (its version
     /// and [`FORMAT`]).
-    pub fn new(model: &str, method: &str, epoch: usize, step_in_epoch: usize, global_step: u64, elapsed_s: f64, extra: serde_json::Value) -> Self {
+    pub fn new(model: &str, method: &str, epoch: usize, step_in_epoch: usize, global_step: u64, elapsed_s: f64, loop_state: LoopState) -> Self {
         CheckpointState {
             model: model.to_string(),
             method: method.to_string(),
@@ -55,11 +55,28 @@ impl CheckpointState {
             step_in_epoch,
             global_step,
             elapsed_s,
-            extra,
+            loop_state,
             tool_version: env!("CARGO_PKG_VERSION").into(),
             format: FORMAT,
         }
     }
+}
+
+/// Where the training loop stands within an epoch and in early stopping: what a checkpoint
+/// keeps besides the position and the weights. Field names are those older checkpoints used.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoopState {
+    /// The epoch so far: sum of weighted losses, their weights, correct predictions, images.
+    pub epoch_loss_sum: f64,
+    pub epoch_weight: f64,
+    pub epoch_correct: usize,
+    pub epoch_seen: usize,
+    /// Early stopping.
+    pub best_val: Option<f64>,
+    pub best_epoch: usize,
+    pub bad_epochs: usize,
+    pub stopped_early: bool,
 }
 
 const STATE_FILE: &str = "state.json";
@@ -123,7 +140,7 @@ mod tests {
             step_in_epoch: 0,
             global_step: 0,
             elapsed_s: 0.0,
-            extra: serde_json::Value::Null,
+            loop_state: LoopState::default(),
             tool_version: "t".into(),
             format: FORMAT,
         };

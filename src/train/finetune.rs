@@ -4,27 +4,25 @@
 //! validation) and `result.json`.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::augment::Pipeline;
 use crate::data::split::{stratified_fraction, stratified_split};
 use crate::data::{Split, Store};
 use crate::error::{Error, Result};
-use crate::models::encoder::extract;
+use crate::method::StepAt;
 use crate::metrics::{evaluate, Evaluation};
+use crate::models::encoder::extract;
 use crate::models::registry::check_input;
 use crate::recipe::{FinetuneRecipe, PretrainRecipe};
-
-use crate::run::checkpoint::{self, CheckpointState};
-use super::classifier_net::{self, ClassifierNet, ClassifierSpec};
-use super::loader::{epoch_order, Batching, Epoch};
-use super::pretrain::Outcome;
 use crate::run::folder as run_dir;
-use super::signal;
-use crate::weights::BACKBONE_FILE;
+use crate::run::BACKBONE_FILE;
+
+use super::classifier_net::{self, ClassifierNet, ClassifierSpec};
+use super::loader::Batching;
+use super::pretrain::Outcome;
+use super::trainer::{self, EarlyStopping, End, EpochReport, Plan, Start, StepReport, Task};
 
 /// What `result.json` holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -160,7 +158,7 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
             return Err(run_dir::stale_checkpoint(&run, "validation splits are now stratified and a last batch of one image is folded"));
         }
         run_dir::refuse_fewer_epochs(&run, epochs, state.epoch)?;
-        let stopped = state.extra.get("stopped_early").and_then(|v| v.as_bool()).unwrap_or(false);
+        let stopped = state.loop_state.stopped_early;
         if (state.epoch >= epochs || stopped) && changes.is_empty() && run.join("result.json").exists() {
             let summary = format!("nothing left to do: the run is finished; results in {}", run.join("result.json").display());
             return Ok(Outcome::Finished { run, summary });
@@ -171,111 +169,53 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
         net.load(dir, true)?;
     }
     let mut log = run_dir::open(&run, resume_from.as_ref().map(|(_, s, _)| s), opts.force, recipe)?;
-    let (mut epoch, mut first_step, mut global, elapsed0, mut extra) = (0, 0, 0u64, resume_from.as_ref().map_or(0.0, |r| r.1.elapsed_s), json!({}));
+    let mut start = Start::default();
     if let Some((dir, state, changes)) = &resume_from {
-        (epoch, first_step, global, extra) = (state.epoch, state.step_in_epoch, state.global_step, state.extra.clone());
-        crate::progress::message(&format!("resuming {} at epoch {} step {} ({})", run.display(), epoch + 1, first_step, dir.display()));
-        if let Some(line) = run_dir::record_changes(&run, global, changes)? {
+        start = Start::from_checkpoint(state);
+        crate::progress::message(&format!("resuming {} at epoch {} step {} ({})", run.display(), start.epoch + 1, start.step_in_epoch, dir.display()));
+        if let Some(line) = run_dir::record_changes(&run, start.global, changes)? {
             crate::progress::message(&line);
         }
     }
     if let Some(line) = &stretched {
-        crate::progress::message(&line);
+        crate::progress::message(line);
     }
-    signal::install();
-    let get = |extra: &serde_json::Value, k: &str| extra.get(k).and_then(|v| v.as_f64());
-    let mut best_val = get(&extra, "best_val");
-    let mut best_epoch = get(&extra, "best_epoch").unwrap_or(0.0) as usize;
-    let mut bad_epochs = get(&extra, "bad_epochs").unwrap_or(0.0) as usize;
-    let mut stopped_early = extra.get("stopped_early").and_then(|v| v.as_bool()).unwrap_or(false);
-    let start = Instant::now();
-    let elapsed = |t: &Instant| elapsed0 + t.elapsed().as_secs_f64();
     let (c, h, w) = (shape.channels, shape.height, shape.width);
     let best_dir = run.join("best");
-    let lr_factor = recipe.backbone.lr_factor;
-    while epoch < epochs && !stopped_early {
-        let order: Vec<usize> = epoch_order(train_idx.len(), recipe.seed, epoch).into_iter().map(|i| train_idx[i]).collect();
-        let ep = Epoch { pipelines: &[&pipeline], split: &train, order: &order, batching, seed: recipe.seed, epoch };
-        let mut loss_sum = get(&extra, "epoch_loss_sum").unwrap_or(0.0);
-        let mut correct = get(&extra, "epoch_correct").unwrap_or(0.0) as usize;
-        let mut seen = get(&extra, "epoch_seen").unwrap_or(0.0) as usize;
-        let bar = crate::progress::bar(steps as u64, &format!("epoch {}/{epochs}", epoch + 1));
-        bar.set_position(first_step as u64);
-        let mut stopped_at = None;
-        let mut tick = Instant::now();
-        ep.run(first_step..steps, |step, images| {
-            let labels: Vec<u32> = ep.indices(step).iter().map(|&i| train_labels[i]).collect();
-            let lr = sched.lr(global as usize);
-            let dropout_seed = recipe.seed ^ (global + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let (loss, ok) = net.step(images, (c, h, w), &labels, recipe.label_smoothing, lr, lr * lr_factor, dropout_seed);
-            if !loss.is_finite() {
-                return Err(Error::invalid("loss", format!("{loss} at epoch {} step {} (lr {lr:.4e}); the run stopped; try a lower lr.base", epoch + 1, global + 1)));
-            }
-            global += 1;
-            loss_sum += loss as f64 * labels.len() as f64;
-            correct += ok;
-            seen += labels.len();
-            let ips = labels.len() as f64 / tick.elapsed().as_secs_f64();
-            tick = Instant::now();
-            log.log(&json!({"kind": "step", "epoch": epoch + 1, "step": global, "images": labels.len(), "loss": loss, "accuracy": ok as f64 / labels.len() as f64,
-                "lr": lr, "images_per_s": ips, "elapsed_s": elapsed(&start)}))?;
-            bar.set_message(format!("epoch {}/{epochs} loss {loss:.4} acc {:.1}% lr {lr:.4}", epoch + 1, 100.0 * correct as f64 / seen as f64));
-            bar.inc(1);
-            if opts.stop_now(global) {
-                stopped_at = Some(step + 1);
-                return Ok(false);
-            }
-            Ok(true)
-        })?;
-        bar.finish_and_clear();
-        let keep = |best_val: Option<f64>, best_epoch: usize, bad_epochs: usize, stopped_early: bool| {
-            json!({"best_val": best_val, "best_epoch": best_epoch, "bad_epochs": bad_epochs, "stopped_early": stopped_early})
-        };
-        if let Some(step_in_epoch) = stopped_at {
-            let mut x = keep(best_val, best_epoch, bad_epochs, false);
-            x["epoch_loss_sum"] = json!(loss_sum);
-            x["epoch_correct"] = json!(correct);
-            x["epoch_seen"] = json!(seen);
-            let st = CheckpointState::new(&recipe.model, "", epoch, step_in_epoch, global, elapsed(&start), x);
-            let dir = checkpoint::write(&run, &st, recipe.checkpoint.keep, |d| net.save(d, true))?;
-            return Ok(Outcome::Interrupted { run, checkpoint: dir, step: global });
-        }
-        let done = epoch + 1;
-        let train_loss = loss_sum / seen.max(1) as f64;
-        let train_acc = correct as f64 / seen.max(1) as f64;
-        let mut record = json!({"kind": "epoch", "epoch": done, "step": global, "loss": train_loss, "accuracy": train_acc,
-            "lr": sched.lr(global.saturating_sub(1) as usize), "elapsed_s": elapsed(&start)});
-        let mut line = format!("epoch {done}/{epochs}: loss {train_loss:.4}, train top-1 {:.2}%", 100.0 * train_acc);
-        if !val_idx.is_empty() {
-            let val_labels: Vec<u32> = val_idx.iter().map(|&i| train_labels[i]).collect();
-            let val = evaluate(&scores(net.as_ref(), &eval_pipeline, &train, &val_idx, "validation")?, &val_labels, classes).top1;
-            record["val_top1"] = json!(val);
-            line += &format!(", validation top-1 {:.2}%", 100.0 * val);
-            if best_val.is_none_or(|b| val > b + recipe.early_stopping.min_delta) {
-                best_val = Some(val);
-                best_epoch = done;
-                bad_epochs = 0;
-                save_weights(net.as_ref(), &best_dir)?;
-            } else {
-                bad_epochs += 1;
-                // Not before `min_steps`, and not on the last epoch (that is no early stop).
-                let may_stop = global >= recipe.min_steps as u64 && done < epochs;
-                if recipe.early_stopping.patience > 0 && bad_epochs >= recipe.early_stopping.patience && may_stop {
-                    stopped_early = true;
-                    line += &format!("; no gain for {bad_epochs} epochs: early stop, best epoch {best_epoch}");
-                }
-            }
-        }
-        log.log(&record)?;
-        crate::progress::message(&format!("{line}, {:.0} s elapsed", elapsed(&start)));
-        epoch += 1;
-        first_step = 0;
-        extra = json!({});
-        if epoch % recipe.checkpoint.every_epochs.max(1) == 0 || epoch == epochs || stopped_early {
-            let st = CheckpointState::new(&recipe.model, "", epoch, 0, global, elapsed(&start), keep(best_val, best_epoch, bad_epochs, stopped_early));
-            checkpoint::write(&run, &st, recipe.checkpoint.keep, |d| net.save(d, true))?;
-        }
-    }
+    let val_labels: Vec<u32> = val_idx.iter().map(|&i| train_labels[i]).collect();
+    let plan = Plan {
+        run: &run,
+        model: &recipe.model,
+        method: "",
+        split: &train,
+        images: Some(&train_idx),
+        views: &[&pipeline],
+        batching,
+        seed: recipe.seed,
+        epochs,
+        schedule: &sched,
+        checkpoint_every: recipe.checkpoint.every_epochs,
+        keep_checkpoints: recipe.checkpoint.keep,
+        early_stopping: Some(EarlyStopping { patience: recipe.early_stopping.patience, min_delta: recipe.early_stopping.min_delta, min_steps: recipe.min_steps as u64 }),
+    };
+    let mut task = FineTuning {
+        net,
+        shape: (c, h, w),
+        labels: train_labels,
+        recipe,
+        eval_pipeline: &eval_pipeline,
+        split: &train,
+        val_idx: &val_idx,
+        val_labels: &val_labels,
+        classes,
+        best_dir: &best_dir,
+    };
+    let (epoch, state, elapsed_s) = match trainer::train(&plan, &mut task, start, &mut log, opts)? {
+        End::Interrupted { checkpoint, step } => return Ok(Outcome::Interrupted { run, checkpoint, step }),
+        End::Finished { epochs_run, state, elapsed_s, .. } => (epochs_run, state, elapsed_s),
+    };
+    let mut net = task.net;
+    let (best_val, best_epoch, stopped_early) = (state.best_val, state.best_epoch, state.stopped_early);
     if best_val.is_some() {
         net.load(&best_dir, false)?;
     } else {
@@ -297,11 +237,60 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
         best_val_top1: best_val,
         classes: train.classes.clone(),
         test: result_test,
-        elapsed_s: elapsed(&start),
+        elapsed_s,
     };
     crate::fsutil::write_json(&run.join("result.json"), &result)?;
     let summary = format!("done in {:.0} s: test top-1 {:.2}%; results in {}", result.elapsed_s, 100.0 * result.test.top1, run.join("result.json").display());
     Ok(Outcome::Finished { run, summary })
+}
+
+/// Fine-tuning as the loop sees it: labeled steps, validation after epochs.
+struct FineTuning<'a> {
+    net: Box<dyn ClassifierNet>,
+    shape: (usize, usize, usize),
+    labels: &'a [u32],
+    recipe: &'a FinetuneRecipe,
+    eval_pipeline: &'a Pipeline,
+    split: &'a Split,
+    val_idx: &'a [usize],
+    val_labels: &'a [u32],
+    classes: usize,
+    best_dir: &'a Path,
+}
+
+impl Task for FineTuning<'_> {
+    fn step(&mut self, images: Vec<f32>, indices: &[usize], at: StepAt) -> Result<StepReport> {
+        let labels: Vec<u32> = indices.iter().map(|&i| self.labels[i]).collect();
+        let r = self.recipe;
+        // Dropout masks from (seed, step): a resumed run draws the same ones.
+        let dropout_seed = r.seed ^ (at.step + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let (loss, correct) = self.net.step(images, self.shape, &labels, r.label_smoothing, at.lr, at.lr * r.backbone.lr_factor, dropout_seed);
+        Ok(StepReport { loss, weight: labels.len() as f64, correct: Some(correct), logs: Vec::new() })
+    }
+
+    fn end_epoch(&mut self, _done: usize, _last: bool) -> Result<EpochReport> {
+        if self.val_idx.is_empty() {
+            return Ok(EpochReport::default());
+        }
+        let val = evaluate(&scores(self.net.as_ref(), self.eval_pipeline, self.split, self.val_idx, "validation")?, self.val_labels, self.classes).top1;
+        Ok(EpochReport { values: vec![("val_top1", val)], text: format!(", validation top-1 {:.2}%", 100.0 * val), validation: Some(val) })
+    }
+
+    fn predicts_labels(&self) -> bool {
+        true
+    }
+
+    fn on_best(&mut self) -> Result<()> {
+        save_weights(self.net.as_ref(), self.best_dir)
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        self.net.save(dir, true)
+    }
+
+    fn nan_advice(&self) -> &'static str {
+        "try a lower lr.base"
+    }
 }
 
 /// Writes the weights into `dir` through a temporary folder.

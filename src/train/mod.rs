@@ -7,6 +7,7 @@ pub mod loader;
 pub mod pretrain;
 pub mod signal;
 pub mod step;
+pub mod trainer;
 
 pub use finetune::finetune;
 pub use pretrain::{pretrain, Outcome, RunOptions};

@@ -2,23 +2,23 @@
 //! Recipe in, run folder out: the resolved recipe, `metrics.jsonl`, checkpoints, and
 //! `backbone.safetensors` at the end.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde_json::json;
 
 use crate::augment::Pipeline;
 use crate::error::{Error, Result};
-use crate::method::StepAt;
+use crate::method::{Method, StepAt};
 use crate::models::encoder::Monitor;
 use crate::models::registry::check_input;
 use crate::recipe::pretrain::PretrainRecipe;
-use crate::run::checkpoint::{self, CheckpointState};
+use crate::run::checkpoint::CheckpointState;
 use crate::run::folder as run_dir;
 use crate::run::BACKBONE_FILE;
 
-use super::loader::{epoch_order, Batching, Epoch};
+use super::loader::Batching;
 use super::signal;
+use super::trainer::{self, End, EpochReport, Plan, Start, StepReport, Task};
 
 /// How to start a pretraining or fine-tuning run.
 #[derive(Clone, Debug, Default)]
@@ -109,107 +109,78 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions, monitor: Option<&dyn
     }
     let sched = recipe.lr.schedule(recipe.batch_size, recipe.epochs, steps)?;
     let mut net = method.build(&recipe.model, recipe.optimizer.at(recipe.peak_lr()), recipe.seed, recipe.device)?;
-    let total_steps = (steps * recipe.epochs) as u64;
 
     if let Some((dir, _, _)) = &resume_from {
         net.load(dir)?;
     }
     let mut log = run_dir::open(&run, resume_from.as_ref().map(|(_, s, _)| s), opts.force, recipe)?;
-    let (mut epoch, mut first_step, mut global, mut elapsed0, mut extra) = (0, 0, 0u64, 0.0, json!({}));
+    let mut start = Start::default();
     if let Some((dir, state, changes)) = &resume_from {
-        (epoch, first_step, global, elapsed0, extra) = (state.epoch, state.step_in_epoch, state.global_step, state.elapsed_s, state.extra.clone());
-        crate::progress::message(&format!("resuming {} at epoch {} step {} ({})", run.display(), epoch + 1, first_step, dir.display()));
-        if let Some(line) = run_dir::record_changes(&run, global, changes)? {
+        start = Start::from_checkpoint(state);
+        crate::progress::message(&format!("resuming {} at epoch {} step {} ({})", run.display(), start.epoch + 1, start.step_in_epoch, dir.display()));
+        if let Some(line) = run_dir::record_changes(&run, start.global, changes)? {
             crate::progress::message(&line);
         }
     }
-    signal::install();
-
-    let start = Instant::now();
-    let elapsed = |t: &Instant| elapsed0 + t.elapsed().as_secs_f64();
-    let state = |epoch, step_in_epoch, global, elapsed_s, extra| CheckpointState::new(&recipe.model, method.name(), epoch, step_in_epoch, global, elapsed_s, extra);
-    let (c, h, w) = (shape.channels, shape.height, shape.width);
-    let mut last_loss = f64::NAN;
-    let mut last_measure = None;
-    while epoch < recipe.epochs {
-        let order = epoch_order(split.len(), recipe.seed, epoch);
-        let ep = Epoch { pipelines: &view_plan, split: &split, order: &order, batching, seed: recipe.seed, epoch };
-        let mut loss_sum = extra.get("epoch_loss_sum").and_then(|v| v.as_f64()).unwrap_or(0.0);
-        let bar = crate::progress::bar(steps as u64, &format!("epoch {}/{}", epoch + 1, recipe.epochs));
-        bar.set_position(first_step as u64);
-        let (mut tick, epoch_t, mut epoch_views) = (Instant::now(), Instant::now(), 0usize);
-        let mut stopped_at = None;
-        ep.run(first_step..steps, |step, views| {
-            let rows = views.len() / (c * h * w);
-            let lr = sched.lr(global as usize);
-            let out = net.step(views, (c, h, w), StepAt { lr, step: global, total_steps })?;
-            let loss = out.loss;
-            if !loss.is_finite() {
-                let last = checkpoint::latest(&run)?.map_or("none".to_string(), |(d, _)| d.display().to_string());
-                return Err(Error::invalid(
-                    "loss",
-                    format!(
-                        "{loss} at epoch {} step {} (lr {lr:.4e}); the run stopped, the last good checkpoint is {last}; try a lower lr.base or a higher temperature",
-                        epoch + 1,
-                        global + 1
-                    ),
-                ));
-            }
-            global += 1;
-            loss_sum += loss as f64;
-            epoch_views += rows;
-            let vps = rows as f64 / tick.elapsed().as_secs_f64();
-            tick = Instant::now();
-            let mut record = json!({"kind": "step", "epoch": epoch + 1, "step": global, "images": rows / view_plan.len(), "loss": loss, "lr": lr, "views_per_s": vps, "elapsed_s": elapsed(&start)});
-            for (name, value) in &out.logs {
-                record[*name] = json!(value);
-            }
-            log.log(&record)?;
-            bar.set_message(format!("epoch {}/{} loss {loss:.4} lr {lr:.4} {:.0} views/s", epoch + 1, recipe.epochs, epoch_views as f64 / epoch_t.elapsed().as_secs_f64()));
-            bar.inc(1);
-            last_loss = loss as f64;
-            if opts.stop_now(global) {
-                stopped_at = Some(step + 1);
-                return Ok(false);
-            }
-            Ok(true)
-        })?;
-        bar.finish_and_clear();
-        if let Some(step_in_epoch) = stopped_at {
-            let st = state(epoch, step_in_epoch, global, elapsed(&start), json!({"epoch_loss_sum": loss_sum}));
-            let dir = checkpoint::write(&run, &st, recipe.checkpoint.keep, |d| net.save(d))?;
-            return Ok(Outcome::Interrupted { run, checkpoint: dir, step: global });
-        }
-        let epoch_loss = loss_sum / steps.max(1) as f64;
-        let done = epoch + 1;
-        let mut record = json!({"kind": "epoch", "epoch": done, "step": global, "loss": epoch_loss, "lr": sched.lr(global.saturating_sub(1) as usize),
-            "views_per_s": epoch_views as f64 / epoch_t.elapsed().as_secs_f64(), "elapsed_s": elapsed(&start)});
-        let mut line = format!("epoch {done}/{}: loss {epoch_loss:.4}", recipe.epochs);
-        if let Some(m) = monitor {
-            if done % recipe.knn.every_epochs.max(1) == 0 || done == recipe.epochs {
-                let t = Instant::now();
-                let value = m.measure(net.as_encoder())?;
-                record[m.key()] = json!(value);
-                line += &format!(", {} {:.2}% ({:.0} s)", m.label(), 100.0 * value, t.elapsed().as_secs_f64());
-                last_measure = Some((m.label(), value));
-            }
-        }
-        log.log(&record)?;
-        crate::progress::message(&format!("{line}, {:.0} s elapsed", elapsed(&start)));
-        epoch += 1;
-        first_step = 0;
-        extra = json!({});
-        if epoch % recipe.checkpoint.every_epochs.max(1) == 0 || epoch == recipe.epochs {
-            let st = state(epoch, 0, global, elapsed(&start), json!({}));
-            checkpoint::write(&run, &st, recipe.checkpoint.keep, |d| net.save(d))?;
-        }
-    }
-    net.save_backbone(&run.join(BACKBONE_FILE))?;
-    let knn = last_measure.map_or(String::new(), |(label, v)| format!(", {label} {:.2}%", 100.0 * v));
-    let summary = if last_loss.is_nan() {
-        format!("nothing left to do: all {} epochs were done; backbone at {}", recipe.epochs, run.join(BACKBONE_FILE).display())
-    } else {
-        format!("done in {:.0} s: final loss {last_loss:.4}{knn}; backbone at {}", elapsed(&start), run.join(BACKBONE_FILE).display())
+    let plan = Plan {
+        run: &run,
+        model: &recipe.model,
+        method: method.name(),
+        split: &split,
+        images: None,
+        views: &view_plan,
+        batching,
+        seed: recipe.seed,
+        epochs: recipe.epochs,
+        schedule: &sched,
+        checkpoint_every: recipe.checkpoint.every_epochs,
+        keep_checkpoints: recipe.checkpoint.keep,
+        early_stopping: None,
+    };
+    let shape = (shape.channels, shape.height, shape.width);
+    let mut task = Pretraining { net, shape, monitor, every: recipe.knn.every_epochs };
+    let (last_loss, last_values, elapsed) = match trainer::train(&plan, &mut task, start, &mut log, opts)? {
+        End::Interrupted { checkpoint, step } => return Ok(Outcome::Interrupted { run, checkpoint, step }),
+        End::Finished { last_loss, last_values, elapsed_s, .. } => (last_loss, last_values, elapsed_s),
+    };
+    task.net.save_backbone(&run.join(BACKBONE_FILE))?;
+    let measured: String = last_values.iter().map(|(k, v)| format!(", {} {:.2}%", monitor.filter(|m| m.key() == *k).map_or(*k, |m| m.label()), 100.0 * v)).collect();
+    let summary = match last_loss {
+        None => format!("nothing left to do: all {} epochs were done; backbone at {}", recipe.epochs, run.join(BACKBONE_FILE).display()),
+        Some(loss) => format!("done in {elapsed:.0} s: final loss {loss:.4}{measured}; backbone at {}", run.join(BACKBONE_FILE).display()),
     };
     Ok(Outcome::Finished { run, summary })
+}
+
+/// Pretraining as the loop sees it: a method's steps, and the monitor after epochs.
+struct Pretraining<'a> {
+    net: Box<dyn Method>,
+    shape: (usize, usize, usize),
+    monitor: Option<&'a dyn Monitor>,
+    every: usize,
+}
+
+impl Task for Pretraining<'_> {
+    fn step(&mut self, views: Vec<f32>, _indices: &[usize], at: StepAt) -> Result<StepReport> {
+        let out = self.net.step(views, self.shape, at)?;
+        Ok(StepReport { loss: out.loss, weight: 1.0, correct: None, logs: out.logs })
+    }
+
+    fn end_epoch(&mut self, done: usize, last: bool) -> Result<EpochReport> {
+        let Some(m) = self.monitor.filter(|_| done % self.every.max(1) == 0 || last) else {
+            return Ok(EpochReport::default());
+        };
+        let t = Instant::now();
+        let value = m.measure(self.net.as_encoder())?;
+        let text = format!(", {} {:.2}% ({:.0} s)", m.label(), 100.0 * value, t.elapsed().as_secs_f64());
+        Ok(EpochReport { values: vec![(m.key(), value)], text, validation: None })
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        self.net.save(dir)
+    }
+
+    fn nan_advice(&self) -> &'static str {
+        "try a lower lr.base (or, with SimCLR, a higher temperature)"
+    }
 }
