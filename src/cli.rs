@@ -56,6 +56,10 @@ pub enum Command {
         /// Fine-tuning run folders to include (repeatable).
         #[arg(long)]
         finetune: Vec<PathBuf>,
+        /// Other pretraining run folders to compare with this one, e.g. another method
+        /// (repeatable).
+        #[arg(long)]
+        compare: Vec<PathBuf>,
         /// Output folder (default: RUN/report).
         #[arg(long)]
         out: Option<PathBuf>,

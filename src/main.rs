@@ -118,9 +118,9 @@ fn run_tool(command: Command, device: ssl::device::DeviceSpec) -> Result<()> {
             println!("wrote {}", features.run.join("eval/knn.json").display());
             Ok(())
         }
-        Command::Report { run, finetune, out } => {
+        Command::Report { run, finetune, compare, out } => {
             let out = out.unwrap_or_else(|| run.join("report"));
-            let written = ssl::report::write(&run, &finetune, &out)?;
+            let written = ssl::report::write(&run, &finetune, &compare, &out)?;
             written.iter().for_each(|p| println!("wrote {}", p.display()));
             Ok(())
         }

@@ -62,10 +62,15 @@ fn byol_resumes_exactly_and_does_not_depend_on_threads() {
     ssl_fails(&["pretrain", "--resume", s(&c), "--set", "method=SimClr"], &["--resume", "method BYOL", "SimCLR"]);
     ssl_fails(&["pretrain", "--resume", s(&c), "--set", "method.tau_base=0.99"], &["--resume", "tau_base", "0.996", "0.99"]);
 
-    // The report names the method and its settings.
-    ssl_ok(&["report", s(&a)]);
+    // The report names the method and its settings, and sets a SimCLR run beside it.
+    ssl_ok(&["pretrain", s(&r), "--set", "name=simclr"]);
+    ssl_ok(&["report", s(&a), "--compare", s(&runs.join("simclr"))]);
     let md = std::fs::read_to_string(a.join("report/report.md")).unwrap();
-    assert!(md.contains("BYOL report") && md.contains("target decay 0.996"), "{md}");
+    for needle in ["BYOL report", "target decay 0.996", "Methods compared", "`full`", "`simclr`", "SimCLR (temperature 0.5"] {
+        assert!(md.contains(needle), "report lacks {needle}:\n{md}");
+    }
+    assert!(image::open(a.join("report/knn_compare.png")).is_ok());
+    ssl_fails(&["report", s(&a), "--compare", s(&d.path().join("nope"))], &["--compare", "nope"]);
 }
 
 #[test]

@@ -5,6 +5,7 @@ pub mod document;
 pub mod embedding;
 pub mod plots;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 
@@ -59,28 +60,87 @@ fn smooth(p: &[(f64, f64)], w: usize) -> Vec<(f64, f64)> {
     }).collect()
 }
 
-/// How a feature source is called in the report.
-fn source_name(key: &str) -> &str {
+/// How a feature source is called in the report (`method`: the run's method).
+fn source_name(key: &str, method: &str) -> String {
     match key {
-        "ssl" => "SimCLR (this run)",
-        "random" => "random init",
-        "pixels" => "raw pixels",
-        other => other,
+        "ssl" => format!("{method} (this run)"),
+        "random" => "random init".into(),
+        "pixels" => "raw pixels".into(),
+        other => other.into(),
     }
 }
 
-fn init_label(f: &Finetune) -> &'static str {
-    if f.recipe.pretrained.is_some() { "SimCLR" } else { "random init" }
+fn init_label(f: &Finetune, method: &str) -> String {
+    if f.recipe.pretrained.is_some() { method.into() } else { "random init".into() }
+}
+
+/// Another pretraining run shown beside this one (`ssl report RUN --compare OTHER`).
+struct Compared {
+    name: String,
+    method: String,
+    epochs: Vec<EpochRecord>,
+    planned_epochs: usize,
+    probe: Option<ProbeEntry>,
+    knn: Option<KnnEntry>,
+}
+
+fn load_compared(run: &Path) -> Result<Compared> {
+    let recipe = crate::recipe::load_pretraining_run(run, "--compare")?;
+    let (_, epochs) = records::read_steps_and_epochs(&run.join("metrics.jsonl"))?;
+    let probe = read::<ProbeEntry>(run, "probe")?.remove("ssl");
+    let knn = read::<KnnEntry>(run, "knn")?.remove("ssl");
+    Ok(Compared { name: recipe.name.clone(), method: recipe.method()?.summary(), epochs, planned_epochs: recipe.epochs, probe, knn })
+}
+
+/// The "Methods compared" section: one row per run, and the kNN monitor over training time.
+fn compare_section(runs: &[Compared], probes_here: &BTreeMap<String, ProbeEntry>, out: &Path, blocks: &mut Vec<Block>) -> Result<()> {
+    blocks.push(Block::Heading(2, "Methods compared".into()));
+    let mut rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            let minutes = r.epochs.last().map_or(0.0, |e| e.elapsed_s / 60.0);
+            let monitor = r.epochs.iter().rev().find_map(|e| e.get("knn_top1"));
+            vec![
+                format!("`{}`", r.name),
+                r.method.clone(),
+                format!("{} of {}", r.epochs.len(), r.planned_epochs),
+                format!("{minutes:.1}"),
+                pct(monitor),
+                pct(r.knn.as_ref().map(|k| k.test.top1)),
+                pct(r.probe.as_ref().map(|p| p.test.top1)),
+            ]
+        })
+        .collect();
+    for key in ["random", "pixels"] {
+        if let Some(p) = probes_here.get(key) {
+            rows.push(vec![source_name(key, ""), "baseline".into(), "–".into(), "–".into(), "–".into(), "–".into(), pct(Some(p.test.top1))]);
+        }
+    }
+    let head = ["Run", "Method", "Epochs", "Pretraining (min)", "Last kNN monitor (%)", "kNN test top-1 (%)", "Linear probe test top-1 (%)"];
+    blocks.push(Block::Table(head.iter().map(|h| h.to_string()).collect(), rows));
+    let series: Vec<Series> = runs
+        .iter()
+        .map(|r| Series { name: r.name.clone(), points: r.epochs.iter().filter_map(|e| Some((e.elapsed_s / 60.0, 100.0 * e.get("knn_top1")?))).collect() })
+        .filter(|s| !s.points.is_empty())
+        .collect();
+    if !series.is_empty() {
+        plots::lines(&out.join("knn_compare.png"), "Online kNN monitor over training time", "minutes", "kNN top-1 (%)", &series)?;
+        blocks.push(Block::Image("kNN monitor of each run over its training time".into(), "knn_compare.png".into()));
+    }
+    Ok(())
 }
 
 /// Writes the report of `run` (and of the fine-tuning runs `finetunes`) into `out`; returns
 /// the files written.
-pub fn write(run: &Path, finetunes: &[PathBuf], out: &Path) -> Result<Vec<PathBuf>> {
+/// `compare`: other pretraining runs to set beside this one (e.g. another method on the same
+/// data for the same time).
+pub fn write(run: &Path, finetunes: &[PathBuf], compare: &[PathBuf], out: &Path) -> Result<Vec<PathBuf>> {
     let recipe = crate::recipe::load_pretraining_run(run, "run")?;
     let (steps, epochs) = records::read_steps_and_epochs(&run.join("metrics.jsonl"))?;
     let probes: std::collections::BTreeMap<String, ProbeEntry> = read(run, "probe")?;
     let knns: std::collections::BTreeMap<String, KnnEntry> = read(run, "knn")?;
     let fts = finetunes.iter().map(|d| load_finetune(d)).collect::<Result<Vec<_>>>()?;
+    let compared = compare.iter().map(|d| load_compared(d)).collect::<Result<Vec<_>>>()?;
     std::fs::create_dir_all(out).at(out)?;
     let mut blocks = Vec::new();
     let method = recipe.method()?;
@@ -102,14 +162,14 @@ pub fn write(run: &Path, finetunes: &[PathBuf], out: &Path) -> Result<Vec<PathBu
     let now = crate::eval::frozen::file_digest(&run.join(crate::weights::BACKBONE_FILE));
     let stale = |digest: &str| if !digest.is_empty() && digest != now { " — on an earlier backbone: run it again" } else { "" };
     for key in ["ssl", "random", "pixels"] {
-        let name = source_name(key);
+        let name = source_name(key, method.name());
         let p = probes.get(key);
         let k = knns.get(key);
-        rows.push(vec![name.into(), format!("linear probe (frozen){}", stale(p.map_or("", |p| &p.backbone))), pct(p.map(|p| p.test.top1)), pct(p.map(|p| p.test.top5))]);
-        rows.push(vec![name.into(), format!("weighted kNN (k = {}){}", k.map_or(recipe.knn.k, |k| k.k), stale(k.map_or("", |k| &k.backbone))), pct(k.map(|k| k.test.top1)), "–".into()]);
+        rows.push(vec![name.clone(), format!("linear probe (frozen){}", stale(p.map_or("", |p| &p.backbone))), pct(p.map(|p| p.test.top1)), pct(p.map(|p| p.test.top5))]);
+        rows.push(vec![name.clone(), format!("weighted kNN (k = {}){}", k.map_or(recipe.knn.k, |k| k.k), stale(k.map_or("", |k| &k.backbone))), pct(k.map(|k| k.test.top1)), "–".into()]);
         for f in fts.iter().filter(|f| (key == "ssl") == f.recipe.pretrained.is_some() && key != "pixels") {
             let how = if f.recipe.backbone.freeze { "classifier on frozen backbone" } else if f.recipe.pretrained.is_some() { "fine-tuned" } else { "trained from scratch (supervised)" };
-            rows.push(vec![name.into(), format!("{how}, {:.0}% labels (`{}`)", 100.0 * f.recipe.data.label_fraction, f.recipe.name), pct(Some(f.result.test.top1)), pct(Some(f.result.test.top5))]);
+            rows.push(vec![name.clone(), format!("{how}, {:.0}% labels (`{}`)", 100.0 * f.recipe.data.label_fraction, f.recipe.name), pct(Some(f.result.test.top1)), pct(Some(f.result.test.top5))]);
         }
     }
     rows.retain(|r| r[2] != "–");
@@ -123,6 +183,19 @@ pub fn write(run: &Path, finetunes: &[PathBuf], out: &Path) -> Result<Vec<PathBu
         blocks.push(Block::Paragraph(format!("**Linear probe: {:+.2} points over the random initialisation{pix}.**", 100.0 * (s.test.top1 - r.test.top1))));
     }
 
+    if !compared.is_empty() {
+        let here = Compared {
+            name: recipe.name.clone(),
+            method: method.summary(),
+            epochs: epochs.clone(),
+            planned_epochs: recipe.epochs,
+            probe: probes.get("ssl").cloned(),
+            knn: knns.get("ssl").cloned(),
+        };
+        let all: Vec<Compared> = std::iter::once(here).chain(compared).collect();
+        compare_section(&all, &probes, out, &mut blocks)?;
+    }
+
     // Pretraining curves.
     blocks.push(Block::Heading(2, "Pretraining".into()));
     let loss: Vec<(f64, f64)> = steps.iter().map(|s| (s.step as f64, s.loss)).collect();
@@ -131,7 +204,7 @@ pub fn write(run: &Path, finetunes: &[PathBuf], out: &Path) -> Result<Vec<PathBu
     if w > 1 {
         loss_series.push(Series { name: format!("moving average ({w} steps)"), points: smooth(&loss, w) });
     }
-    plots::lines(&out.join("pretrain_loss.png"), "NT-Xent loss", "step", "loss", &loss_series)?;
+    plots::lines(&out.join("pretrain_loss.png"), &format!("{} loss", method.name()), "step", "loss", &loss_series)?;
     blocks.push(Block::Image("Pretraining loss".into(), "pretrain_loss.png".into()));
     plots::lines(&out.join("pretrain_lr.png"), "Learning rate", "step", "learning rate", &[Series { name: String::new(), points: steps.iter().map(|s| (s.step as f64, s.lr)).collect() }])?;
     blocks.push(Block::Image("Learning-rate schedule".into(), "pretrain_lr.png".into()));
@@ -149,11 +222,11 @@ pub fn write(run: &Path, finetunes: &[PathBuf], out: &Path) -> Result<Vec<PathBu
     // Frozen-feature evaluations.
     if !probes.is_empty() {
         blocks.push(Block::Heading(2, "Linear probe".into()));
-        let names: Vec<String> = probes.keys().map(|k| source_name(k).to_string()).collect();
+        let names: Vec<String> = probes.keys().map(|k| source_name(k, method.name())).collect();
         let values: Vec<f64> = probes.values().map(|p| p.test.top1).collect();
         plots::bars(&out.join("probe.png"), "Linear probe, test top-1", "top-1 (%)", &names, &values)?;
         blocks.push(Block::Image("Linear-probe accuracy by feature source".into(), "probe.png".into()));
-        let rows = probes.iter().map(|(k, p)| vec![source_name(k).to_string(), p.dim.to_string(), pct(Some(p.train.top1)), pct(Some(p.test.top1)), pct(Some(p.test.top5)), p.config.epochs.to_string()]).collect();
+        let rows = probes.iter().map(|(k, p)| vec![source_name(k, method.name()), p.dim.to_string(), pct(Some(p.train.top1)), pct(Some(p.test.top1)), pct(Some(p.test.top5)), p.config.epochs.to_string()]).collect();
         blocks.push(Block::Table(vec!["Features".into(), "Width".into(), "Train top-1 (%)".into(), "Test top-1 (%)".into(), "Test top-5 (%)".into(), "Epochs".into()], rows));
     }
 
@@ -161,7 +234,7 @@ pub fn write(run: &Path, finetunes: &[PathBuf], out: &Path) -> Result<Vec<PathBu
     if !fts.is_empty() {
         blocks.push(Block::Heading(2, "Fine-tuning".into()));
         let series = |y: &str, scale: f64, suffix: &str| -> Vec<Series> {
-            fts.iter().map(|f| Series { name: format!("{} ({}){suffix}", f.recipe.name, init_label(f)), points: epoch_points(&f.epochs, y).into_iter().map(|(x, v)| (x, v * scale)).collect() }).collect()
+            fts.iter().map(|f| Series { name: format!("{} ({}){suffix}", f.recipe.name, init_label(f, method.name())), points: epoch_points(&f.epochs, y).into_iter().map(|(x, v)| (x, v * scale)).collect() }).collect()
         };
         plots::lines(&out.join("finetune_loss.png"), "Fine-tuning training loss", "epoch", "loss", &series("loss", 1.0, ""))?;
         blocks.push(Block::Image("Fine-tuning loss".into(), "finetune_loss.png".into()));
@@ -170,7 +243,7 @@ pub fn write(run: &Path, finetunes: &[PathBuf], out: &Path) -> Result<Vec<PathBu
         plots::lines(&out.join("finetune_accuracy.png"), "Fine-tuning accuracy", "epoch", "top-1 (%)", &acc)?;
         blocks.push(Block::Image("Fine-tuning train and validation accuracy".into(), "finetune_accuracy.png".into()));
         let rows = fts.iter().map(|f| vec![
-            format!("`{}`", f.recipe.name), init_label(f).into(), format!("{:.0}%", 100.0 * f.result.label_fraction), f.result.train_images.to_string(),
+            format!("`{}`", f.recipe.name), init_label(f, method.name()), format!("{:.0}%", 100.0 * f.result.label_fraction), f.result.train_images.to_string(),
             format!("{}{}", f.result.epochs_run, if f.result.stopped_early { " (early stop)" } else { "" }), f.result.best_epoch.to_string(),
             pct(f.result.best_val_top1), pct(Some(f.result.test.top1)), pct(Some(f.result.test.top5)), format!("{:.1}", f.result.elapsed_s / 60.0),
         ]).collect();
