@@ -42,9 +42,9 @@ done
 [ -f data/fashion-mnist.h5 ] || { mkdir -p data; target/release/ssl data import idx /usr/share/datasets/fashion-mnist data/fashion-mnist.h5; }
 runs=$(mktemp -d)
 target/release/ssl pretrain recipes/simclr_resnet.ron --threads 2 --set name=epoch_row --set run_dir="\"$runs\"" \
-  --set model=small_fmnist --set head.hidden=512 --set head.out=128 --set batch_size=256 --set epochs=1 \
+  --set model=small_fmnist --set method.projector.hidden=512 --set method.projector.out=128 --set batch_size=256 --set epochs=1 \
   --set optimizer.kind=AdamW --set optimizer.weight_decay=0.0001 --set lr.base=0.001 --set lr.scaling=None \
-  --set lr.warmup_epochs=0 --set temperature=0.2 --set "augment.crop_scale=(0.2, 1.0)" --set augment.blur_p=0.0 \
+  --set lr.warmup_epochs=0 --set method.temperature=0.2 --set "augment.crop_scale=(0.2, 1.0)" --set augment.blur_p=0.0 \
   --set augment.strength=0.5 --set knn.every_epochs=0 --stop-after-steps $((epoch_steps + 3)) >/dev/null 2>&1 || true
 python3 - "$runs/epoch_row/metrics.jsonl" "$epoch_steps" <<'PY' | tee -a "$out/ssl"
 import json, sys
