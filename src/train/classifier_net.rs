@@ -16,6 +16,7 @@ use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::loss::cross_entropy::smoothed_cross_entropy;
 use crate::models::backbone::{Backbone, BackboneType, Images, WithBackbone};
+use crate::models::encoder::Encoder;
 use crate::models::heads::Classifier;
 use crate::models::registry::with_backbone;
 use crate::nn::NnDevice;
@@ -29,16 +30,15 @@ const BACKBONE_OPT_FILE: &str = "optimizer-backbone.safetensors";
 const CLASSIFIER_OPT_FILE: &str = "optimizer-classifier.safetensors";
 
 /// What the fine-tuning loop needs of a network.
-pub trait ClassifierNet {
+/// As an [`Encoder`] it is its backbone.
+pub trait ClassifierNet: Encoder {
     /// One step on a batch [N, C, H, W] with its labels: label-smoothed cross entropy, dropout
     /// from `dropout_seed`, the classifier updated at `lr` and the backbone at `backbone_lr`
     /// (unless frozen). Returns the loss and the number of correct predictions.
-    fn step(&mut self, images: Vec<f32>, shape: (usize, usize, usize), labels: &[u32], smoothing: f64, lr: f64, backbone_lr: f64, dropout_seed: u64) -> (f32, usize);
+    /// A device failure is an error.
+    fn step(&mut self, images: Vec<f32>, shape: (usize, usize, usize), labels: &[u32], smoothing: f64, lr: f64, backbone_lr: f64, dropout_seed: u64) -> Result<(f32, usize)>;
     /// Class scores [N, classes] in evaluation mode.
-    fn logits(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Vec<f32>;
-    /// Backbone features [N, F] in evaluation mode.
-    fn features(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Vec<f32>;
-    fn feature_width(&self) -> usize;
+    fn logits(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Result<Vec<f32>>;
     fn classes(&self) -> usize;
     /// Loads backbone weights (a pretraining run's `backbone.safetensors`).
     fn load_backbone(&mut self, path: &Path) -> Result<()>;
@@ -73,25 +73,20 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, const K:
         self.dev.tensor_from_vec(images, (n, Const, h, w))
     }
 
-    fn correct(&self, logits: &[f32], labels: &[u32]) -> usize {
-        logits.chunks(K).zip(labels).filter(|(row, &y)| crate::metrics::in_top_k(&row[..self.classes], y as usize, 1)).count()
-    }
-}
-
-
-impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, const K: usize> ClassifierNet for Net<B, D, C, F, K> {
-    fn step(&mut self, images: Vec<f32>, shape: (usize, usize, usize), labels: &[u32], smoothing: f64, lr: f64, backbone_lr: f64, dropout_seed: u64) -> (f32, usize) {
+    /// One step; the loss and the scores [N, K] before the update.
+    #[allow(clippy::too_many_arguments)]
+    fn try_step(&mut self, images: Vec<f32>, shape: (usize, usize, usize), labels: &[u32], smoothing: f64, lr: f64, backbone_lr: f64, dropout_seed: u64) -> Result<(f32, Vec<f32>), D::Err> {
         let x = self.input(images, shape);
         let n = labels.len();
-        let mask = self.dev.tensor_from_vec(dropout_mask(n, F, self.dropout, dropout_seed), (n, Const::<F>));
-        let mut grads = self.head.alloc_grads();
+        let mask = self.dev.try_tensor_from_vec(dropout_mask(n, F, self.dropout, dropout_seed), (n, Const::<F>))?;
+        let mut grads = self.head.try_alloc_grads()?;
         let features = if self.frozen {
-            self.backbone.forward(x).trace(grads)
+            self.backbone.try_forward(x)?.trace(grads)
         } else {
-            self.backbone.zero_grads(&mut grads);
-            self.backbone.forward_mut(x.trace(grads))
+            self.backbone.try_zero_grads(&mut grads)?;
+            self.backbone.try_forward_mut(x.trace(grads))?
         };
-        let logits = self.head.forward_mut(features * mask);
+        let logits = self.head.try_forward_mut(features.try_mul(mask)?)?;
         let scores = logits.retaped::<NoneTape>().as_vec();
         let loss = smoothed_cross_entropy(logits, labels, self.classes, smoothing);
         let value = loss.array();
@@ -104,20 +99,35 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, const K:
                 self.opt_backbone.update(&mut self.backbone, &grads);
             }
         }
-        (value, self.correct(&scores, labels))
+        Ok((value, scores))
     }
 
-    fn logits(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Vec<f32> {
-        let out = self.head.forward(self.backbone.forward(self.input(images, shape))).as_vec();
-        out.chunks(K).flat_map(|row| row[..self.classes].to_vec()).collect()
+    fn correct(&self, logits: &[f32], labels: &[u32]) -> usize {
+        logits.chunks(K).zip(labels).filter(|(row, &y)| crate::metrics::in_top_k(&row[..self.classes], y as usize, 1)).count()
     }
+}
 
-    fn features(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Vec<f32> {
-        self.backbone.forward(self.input(images, shape)).as_vec()
+
+impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, const K: usize> Encoder for Net<B, D, C, F, K> {
+    fn features(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Result<Vec<f32>> {
+        crate::models::backbone::features(&self.dev, &self.backbone, images, shape)
     }
 
     fn feature_width(&self) -> usize {
         F
+    }
+}
+
+impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, const K: usize> ClassifierNet for Net<B, D, C, F, K> {
+    fn step(&mut self, images: Vec<f32>, shape: (usize, usize, usize), labels: &[u32], smoothing: f64, lr: f64, backbone_lr: f64, dropout_seed: u64) -> Result<(f32, usize)> {
+        let (value, scores) = self.try_step(images, shape, labels, smoothing, lr, backbone_lr, dropout_seed).map_err(|e| Error::device("a fine-tuning step", e))?;
+        Ok((value, self.correct(&scores, labels)))
+    }
+
+    fn logits(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Result<Vec<f32>> {
+        let x = self.input(images, shape);
+        let out = self.backbone.try_forward(x).and_then(|f| self.head.try_forward(f)).map_err(|e| Error::device("a forward pass", e))?.as_vec();
+        Ok(out.chunks(K).flat_map(|row| row[..self.classes].to_vec()).collect())
     }
 
     fn classes(&self) -> usize {
@@ -220,14 +230,14 @@ mod tests {
         let opt = OptimConfig { kind: crate::optim::OptimizerKind::Sgd, lr: 0.05, weight_decay: 0.01, ..Default::default() };
         let spec = ClassifierSpec { classes: 3, dropout: 0.1, frozen: false, opt, seed: 0, device: DeviceSpec::Cpu };
         let mut net = build("small_fmnist", spec).unwrap();
-        let (first, _) = net.step(x.clone(), shape, &y, 0.1, 0.05, 0.05, 1);
+        let (first, _) = net.step(x.clone(), shape, &y, 0.1, 0.05, 0.05, 1).unwrap();
         for s in 0..10 {
-            net.step(x.clone(), shape, &y, 0.1, 0.05, 0.05, 2 + s);
+            net.step(x.clone(), shape, &y, 0.1, 0.05, 0.05, 2 + s).unwrap();
         }
-        let (last, correct) = net.step(x.clone(), shape, &y, 0.1, 0.05, 0.05, 20);
+        let (last, correct) = net.step(x.clone(), shape, &y, 0.1, 0.05, 0.05, 20).unwrap();
         assert!(last < first, "{first} -> {last}");
         assert!(correct > 4);
-        let logits = net.logits(x.clone(), shape);
+        let logits = net.logits(x.clone(), shape).unwrap();
         assert_eq!(logits.len(), 12 * 3, "only the real classes are returned");
 
         // Frozen: weights and BatchNorm statistics of the backbone stay bit for bit, even with
@@ -237,14 +247,14 @@ mod tests {
         let before = std::fs::read(d.path().join(BACKBONE_FILE)).unwrap();
         let mut frozen = build("small_fmnist", ClassifierSpec { frozen: true, ..spec }).unwrap();
         frozen.load_backbone(&d.path().join(BACKBONE_FILE)).unwrap();
-        let f0 = frozen.features(x.clone(), shape);
-        let (a, _) = frozen.step(x.clone(), shape, &y, 0.0, 0.5, 0.5, 1);
+        let f0 = frozen.features(x.clone(), shape).unwrap();
+        let (a, _) = frozen.step(x.clone(), shape, &y, 0.0, 0.5, 0.5, 1).unwrap();
         for s in 0..5 {
-            frozen.step(x.clone(), shape, &y, 0.0, 0.5, 0.5, 2 + s);
+            frozen.step(x.clone(), shape, &y, 0.0, 0.5, 0.5, 2 + s).unwrap();
         }
-        let (b, _) = frozen.step(x.clone(), shape, &y, 0.0, 0.5, 0.5, 9);
+        let (b, _) = frozen.step(x.clone(), shape, &y, 0.0, 0.5, 0.5, 9).unwrap();
         assert!(b < a);
-        assert_eq!(frozen.features(x.clone(), shape), f0);
+        assert_eq!(frozen.features(x.clone(), shape).unwrap(), f0);
         let e = tempfile::tempdir().unwrap();
         frozen.save(e.path(), true).unwrap();
         assert_eq!(std::fs::read(e.path().join(BACKBONE_FILE)).unwrap(), before);
@@ -252,7 +262,7 @@ mod tests {
         // Save and load with the optimiser: the next step is identical.
         let mut again = build("small_fmnist", ClassifierSpec { frozen: true, ..spec }).unwrap();
         again.load(e.path(), true).unwrap();
-        assert_eq!(frozen.step(x.clone(), shape, &y, 0.1, 0.1, 0.1, 3), again.step(x, shape, &y, 0.1, 0.1, 0.1, 3));
+        assert_eq!(frozen.step(x.clone(), shape, &y, 0.1, 0.1, 0.1, 3).unwrap(), again.step(x, shape, &y, 0.1, 0.1, 0.1, 3).unwrap());
         assert!(build("small_fmnist", ClassifierSpec { classes: 1, ..spec }).is_err());
     }
 }

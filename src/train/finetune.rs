@@ -54,7 +54,7 @@ const EVAL_BATCH: usize = 256;
 /// Scores of `net` on the images at `indices`.
 fn scores(net: &dyn ClassifierNet, pipeline: &Pipeline, split: &Split, indices: &[usize], label: &str) -> Result<Vec<f32>> {
     let s = pipeline.output_shape();
-    extract(pipeline, split, indices, EVAL_BATCH, label, |x| Ok(net.logits(x, (s.channels, s.height, s.width))))
+    extract(pipeline, split, indices, EVAL_BATCH, label, |x| net.logits(x, (s.channels, s.height, s.width)))
 }
 
 /// The backbone file of `pretrained` (a run folder or a file), checked against `model` when a
@@ -264,7 +264,7 @@ impl Task for FineTuning<'_> {
         let r = self.recipe;
         // Dropout masks from (seed, step): a resumed run draws the same ones.
         let dropout_seed = r.seed ^ (at.step + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let (loss, correct) = self.net.step(images, self.shape, &labels, r.label_smoothing, at.lr, at.lr * r.backbone.lr_factor, dropout_seed);
+        let (loss, correct) = self.net.step(images, self.shape, &labels, r.label_smoothing, at.lr, at.lr * r.backbone.lr_factor, dropout_seed)?;
         Ok(StepReport { loss, weight: labels.len() as f64, correct: Some(correct), logs: Vec::new() })
     }
 
