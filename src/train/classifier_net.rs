@@ -1,5 +1,5 @@
 //! A classifier network for fine-tuning: a backbone of a compiled type and a linear classifier
-//! (dropout on its input), behind an object-safe trait like [`super::simclr_net::SimclrNet`].
+//! (dropout on its input), behind an object-safe trait like the pretraining methods' [`crate::method::Method`].
 //!
 //! The classifier is compiled for 10, 100 or 1000 outputs; a dataset with fewer classes uses
 //! the smallest that fits and masks the rest out of the loss and the predictions.
