@@ -16,12 +16,11 @@ use crate::loss::byol_loss;
 use crate::models::backbone::{Backbone, Images};
 use crate::models::encoder::Encoder;
 use crate::models::mlp::{Mlp, MlpSpec, Norm};
-use crate::models::registry::{with_built_backbone, WithBuiltBackbone};
 use crate::nn::NnDevice;
 use crate::optim::{Optim, OptimConfig};
 use crate::weights::{self, BACKBONE_FILE};
 
-use super::{Method, MethodSettings, StepAt, StepOut, OPTIMIZER_FILE};
+use super::{FromBackbone, Method, MethodSettings, StepAt, StepOut, OPTIMIZER_FILE};
 
 /// BYOL's projector: Linear, BatchNorm, ReLU, Linear (paper section 3.3).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -116,7 +115,7 @@ impl MethodSettings for ByolConfig {
 
     /// BYOL on model `model`, its weights drawn from `seed` (backbone, projector, predictor).
     fn build(&self, model: &str, opt: OptimConfig, seed: u64, device: DeviceSpec) -> Result<Box<dyn Method>> {
-        with_built_backbone(model, device, seed, Build { cfg: self, opt })?
+        super::build_on(self, model, opt, seed, device)
     }
 
     fn validate(&self) -> Result<()> {
@@ -245,25 +244,14 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Method f
         weights::load_optimizer(&mut self.opt, &dir.join(OPTIMIZER_FILE))
     }
 
-    fn as_encoder(&self) -> &dyn Encoder {
-        self
-    }
-
     fn save_backbone(&self, path: &Path) -> Result<()> {
         weights::save_module(&self.backbone, path)
     }
 }
 
-struct Build<'a> {
-    cfg: &'a ByolConfig,
-    opt: OptimConfig,
-}
-
-impl WithBuiltBackbone for Build<'_> {
-    type Out = Result<Box<dyn Method>>;
-
-    fn run<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize>(self, dev: D, backbone: B) -> Self::Out {
-        Ok(Box::new(Byol::<B, D, C, F>::new(self.cfg, self.opt, dev, backbone)?))
+impl FromBackbone for ByolConfig {
+    fn make<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize>(&self, opt: OptimConfig, dev: D, backbone: B) -> Result<Box<dyn Method>> {
+        Ok(Box::new(Byol::<B, D, C, F>::new(self, opt, dev, backbone)?))
     }
 }
 

@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::augment::AugmentConfig;
 use crate::device::DeviceSpec;
 use crate::error::Result;
+use crate::models::backbone::Backbone;
 use crate::models::encoder::Encoder;
+use crate::models::registry::{with_built_backbone, WithBuiltBackbone};
+use crate::nn::NnDevice;
 use crate::optim::OptimConfig;
 
 pub use byol::ByolConfig;
@@ -44,7 +47,7 @@ pub struct StepOut {
 
 /// What the pretraining loop needs of a method. Images and views are host buffers
 /// [rows, C, H, W]; `shape` is (C, H, W). As an [`Encoder`] a method is its online backbone
-/// (what monitors see and `save_backbone` writes).
+/// (what monitors see and `save_backbone` writes; `&dyn Method` coerces to `&dyn Encoder`).
 pub trait Method: Encoder {
     /// One optimisation step on V views of N images laid out [V N, C, H, W] (view v of image k
     /// at row v N + k). A non-finite loss leaves every weight as it was and is returned as is.
@@ -54,8 +57,6 @@ pub trait Method: Encoder {
     fn save(&self, dir: &Path) -> Result<()>;
     /// Reads what [`Method::save`] wrote.
     fn load(&mut self, dir: &Path) -> Result<()>;
-    /// The method as its online backbone's features.
-    fn as_encoder(&self) -> &dyn Encoder;
     /// Writes the (online) backbone alone: what fine-tuning, probe and kNN load.
     fn save_backbone(&self, path: &Path) -> Result<()>;
 }
@@ -102,6 +103,31 @@ pub trait MethodSettings {
     fn min_batch(&self) -> usize;
     /// Builds the method for model `model` on `device`, its weights drawn from `seed`.
     fn build(&self, model: &str, opt: OptimConfig, seed: u64, device: DeviceSpec) -> Result<Box<dyn Method>>;
+}
+
+/// How a method is made from a backbone built on a device: each method's settings implement
+/// it once, and [`build_on`] resolves the model name and device to compiled types for it.
+pub trait FromBackbone {
+    fn make<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize>(&self, opt: OptimConfig, dev: D, backbone: B) -> Result<Box<dyn Method>>;
+}
+
+struct Build<'a, M> {
+    settings: &'a M,
+    opt: OptimConfig,
+}
+
+impl<M: FromBackbone> WithBuiltBackbone for Build<'_, M> {
+    type Out = Result<Box<dyn Method>>;
+
+    fn run<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize>(self, dev: D, backbone: B) -> Self::Out {
+        self.settings.make(self.opt, dev, backbone)
+    }
+}
+
+/// The method of `settings` on model `model` and `device`, its weights drawn from `seed`
+/// (the backbone first, then what `make` draws).
+pub fn build_on<M: FromBackbone>(settings: &M, model: &str, opt: OptimConfig, seed: u64, device: DeviceSpec) -> Result<Box<dyn Method>> {
+    with_built_backbone(model, device, seed, Build { settings, opt })?
 }
 
 impl MethodConfig {

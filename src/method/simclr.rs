@@ -13,13 +13,12 @@ use crate::loss::nt_xent;
 use crate::models::backbone::{Backbone, Images};
 use crate::models::encoder::Encoder;
 use crate::models::mlp::{Mlp, MlpSpec, Norm};
-use crate::models::registry::{with_built_backbone, WithBuiltBackbone};
 use crate::nn::NnDevice;
 use crate::optim::{Optim, OptimConfig};
 
 use crate::weights::{self, BACKBONE_FILE};
 
-use super::{Method, MethodSettings, StepAt, StepOut, OPTIMIZER_FILE};
+use super::{FromBackbone, Method, MethodSettings, StepAt, StepOut, OPTIMIZER_FILE};
 
 /// SimCLR's projector: `layers` linear layers, input -> hidden -> ... -> out.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,7 +86,7 @@ impl MethodSettings for SimClrConfig {
 
     /// SimCLR on model `model`, its weights drawn from `seed` (backbone first, then projector).
     fn build(&self, model: &str, opt: OptimConfig, seed: u64, device: DeviceSpec) -> Result<Box<dyn Method>> {
-        with_built_backbone(model, device, seed, Build { cfg: self, opt })?
+        super::build_on(self, model, opt, seed, device)
     }
 
     fn validate(&self) -> Result<()> {
@@ -175,26 +174,16 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Method f
         weights::load_optimizer(&mut self.opt, &dir.join(OPTIMIZER_FILE))
     }
 
-    fn as_encoder(&self) -> &dyn Encoder {
-        self
-    }
-
     fn save_backbone(&self, path: &Path) -> Result<()> {
         weights::save_module(&self.backbone, path)
     }
 }
 
-struct Build<'a> {
-    cfg: &'a SimClrConfig,
-    opt: OptimConfig,
-}
-
-impl WithBuiltBackbone for Build<'_> {
-    type Out = Result<Box<dyn Method>>;
-
-    fn run<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize>(self, dev: D, backbone: B) -> Self::Out {
-        let projector = Mlp::new(&dev, self.cfg.projector.spec(F)).map_err(|e| Error::device("building the projector", e))?;
-        Ok(Box::new(SimClr::<B, D, C, F> { dev, backbone, projector, temperature: self.cfg.temperature, opt: Optim::new(self.opt), grads: None }))
+impl FromBackbone for SimClrConfig {
+    /// The projector is drawn after the backbone.
+    fn make<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize>(&self, opt: OptimConfig, dev: D, backbone: B) -> Result<Box<dyn Method>> {
+        let projector = Mlp::new(&dev, self.projector.spec(F)).map_err(|e| Error::device("building the projector", e))?;
+        Ok(Box::new(SimClr::<B, D, C, F> { dev, backbone, projector, temperature: self.temperature, opt: Optim::new(opt), grads: None }))
     }
 }
 

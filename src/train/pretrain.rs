@@ -171,7 +171,7 @@ impl Task for Pretraining<'_> {
             return Ok(EpochReport::default());
         };
         let t = Instant::now();
-        let value = m.measure(self.net.as_encoder())?;
+        let value = m.measure(&*self.net)?;
         let text = format!(", {} {:.2}% ({:.0} s)", m.label(), 100.0 * value, t.elapsed().as_secs_f64());
         Ok(EpochReport { values: vec![(m.key(), value)], text, validation: None })
     }
