@@ -59,8 +59,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     match cli.command {
         Command::Pretrain(a) => train_command(a, device, |r: &ssl::recipe::PretrainRecipe, o| {
-            let monitor = ssl::eval::monitor::KnnMonitor::for_recipe(r)?;
-            ssl::train::pretrain(r, o, monitor.as_ref().map(|m| m as &dyn ssl::models::encoder::Monitor))
+            use ssl::models::encoder::Monitor;
+            let knn = |store: &_, split: &_| Ok(ssl::eval::monitor::KnnMonitor::for_recipe(r, store, split)?.map(|m| Box::new(m) as Box<dyn Monitor>));
+            ssl::train::pretrain(r, o, &knn)
         }),
         Command::Finetune(a) => train_command(a, device, ssl::train::finetune),
         other => run_tool(other, device.unwrap_or_default()).map(|()| ExitCode::SUCCESS),

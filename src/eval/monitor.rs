@@ -56,17 +56,16 @@ impl KnnMonitor {
         Ok(KnnMonitor { train, test, pipeline, params, classes })
     }
 
-    /// The monitor a pretraining recipe asks for (`knn:`; none when `every_epochs` is 0), its
-    /// images seen as pretraining's evaluation view with the pretraining split's statistics.
-    pub fn for_recipe(recipe: &PretrainRecipe) -> Result<Option<Self>> {
+    /// The monitor a pretraining recipe asks for (`knn:`; none when `every_epochs` is 0) on
+    /// its `store`, its images seen as pretraining's evaluation view with the statistics of
+    /// `split`, the split pretraining reads.
+    pub fn for_recipe(recipe: &PretrainRecipe, store: &Store, split: &Split) -> Result<Option<Self>> {
         let k = &recipe.knn;
         if k.every_epochs == 0 {
             return Ok(None);
         }
-        recipe.validate()?;
-        let (store, split) = recipe.load_data()?;
-        let train = Labeled::load(&store, &k.train_split, k.max_train, recipe.seed, "knn.train_split")?;
-        let test = Labeled::load(&store, &k.test_split, k.max_test, recipe.seed + 1, "knn.test_split")?;
+        let train = Labeled::load(store, &k.train_split, k.max_train, recipe.seed, "knn.train_split")?;
+        let test = Labeled::load(store, &k.test_split, k.max_test, recipe.seed + 1, "knn.test_split")?;
         let params = KnnParams { k: k.k, temperature: k.temperature as f32 };
         Self::new(train, test, &recipe.augment, &split.mean, &split.std, params, &recipe.data.file).map(Some)
     }

@@ -34,6 +34,10 @@ pub trait Monitor {
     fn measure(&self, encoder: &dyn Encoder) -> Result<f64>;
 }
 
+/// Makes the monitor a run asks for, if any, once its data is loaded: the store and the split
+/// training reads (the kNN monitor normalises with that split's statistics).
+pub type MonitorFactory<'a> = dyn Fn(&crate::data::Store, &crate::data::Split) -> Result<Option<Box<dyn Monitor>>> + 'a;
+
 struct Frozen<B, D, const C: usize, const F: usize> {
     dev: D,
     backbone: B,

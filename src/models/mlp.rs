@@ -86,6 +86,31 @@ enum Layer<D: Storage<f32>> {
     Relu,
 }
 
+/// The one walk over a head's tensors behind [`Mlp::tensors`] and [`Mlp::tensors_mut`]:
+/// `$layers` borrowed shared or mutably, each tensor wrapped in `$P` (`Param` or `ParamMut`).
+macro_rules! named_tensors {
+    ($layers:expr, $P:ident) => {{
+        let mut out = Vec::new();
+        for (name, layer) in $layers {
+            let mut add = |field: &str, p, trained| out.push((format!("{name}.{field}"), p, trained));
+            match layer {
+                Layer::Linear { weight, bias } => {
+                    add("weight", $P::Matrix(weight), true);
+                    add("bias", $P::Vector(bias), true);
+                }
+                Layer::BatchNorm { scale, bias, running_mean, running_var } => {
+                    add("scale", $P::Vector(scale), true);
+                    add("bias", $P::Vector(bias), true);
+                    add("running_mean", $P::Vector(running_mean), false);
+                    add("running_var", $P::Vector(running_var), false);
+                }
+                Layer::Relu => {}
+            }
+        }
+        out
+    }};
+}
+
 /// A head of run-time width (see the module docs).
 #[derive(Clone, Debug)]
 pub struct Mlp<D: Storage<f32>> {
@@ -193,46 +218,12 @@ impl<D: Device<f32>> Mlp<D> {
     /// statistics are not), in dfdx's visiting order: weight then bias; BatchNorm's scale,
     /// shift, running mean, running variance.
     fn tensors(&self) -> Vec<(String, Param<'_, D>, bool)> {
-        let mut out = Vec::new();
-        for (name, layer) in &self.layers {
-            let mut add = |field: &str, p, trained| out.push((format!("{name}.{field}"), p, trained));
-            match layer {
-                Layer::Linear { weight, bias } => {
-                    add("weight", Param::Matrix(weight), true);
-                    add("bias", Param::Vector(bias), true);
-                }
-                Layer::BatchNorm { scale, bias, running_mean, running_var } => {
-                    add("scale", Param::Vector(scale), true);
-                    add("bias", Param::Vector(bias), true);
-                    add("running_mean", Param::Vector(running_mean), false);
-                    add("running_var", Param::Vector(running_var), false);
-                }
-                Layer::Relu => {}
-            }
-        }
-        out
+        named_tensors!(&self.layers, Param)
     }
 
     /// [`Mlp::tensors`], mutable.
     fn tensors_mut(&mut self) -> Vec<(String, ParamMut<'_, D>, bool)> {
-        let mut out = Vec::new();
-        for (name, layer) in &mut self.layers {
-            let mut add = |field: &str, p, trained| out.push((format!("{name}.{field}"), p, trained));
-            match layer {
-                Layer::Linear { weight, bias } => {
-                    add("weight", ParamMut::Matrix(weight), true);
-                    add("bias", ParamMut::Vector(bias), true);
-                }
-                Layer::BatchNorm { scale, bias, running_mean, running_var } => {
-                    add("scale", ParamMut::Vector(scale), true);
-                    add("bias", ParamMut::Vector(bias), true);
-                    add("running_mean", ParamMut::Vector(running_mean), false);
-                    add("running_var", ParamMut::Vector(running_var), false);
-                }
-                Layer::Relu => {}
-            }
-        }
-        out
+        named_tensors!(&mut self.layers, ParamMut)
     }
 
     /// Passes every trainable tensor to the optimiser update `u`, in a fixed order.
@@ -307,8 +298,9 @@ impl<D: Device<f32>> Mlp<D> {
             let Some((_, dims, data)) = stored.iter().find(|(n, _, _)| *n == name) else {
                 return Err(Error::bad_input(path, format!("does not fit this head: no tensor {name}")));
             };
-            if *dims != p.dims() {
-                return Err(Error::bad_input(path, format!("does not fit this head: {name} is {dims:?}, this head's is {:?}", p.dims())));
+            let want = p.view().dims();
+            if *dims != want {
+                return Err(Error::bad_input(path, format!("does not fit this head: {name} is {dims:?}, this head's is {want:?}")));
             }
             match p {
                 ParamMut::Matrix(t) => t.copy_from(data),
@@ -350,10 +342,11 @@ enum ParamMut<'a, D: Storage<f32>> {
 }
 
 impl<D: Device<f32>> ParamMut<'_, D> {
-    fn dims(&self) -> Vec<usize> {
+    /// The same tensor, shared.
+    fn view(&self) -> Param<'_, D> {
         match self {
-            ParamMut::Matrix(t) => vec![t.shape().0, t.shape().1],
-            ParamMut::Vector(t) => vec![t.shape().0],
+            ParamMut::Matrix(t) => Param::Matrix(t),
+            ParamMut::Vector(t) => Param::Vector(t),
         }
     }
 }

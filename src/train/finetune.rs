@@ -22,7 +22,7 @@ use crate::run::BACKBONE_FILE;
 use super::classifier_net::{self, ClassifierNet, ClassifierSpec};
 use super::loader::Batching;
 use super::pretrain::Outcome;
-use super::trainer::{self, EarlyStopping, End, EpochReport, Plan, Start, StepReport, Task};
+use super::trainer::{self, EarlyStopping, End, EpochReport, Plan, StepReport, Task};
 
 /// What `result.json` holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -168,15 +168,7 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
     if let Some((dir, _, _)) = &resume_from {
         net.load(dir, true)?;
     }
-    let mut log = run_dir::open(&run, resume_from.as_ref().map(|(_, s, _)| s), opts.force, recipe)?;
-    let mut start = Start::default();
-    if let Some((dir, state, changes)) = &resume_from {
-        start = Start::from_checkpoint(state);
-        crate::progress::message(&format!("resuming {} at epoch {} step {} ({})", run.display(), start.epoch + 1, start.step_in_epoch, dir.display()));
-        if let Some(line) = run_dir::record_changes(&run, start.global, changes)? {
-            crate::progress::message(&line);
-        }
-    }
+    let (mut log, start) = trainer::open(&run, resume_from.as_ref(), opts.force, recipe)?;
     if let Some(line) = &stretched {
         crate::progress::message(line);
     }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::augment::Pipeline;
 use crate::error::{Error, Result};
 use crate::method::{Method, StepAt};
-use crate::models::encoder::Monitor;
+use crate::models::encoder::{Monitor, MonitorFactory};
 use crate::models::registry::check_input;
 use crate::recipe::pretrain::PretrainRecipe;
 use crate::run::checkpoint::CheckpointState;
@@ -18,7 +18,7 @@ use crate::run::BACKBONE_FILE;
 
 use super::loader::Batching;
 use super::signal;
-use super::trainer::{self, End, EpochReport, Plan, Start, StepReport, Task};
+use super::trainer::{self, End, EpochReport, Plan, StepReport, Task};
 
 /// How to start a pretraining or fine-tuning run.
 #[derive(Clone, Debug, Default)]
@@ -71,17 +71,17 @@ pub enum Outcome {
     Interrupted { run: PathBuf, checkpoint: PathBuf, step: u64 },
 }
 
-/// Runs (or resumes) the pretraining that `recipe` describes; `monitor` (the kNN monitor of
-/// `eval`, when the recipe asks for one) is measured on the backbone every
-/// `knn.every_epochs` epochs and after the last.
-pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions, monitor: Option<&dyn Monitor>) -> Result<Outcome> {
+/// Runs (or resumes) the pretraining that `recipe` describes; the monitor `monitor` makes from
+/// the loaded data (the kNN monitor of `eval`, when the recipe asks for one) is measured on the
+/// backbone every `knn.every_epochs` epochs and after the last.
+pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions, monitor: &MonitorFactory) -> Result<Outcome> {
     recipe.validate()?;
     let method = recipe.method()?;
     let run = opts.resume.clone().unwrap_or_else(|| recipe.run_dir.join(&recipe.name));
     let resume_from = opts.resume_point(recipe, &recipe.model, method.name())?;
 
     // Data, model and monitor are all checked before anything is written.
-    let (_, split) = recipe.load_data()?;
+    let (store, split) = recipe.load_data()?;
     let pipelines = method.views(&recipe.augment).into_iter().map(|cfg| Pipeline::for_split(cfg, &split)).collect::<Result<Vec<_>>>()?;
     let view_plan: Vec<&Pipeline> = pipelines.iter().collect();
     let shape = pipelines[0].output_shape();
@@ -92,7 +92,8 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions, monitor: Option<&dyn
             format!("{} is larger than the dataset ({} images in {}:{})", recipe.batch_size, split.len(), recipe.data.file.display(), split.name),
         ));
     }
-    if let Some(m) = monitor {
+    let monitor = monitor(&store, &split)?;
+    if let Some(m) = &monitor {
         if m.input_shape() != shape {
             return Err(Error::invalid("knn", format!("its splits give {} images, pretraining {}", m.input_shape(), shape)));
         }
@@ -113,15 +114,7 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions, monitor: Option<&dyn
     if let Some((dir, _, _)) = &resume_from {
         net.load(dir)?;
     }
-    let mut log = run_dir::open(&run, resume_from.as_ref().map(|(_, s, _)| s), opts.force, recipe)?;
-    let mut start = Start::default();
-    if let Some((dir, state, changes)) = &resume_from {
-        start = Start::from_checkpoint(state);
-        crate::progress::message(&format!("resuming {} at epoch {} step {} ({})", run.display(), start.epoch + 1, start.step_in_epoch, dir.display()));
-        if let Some(line) = run_dir::record_changes(&run, start.global, changes)? {
-            crate::progress::message(&line);
-        }
-    }
+    let (mut log, start) = trainer::open(&run, resume_from.as_ref(), opts.force, recipe)?;
     let plan = Plan {
         run: &run,
         model: &recipe.model,
@@ -138,6 +131,7 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions, monitor: Option<&dyn
         early_stopping: None,
     };
     let shape = (shape.channels, shape.height, shape.width);
+    let monitor = monitor.as_deref();
     let mut task = Pretraining { net, shape, monitor, every: recipe.knn.every_epochs };
     let (last_loss, last_values, elapsed) = match trainer::train(&plan, &mut task, start, &mut log, opts)? {
         End::Interrupted { checkpoint, step } => return Ok(Outcome::Interrupted { run, checkpoint, step }),

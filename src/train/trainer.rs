@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::method::StepAt;
 use crate::optim::Schedule;
 use crate::run::checkpoint::{self, CheckpointState, LoopState};
+use crate::run::folder::{self as run_dir, Change};
 use crate::run::records::{EpochRecord, MetricsLog, Record, StepRecord};
 
 use super::loader::{epoch_order, Batching, Epoch};
@@ -116,6 +117,20 @@ impl Start {
         }
         Start { epoch: s.epoch, step_in_epoch: s.step_in_epoch, global: s.global_step, elapsed_s: s.elapsed_s, state }
     }
+}
+
+/// Opens the run folder (a new one, or the one resumed from `resume`, as
+/// [`RunOptions::resume_point`] found it) and its metrics log, and says where the run starts;
+/// a resume says so, and records the schedule changes it makes.
+pub fn open<R: serde::Serialize>(run: &Path, resume: Option<&(PathBuf, CheckpointState, Vec<Change>)>, force: bool, recipe: &R) -> Result<(MetricsLog, Start)> {
+    let log = run_dir::open(run, resume.map(|(_, s, _)| s), force, recipe)?;
+    let Some((dir, state, changes)) = resume else { return Ok((log, Start::default())) };
+    let start = Start::from_checkpoint(state);
+    crate::progress::message(&format!("resuming {} at epoch {} step {} ({})", run.display(), start.epoch + 1, start.step_in_epoch, dir.display()));
+    if let Some(line) = run_dir::record_changes(run, start.global, changes)? {
+        crate::progress::message(&line);
+    }
+    Ok((log, start))
 }
 
 /// How the loop ended.
