@@ -13,14 +13,15 @@ use crate::augment::AugmentConfig;
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::loss::byol_loss;
-use crate::models::backbone::{Backbone, Images};
+use crate::models::backbone::Backbone;
 use crate::models::encoder::Encoder;
 use crate::models::mlp::{Mlp, MlpSpec, Norm};
 use crate::nn::NnDevice;
-use crate::optim::{Optim, OptimConfig};
-use crate::weights::{self, BACKBONE_FILE};
+use crate::optim::OptimConfig;
+use crate::weights;
 
-use super::{FromBackbone, Method, MethodSettings, StepAt, StepOut, OPTIMIZER_FILE};
+use super::online::{Head, Online};
+use super::{FromBackbone, Method, MethodSettings, StepAt, StepOut};
 
 /// BYOL's projector: Linear, BatchNorm, ReLU, Linear (paper section 3.3).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -152,67 +153,47 @@ impl ByolConfig {
     }
 }
 
-const PROJECTOR_FILE: &str = "projector.safetensors";
-const PREDICTOR_FILE: &str = "predictor.safetensors";
 const TARGET_BACKBONE_FILE: &str = "target_backbone.safetensors";
 const TARGET_PROJECTOR_FILE: &str = "target_projector.safetensors";
+/// The online heads, in this order.
+const PROJECTOR: usize = 0;
+const PREDICTOR: usize = 1;
 
 struct Byol<B, D: NnDevice, const C: usize, const F: usize> {
     cfg: ByolConfig,
-    dev: D,
-    backbone: B,
-    projector: Mlp<D>,
-    predictor: Mlp<D>,
+    /// The backbone, the projector and the predictor.
+    online: Online<B, D, C, F>,
     target_backbone: B,
     target_projector: Mlp<D>,
-    opt: Optim,
-    grads: Option<Gradients<f32, D>>,
 }
 
 impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Byol<B, D, C, F> {
     fn try_step(&mut self, views: Vec<f32>, (_, h, w): (usize, usize, usize), at: StepAt) -> Result<(f32, f64), D::Err> {
-        let rows = views.len() / (C * h * w);
-        let x: Images<C, D> = self.dev.try_tensor_from_vec(views, (rows, Const, h, w))?;
+        let x = self.online.images(views, (h, w))?;
+        let rows = x.shape().0;
         // The target: training mode (BatchNorm on the batch, as the online network), its tape
         // thrown away, so its projections are constants.
         let t = self.target_backbone.try_forward_mut(x.clone().leaky_trace())?.try_reshape_like(&(rows, F))?;
         let (target, _) = self.target_projector.try_forward_mut(t)?.split_tape();
 
-        let g = match self.grads.take() {
-            Some(g) => g,
-            None => {
-                let mut g = self.backbone.try_alloc_grads()?;
-                self.projector.try_zero_grads(&mut g)?;
-                self.predictor.try_zero_grads(&mut g)?;
-                g
-            }
-        };
-        let f = self.backbone.try_forward_mut(x.trace(g))?.try_reshape_like(&(rows, F))?;
-        let p = self.predictor.try_forward_mut(self.projector.try_forward_mut(f)?)?;
+        let f = self.online.forward_mut(x)?;
+        let z = self.online.heads[PROJECTOR].mlp.try_forward_mut(f)?;
+        let p = self.online.heads[PREDICTOR].mlp.try_forward_mut(z)?;
         let loss = byol_loss(p, &target);
         let value = loss.array();
-        let mut g = loss.backward();
         let tau = self.cfg.tau(at.step, at.total_steps);
+        self.online.update(loss.backward(), at.lr, value.is_finite())?;
         if value.is_finite() {
-            self.opt.cfg.lr = at.lr;
-            let mut u = self.opt.begin();
-            u.module(&mut self.backbone, &g);
-            self.projector.update(&mut u, &g);
-            self.predictor.update(&mut u, &g);
-            self.target_backbone.try_ema(&self.backbone, tau)?;
-            self.target_projector.try_ema(&self.projector, tau)?;
+            self.target_backbone.try_ema(&self.online.backbone, tau)?;
+            self.target_projector.try_ema(&self.online.heads[PROJECTOR].mlp, tau)?;
         }
-        self.backbone.try_zero_grads(&mut g)?;
-        self.projector.try_zero_grads(&mut g)?;
-        self.predictor.try_zero_grads(&mut g)?;
-        self.grads = Some(g);
         Ok((value, tau))
     }
 }
 
 impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Encoder for Byol<B, D, C, F> {
     fn features(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Result<Vec<f32>> {
-        crate::models::backbone::features(&self.dev, &self.backbone, images, shape)
+        self.online.features(images, shape)
     }
 
     fn feature_width(&self) -> usize {
@@ -227,25 +208,19 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Method f
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
-        weights::save_module(&self.backbone, &dir.join(BACKBONE_FILE))?;
-        self.projector.save(&dir.join(PROJECTOR_FILE))?;
-        self.predictor.save(&dir.join(PREDICTOR_FILE))?;
+        self.online.save(dir)?;
         weights::save_module(&self.target_backbone, &dir.join(TARGET_BACKBONE_FILE))?;
-        self.target_projector.save(&dir.join(TARGET_PROJECTOR_FILE))?;
-        weights::save_optimizer(&self.opt, &dir.join(OPTIMIZER_FILE))
+        self.target_projector.save(&dir.join(TARGET_PROJECTOR_FILE))
     }
 
     fn load(&mut self, dir: &Path) -> Result<()> {
-        weights::load_module(&mut self.backbone, &dir.join(BACKBONE_FILE))?;
-        self.projector.load(&dir.join(PROJECTOR_FILE))?;
-        self.predictor.load(&dir.join(PREDICTOR_FILE))?;
+        self.online.load(dir)?;
         weights::load_module(&mut self.target_backbone, &dir.join(TARGET_BACKBONE_FILE))?;
-        self.target_projector.load(&dir.join(TARGET_PROJECTOR_FILE))?;
-        weights::load_optimizer(&mut self.opt, &dir.join(OPTIMIZER_FILE))
+        self.target_projector.load(&dir.join(TARGET_PROJECTOR_FILE))
     }
 
     fn save_backbone(&self, path: &Path) -> Result<()> {
-        weights::save_module(&self.backbone, path)
+        weights::save_module(&self.online.backbone, path)
     }
 }
 
@@ -263,7 +238,11 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Byol<B, 
         let projector = Mlp::new(&dev, cfg.projector_spec(F)).map_err(err)?;
         let predictor = Mlp::new(&dev, cfg.predictor_spec()).map_err(err)?;
         let (target_backbone, target_projector) = (backbone.clone(), projector.clone());
-        Ok(Byol { cfg: cfg.clone(), dev, backbone, projector, predictor, target_backbone, target_projector, opt: Optim::new(opt), grads: None })
+        let heads = vec![
+            Head { mlp: projector, file: "projector.safetensors", older_file: None },
+            Head { mlp: predictor, file: "predictor.safetensors", older_file: None },
+        ];
+        Ok(Byol { cfg: cfg.clone(), online: Online::new(dev, backbone, heads, opt), target_backbone, target_projector })
     }
 }
 
@@ -335,8 +314,8 @@ mod tests {
             }
             assert!(moved, "{name}: the online network moved");
         };
-        check("backbone", old_b, tensors_of(&m.backbone), tensors_of(&m.target_backbone));
-        check("projector", old_p, mlp_tensors(&m.projector), mlp_tensors(&m.target_projector));
+        check("backbone", old_b, tensors_of(&m.online.backbone), tensors_of(&m.target_backbone));
+        check("projector", old_p, mlp_tensors(&m.online.heads[PROJECTOR].mlp), mlp_tensors(&m.target_projector));
     }
 
     #[test]

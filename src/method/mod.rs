@@ -4,6 +4,7 @@
 //! loss in `loss/`, one variant of [`MethodConfig`] and a recipe.
 
 pub mod byol;
+pub mod online;
 pub mod simclr;
 
 use std::path::Path;

@@ -10,15 +10,16 @@ use crate::augment::AugmentConfig;
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::loss::nt_xent;
-use crate::models::backbone::{Backbone, Images};
+use crate::models::backbone::Backbone;
 use crate::models::encoder::Encoder;
 use crate::models::mlp::{Mlp, MlpSpec, Norm};
 use crate::nn::NnDevice;
-use crate::optim::{Optim, OptimConfig};
+use crate::optim::OptimConfig;
 
-use crate::weights::{self, BACKBONE_FILE};
+use crate::weights;
 
-use super::{FromBackbone, Method, MethodSettings, StepAt, StepOut, OPTIMIZER_FILE};
+use super::online::{Head, Online};
+use super::{FromBackbone, Method, MethodSettings, StepAt, StepOut};
 
 /// SimCLR's projector: `layers` linear layers, input -> hidden -> ... -> out.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -100,53 +101,27 @@ impl MethodSettings for SimClrConfig {
     }
 }
 
-/// SimCLR's projector file (`head.safetensors` before methods were plug-ins: still read).
-const PROJECTOR_FILE: &str = "projector.safetensors";
-const OLD_PROJECTOR_FILE: &str = "head.safetensors";
-
 struct SimClr<B, D: NnDevice, const C: usize, const F: usize> {
-    dev: D,
-    backbone: B,
-    projector: Mlp<D>,
+    /// The backbone and the projector.
+    online: Online<B, D, C, F>,
     temperature: f64,
-    opt: Optim,
-    grads: Option<Gradients<f32, D>>,
 }
 
 impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> SimClr<B, D, C, F> {
     fn try_step(&mut self, views: Vec<f32>, (_, h, w): (usize, usize, usize), lr: f64) -> Result<f32, D::Err> {
-        let rows = views.len() / (C * h * w);
-        let x: Images<C, D> = self.dev.tensor_from_vec(views, (rows, Const, h, w));
-        let g = match self.grads.take() {
-            Some(g) => g,
-            None => {
-                let mut g = self.backbone.try_alloc_grads()?;
-                self.projector.try_zero_grads(&mut g)?;
-                g
-            }
-        };
-        let f = self.backbone.try_forward_mut(x.trace(g))?;
-        let f = f.try_reshape_like(&(rows, F))?;
-        let z = self.projector.try_forward_mut(f)?;
+        let x = self.online.images(views, (h, w))?;
+        let f = self.online.forward_mut(x)?;
+        let z = self.online.heads[0].mlp.try_forward_mut(f)?;
         let loss = nt_xent(z, self.temperature);
         let value = loss.array();
-        let mut g = loss.backward();
-        if value.is_finite() {
-            self.opt.cfg.lr = lr;
-            let mut u = self.opt.begin();
-            u.module(&mut self.backbone, &g);
-            self.projector.update(&mut u, &g);
-        }
-        self.backbone.try_zero_grads(&mut g)?;
-        self.projector.try_zero_grads(&mut g)?;
-        self.grads = Some(g);
+        self.online.update(loss.backward(), lr, value.is_finite())?;
         Ok(value)
     }
 }
 
 impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Encoder for SimClr<B, D, C, F> {
     fn features(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Result<Vec<f32>> {
-        crate::models::backbone::features(&self.dev, &self.backbone, images, shape)
+        self.online.features(images, shape)
     }
 
     fn feature_width(&self) -> usize {
@@ -161,29 +136,25 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Method f
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
-        weights::save_module(&self.backbone, &dir.join(BACKBONE_FILE))?;
-        self.projector.save(&dir.join(PROJECTOR_FILE))?;
-        weights::save_optimizer(&self.opt, &dir.join(OPTIMIZER_FILE))
+        self.online.save(dir)
     }
 
     fn load(&mut self, dir: &Path) -> Result<()> {
-        weights::load_module(&mut self.backbone, &dir.join(BACKBONE_FILE))?;
-        let projector = dir.join(PROJECTOR_FILE);
-        let old = dir.join(OLD_PROJECTOR_FILE);
-        self.projector.load(if !projector.exists() && old.exists() { &old } else { &projector })?;
-        weights::load_optimizer(&mut self.opt, &dir.join(OPTIMIZER_FILE))
+        self.online.load(dir)
     }
 
     fn save_backbone(&self, path: &Path) -> Result<()> {
-        weights::save_module(&self.backbone, path)
+        weights::save_module(&self.online.backbone, path)
     }
 }
 
 impl FromBackbone for SimClrConfig {
-    /// The projector is drawn after the backbone.
+    /// The projector is drawn after the backbone; its file was `head.safetensors` before
+    /// methods were plug-ins (still read).
     fn make<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize>(&self, opt: OptimConfig, dev: D, backbone: B) -> Result<Box<dyn Method>> {
-        let projector = Mlp::new(&dev, self.projector.spec(F)).map_err(|e| Error::device("building the projector", e))?;
-        Ok(Box::new(SimClr::<B, D, C, F> { dev, backbone, projector, temperature: self.temperature, opt: Optim::new(opt), grads: None }))
+        let mlp = Mlp::new(&dev, self.projector.spec(F)).map_err(|e| Error::device("building the projector", e))?;
+        let projector = Head { mlp, file: "projector.safetensors", older_file: Some("head.safetensors") };
+        Ok(Box::new(SimClr::<B, D, C, F> { online: Online::new(dev, backbone, vec![projector], opt), temperature: self.temperature }))
     }
 }
 
