@@ -15,10 +15,10 @@ use rand_chacha::ChaCha8Rng;
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::loss::cross_entropy::smoothed_cross_entropy;
-use crate::models::backbone::{Backbone, BackboneType, Images, WithBackbone};
+use crate::models::backbone::{Backbone, Images};
 use crate::models::encoder::Encoder;
 use crate::models::heads::Classifier;
-use crate::models::registry::with_backbone;
+use crate::models::registry::{with_built_backbone, WithBuiltBackbone};
 use crate::nn::NnDevice;
 use crate::optim::{Optim, OptimConfig};
 
@@ -170,10 +170,11 @@ pub struct ClassifierSpec {
     pub device: DeviceSpec,
 }
 
-impl WithBackbone for ClassifierSpec {
+impl WithBuiltBackbone for ClassifierSpec {
     type Out = Result<Box<dyn ClassifierNet>>;
 
-    fn run<B: BackboneType<C, F>, const C: usize, const F: usize>(self) -> Self::Out {
+    /// The classifier is drawn after the backbone.
+    fn run<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize>(self, dev: D, backbone: B) -> Self::Out {
         fn boxed<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, const K: usize>(
             dev: D,
             backbone: B,
@@ -183,24 +184,11 @@ impl WithBackbone for ClassifierSpec {
             let (opt_backbone, opt_head) = (Optim::new(s.opt), Optim::new(s.opt));
             Box::new(Net::<B, D, C, F, K> { dev, backbone, head, classes: s.classes, dropout: s.dropout, frozen: s.frozen, opt_backbone, opt_head })
         }
-        fn on<B: BuildOnDevice<D, f32, Built: Backbone<C, F, D>>, D: NnDevice, const C: usize, const F: usize>(
-            dev: D,
-            s: ClassifierSpec,
-        ) -> Result<Box<dyn ClassifierNet>> {
-            let backbone = dev.build_module::<B, f32>();
-            match s.classes {
-                2..=10 => Ok(boxed::<B::Built, D, C, F, 10>(dev, backbone, s)),
-                11..=100 => Ok(boxed::<B::Built, D, C, F, 100>(dev, backbone, s)),
-                101..=1000 => Ok(boxed::<B::Built, D, C, F, 1000>(dev, backbone, s)),
-                n => Err(Error::invalid("classes", format!("{n} classes: a classifier needs 2 to 1000"))),
-            }
-        }
-        match self.device {
-            DeviceSpec::Cpu => on::<B, Cpu, C, F>(Cpu::seed_from_u64(self.seed), self),
-            #[cfg(feature = "cuda")]
-            DeviceSpec::Cuda(n) => on::<B, Cuda, C, F>(crate::device::cuda(n, self.seed)?, self),
-            #[cfg(not(feature = "cuda"))]
-            DeviceSpec::Cuda(n) => match crate::device::cuda(n, self.seed)? {},
+        match self.classes {
+            2..=10 => Ok(boxed::<B, D, C, F, 10>(dev, backbone, self)),
+            11..=100 => Ok(boxed::<B, D, C, F, 100>(dev, backbone, self)),
+            101..=1000 => Ok(boxed::<B, D, C, F, 1000>(dev, backbone, self)),
+            n => Err(Error::invalid("classes", format!("{n} classes: a classifier needs 2 to 1000"))),
         }
     }
 }
@@ -210,7 +198,7 @@ pub fn build(name: &str, spec: ClassifierSpec) -> Result<Box<dyn ClassifierNet>>
     if !(0.0..1.0).contains(&spec.dropout) {
         return Err(Error::invalid("dropout", format!("{} must be in [0, 1)", spec.dropout)));
     }
-    with_backbone(name, spec)?
+    with_built_backbone(name, spec.device, spec.seed, spec)?
 }
 
 #[cfg(test)]
