@@ -165,7 +165,7 @@ pub fn train(plan: &Plan, task: &mut dyn Task, start: Start, log: &mut MetricsLo
         let mut stopped_at = None;
         ep.run(first_step..steps, |step, views| {
             let indices = ep.indices(step);
-            let rows = views.len() / plan.split.shape.len().max(1);
+            let rows = indices.len() * nviews;
             let lr = plan.schedule.lr(global as usize);
             let r = task.step(views, indices, StepAt { lr, step: global, total_steps })?;
             if !r.loss.is_finite() {
