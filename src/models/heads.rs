@@ -12,10 +12,6 @@ pub type ProjectionMlpV2<const F: usize, const H: usize, const Z: usize> = (
     (Linear<H, Z>, BatchNorm1D<Z>),
 );
 
-/// A linear classifier over F features to K outputs (fine-tuning applies dropout to its input
-/// with a mask drawn from the run's seed and step, so a resumed run draws the same masks).
-pub type Classifier<const F: usize, const K: usize> = Linear<F, K>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,7 +30,5 @@ mod tests {
         let zv = z.as_vec();
         let mean0: f32 = (0..8).map(|i| zv[i * 4]).sum::<f32>() / 8.0;
         assert!(mean0.abs() < 1e-4);
-        let clf = dev.build_module::<Classifier<16, 3>, f32>();
-        assert_eq!(clf.num_trainable_params(), 16 * 3 + 3);
     }
 }

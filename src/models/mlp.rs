@@ -1,5 +1,6 @@
 //! Heads of run-time width: the multi-layer perceptrons SSL methods put on a backbone
-//! (SimCLR's projector, BYOL's projector and predictor, ...). Widths come from the recipe, so
+//! (SimCLR's projector, BYOL's projector and predictor, ...) and the fine-tuning classifier (one
+//! linear layer). Widths come from the recipe, so
 //! any width works without a compiled type per width; backbones keep their compile-time shapes.
 //!
 //! A head is a sequence of linear layers (with bias), each but the last followed by ReLU, with
@@ -92,7 +93,7 @@ macro_rules! named_tensors {
     ($layers:expr, $P:ident) => {{
         let mut out = Vec::new();
         for (name, layer) in $layers {
-            let mut add = |field: &str, p, trained| out.push((format!("{name}.{field}"), p, trained));
+            let mut add = |field: &str, p, trained| out.push((if name.is_empty() { field.to_string() } else { format!("{name}.{field}") }, p, trained));
             match layer {
                 Layer::Linear { weight, bias } => {
                     add("weight", $P::Matrix(weight), true);
@@ -151,6 +152,10 @@ impl<D: Device<f32>> Mlp<D> {
                 layers.push((name(2, layers.len()), Layer::Relu));
             }
             width = out;
+        }
+        if layers.len() == 1 {
+            // A lone linear layer is not a tuple: dfdx names its tensors `weight` and `bias`.
+            layers[0].0.clear();
         }
         Ok(Mlp { spec, layers })
     }
@@ -404,6 +409,14 @@ mod tests {
         let mut wide = Mlp::new(&b_dev, MlpSpec { hidden: 300, ..w.spec() }).unwrap();
         let e = wide.load(&p1).unwrap_err().to_string();
         assert!(e.contains("0.weight") && e.contains("300"), "{e}");
+        // One linear layer (the fine-tuning classifier): dfdx's `Linear`, names without a prefix.
+        let lin = Cpu::seed_from_u64(7).build_module::<dfdx::nn::builders::Linear<16, 3>, f32>();
+        let pl = d.path().join("linear.safetensors");
+        lin.save_safetensors(&pl).unwrap();
+        let mut one = Mlp::new(&Cpu::seed_from_u64(7), MlpSpec { input: 16, hidden: 3, out: 3, layers: 1, norm: Norm::None }).unwrap();
+        assert_eq!(lin.forward(xa.clone()).as_vec(), one.try_forward(x.clone()).unwrap().as_vec(), "same draws");
+        assert_eq!(one.tensors().iter().map(|t| t.0.as_str()).collect::<Vec<_>>(), ["weight", "bias"]);
+        one.load(&pl).unwrap();
     }
 
     /// A head of unusual widths with BatchNorm on its hidden layer: central differences in f32

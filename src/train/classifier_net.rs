@@ -1,8 +1,6 @@
 //! A classifier network for fine-tuning: a backbone of a compiled type and a linear classifier
-//! (dropout on its input), behind an object-safe trait like the pretraining methods' [`crate::method::Method`].
-//!
-//! The classifier is compiled for 10, 100 or 1000 outputs; a dataset with fewer classes uses
-//! the smallest that fits and masks the rest out of the loss and the predictions.
+//! of run-time width (one output per class, dropout on its input), behind an object-safe trait
+//! like the pretraining methods' [`crate::method::Method`].
 //! A frozen backbone runs in evaluation mode without a tape (BatchNorm statistics untouched)
 //! and has no optimiser at all, so nothing can move it.
 
@@ -17,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::loss::cross_entropy::smoothed_cross_entropy;
 use crate::models::backbone::{Backbone, Images};
 use crate::models::encoder::Encoder;
-use crate::models::heads::Classifier;
+use crate::models::mlp::{Mlp, MlpSpec, Norm};
 use crate::models::registry::{with_built_backbone, WithBuiltBackbone};
 use crate::nn::NnDevice;
 use crate::optim::{Optim, OptimConfig};
@@ -48,10 +46,11 @@ pub trait ClassifierNet: Encoder {
     fn load(&mut self, dir: &Path, optimizer: bool) -> Result<()>;
 }
 
-struct Net<B, D: NnDevice, const C: usize, const F: usize, const K: usize> {
+struct Net<B, D: NnDevice, const C: usize, const F: usize> {
     dev: D,
     backbone: B,
-    head: dfdx::nn::modules::Linear<F, K, f32, D>,
+    /// One linear layer, F -> classes.
+    head: Mlp<D>,
     classes: usize,
     dropout: f64,
     frozen: bool,
@@ -66,34 +65,35 @@ fn dropout_mask(n: usize, f: usize, p: f64, seed: u64) -> Vec<f32> {
     (0..n * f).map(|_| if rng.gen::<f64>() < p { 0.0 } else { keep }).collect()
 }
 
-impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, const K: usize> Net<B, D, C, F, K> {
+impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Net<B, D, C, F> {
     fn input(&self, images: Vec<f32>, (c, h, w): (usize, usize, usize)) -> Images<C, D> {
         debug_assert_eq!(c, C);
         let n = images.len() / (c * h * w);
         self.dev.tensor_from_vec(images, (n, Const, h, w))
     }
 
-    /// One step; the loss and the scores [N, K] before the update.
+    /// One step; the loss and the scores [N, classes] before the update.
     #[allow(clippy::too_many_arguments)]
     fn try_step(&mut self, images: Vec<f32>, shape: (usize, usize, usize), labels: &[u32], smoothing: f64, lr: f64, backbone_lr: f64, dropout_seed: u64) -> Result<(f32, Vec<f32>), D::Err> {
         let x = self.input(images, shape);
         let n = labels.len();
-        let mask = self.dev.try_tensor_from_vec(dropout_mask(n, F, self.dropout, dropout_seed), (n, Const::<F>))?;
-        let mut grads = self.head.try_alloc_grads()?;
+        let mask = self.dev.try_tensor_from_vec(dropout_mask(n, F, self.dropout, dropout_seed), (n, F))?;
+        let mut grads = Gradients::leaky();
+        self.head.try_zero_grads(&mut grads)?;
         let features = if self.frozen {
             self.backbone.try_forward(x)?.trace(grads)
         } else {
             self.backbone.try_zero_grads(&mut grads)?;
             self.backbone.try_forward_mut(x.trace(grads))?
         };
-        let logits = self.head.try_forward_mut(features.try_mul(mask)?)?;
+        let logits = self.head.try_forward_mut(features.try_reshape_like(&(n, F))?.try_mul(mask)?)?;
         let scores = logits.retaped::<NoneTape>().as_vec();
-        let loss = smoothed_cross_entropy(logits, labels, self.classes, smoothing);
+        let loss = smoothed_cross_entropy(logits, labels, smoothing);
         let value = loss.array();
         let grads = loss.backward();
         if value.is_finite() {
             self.opt_head.cfg.lr = lr;
-            self.opt_head.update(&mut self.head, &grads);
+            self.head.update(&mut self.opt_head.begin(), &grads);
             if !self.frozen {
                 self.opt_backbone.cfg.lr = backbone_lr;
                 self.opt_backbone.update(&mut self.backbone, &grads);
@@ -103,12 +103,12 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, const K:
     }
 
     fn correct(&self, logits: &[f32], labels: &[u32]) -> usize {
-        logits.chunks(K).zip(labels).filter(|(row, &y)| crate::metrics::in_top_k(&row[..self.classes], y as usize, 1)).count()
+        logits.chunks(self.classes).zip(labels).filter(|(row, &y)| crate::metrics::in_top_k(row, y as usize, 1)).count()
     }
 }
 
 
-impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, const K: usize> Encoder for Net<B, D, C, F, K> {
+impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Encoder for Net<B, D, C, F> {
     fn features(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Result<Vec<f32>> {
         crate::models::backbone::features(&self.dev, &self.backbone, images, shape)
     }
@@ -118,7 +118,7 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, const K:
     }
 }
 
-impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, const K: usize> ClassifierNet for Net<B, D, C, F, K> {
+impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> ClassifierNet for Net<B, D, C, F> {
     fn step(&mut self, images: Vec<f32>, shape: (usize, usize, usize), labels: &[u32], smoothing: f64, lr: f64, backbone_lr: f64, dropout_seed: u64) -> Result<(f32, usize)> {
         let (value, scores) = self.try_step(images, shape, labels, smoothing, lr, backbone_lr, dropout_seed).map_err(|e| Error::device("a fine-tuning step", e))?;
         Ok((value, self.correct(&scores, labels)))
@@ -126,8 +126,9 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, const K:
 
     fn logits(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Result<Vec<f32>> {
         let x = self.input(images, shape);
-        let out = self.backbone.try_forward(x).and_then(|f| self.head.try_forward(f)).map_err(|e| Error::device("a forward pass", e))?.as_vec();
-        Ok(out.chunks(K).flat_map(|row| row[..self.classes].to_vec()).collect())
+        let n = x.shape().0;
+        let out = self.backbone.try_forward(x).and_then(|f| self.head.try_forward(f.try_reshape_like(&(n, F))?));
+        Ok(out.map_err(|e| Error::device("a forward pass", e))?.as_vec())
     }
 
     fn classes(&self) -> usize {
@@ -140,7 +141,7 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, const K:
 
     fn save(&self, dir: &Path, optimizer: bool) -> Result<()> {
         save_module(&self.backbone, &dir.join(BACKBONE_FILE))?;
-        save_module(&self.head, &dir.join(CLASSIFIER_FILE))?;
+        self.head.save(&dir.join(CLASSIFIER_FILE))?;
         if optimizer {
             save_optimizer(&self.opt_backbone, &dir.join(BACKBONE_OPT_FILE))?;
             save_optimizer(&self.opt_head, &dir.join(CLASSIFIER_OPT_FILE))?;
@@ -150,7 +151,7 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, const K:
 
     fn load(&mut self, dir: &Path, optimizer: bool) -> Result<()> {
         load_module(&mut self.backbone, &dir.join(BACKBONE_FILE))?;
-        load_module(&mut self.head, &dir.join(CLASSIFIER_FILE))?;
+        self.head.load(&dir.join(CLASSIFIER_FILE))?;
         if optimizer {
             load_optimizer(&mut self.opt_backbone, &dir.join(BACKBONE_OPT_FILE))?;
             load_optimizer(&mut self.opt_head, &dir.join(CLASSIFIER_OPT_FILE))?;
@@ -175,26 +176,19 @@ impl WithBuiltBackbone for ClassifierSpec {
 
     /// The classifier is drawn after the backbone.
     fn run<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize>(self, dev: D, backbone: B) -> Self::Out {
-        fn boxed<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, const K: usize>(
-            dev: D,
-            backbone: B,
-            s: ClassifierSpec,
-        ) -> Box<dyn ClassifierNet> {
-            let head = dev.build_module::<Classifier<F, K>, f32>();
-            let (opt_backbone, opt_head) = (Optim::new(s.opt), Optim::new(s.opt));
-            Box::new(Net::<B, D, C, F, K> { dev, backbone, head, classes: s.classes, dropout: s.dropout, frozen: s.frozen, opt_backbone, opt_head })
-        }
-        match self.classes {
-            2..=10 => Ok(boxed::<B, D, C, F, 10>(dev, backbone, self)),
-            11..=100 => Ok(boxed::<B, D, C, F, 100>(dev, backbone, self)),
-            101..=1000 => Ok(boxed::<B, D, C, F, 1000>(dev, backbone, self)),
-            n => Err(Error::invalid("classes", format!("{n} classes: a classifier needs 2 to 1000"))),
-        }
+        let s = self;
+        let spec = MlpSpec { input: F, hidden: s.classes, out: s.classes, layers: 1, norm: Norm::None };
+        let head = Mlp::new(&dev, spec).map_err(|e| Error::device("building the classifier", e))?;
+        let (opt_backbone, opt_head) = (Optim::new(s.opt), Optim::new(s.opt));
+        Ok(Box::new(Net::<B, D, C, F> { dev, backbone, head, classes: s.classes, dropout: s.dropout, frozen: s.frozen, opt_backbone, opt_head }))
     }
 }
 
 /// Builds model `name` with a classifier for `spec.classes` classes.
 pub fn build(name: &str, spec: ClassifierSpec) -> Result<Box<dyn ClassifierNet>> {
+    if spec.classes < 2 {
+        return Err(Error::invalid("classes", format!("{} classes: a classifier needs at least 2", spec.classes)));
+    }
     if !(0.0..1.0).contains(&spec.dropout) {
         return Err(Error::invalid("dropout", format!("{} must be in [0, 1)", spec.dropout)));
     }
