@@ -1,42 +1,38 @@
 //! Times the SimCLR training step on the two reference backbones, like
 //! `../shared/bench/torch_simclr_step.py`:
 //! `cargo run --release --example simclr_step -- THREADS BATCH STEPS [BACKBONE|all] [cpu|cuda]`
-//! (`cuda` needs `--features cuda`). Prints views/s and peak RSS per backbone.
+//! (`cuda` needs `--features cuda`). The step is the product's: `ssl::method`'s SimCLR. Prints views/s and peak RSS per backbone.
 
 #[global_allocator]
 static ALLOC: ssl::alloc::Allocator = ssl::alloc::Allocator {};
 
-use dfdx::optim::{Momentum, Sgd, SgdConfig, WeightDecay};
-use dfdx::prelude::*;
-use ssl::models::heads::ProjectionMlp;
-use ssl::models::resnet::{ResNet18Cifar, SmallFmnist};
-use ssl::train::step::simclr_step;
+use ssl::device::DeviceSpec;
+use ssl::method::simclr::{ProjectorConfig, SimClrConfig};
+use ssl::method::{MethodConfig, StepAt};
+use ssl::optim::{OptimConfig, OptimizerKind};
 
-macro_rules! time_step {
-    ($dev:expr, $name:expr, $model:ty, $c:expr, $hw:expr, $batch:expr, $steps:expr, $threads:expr) => {{
-        let dev = $dev;
-        let mut model = dev.build_module::<$model, f32>();
-        let cfg = SgdConfig { lr: 0.1, momentum: Some(Momentum::Classic(0.9)), weight_decay: Some(WeightDecay::L2(1e-4)) };
-        let mut opt = Sgd::new(&model, cfg);
-        let x: Tensor<(usize, Const<$c>, usize, usize), f32, _> = dev.sample_normal_like(&(2 * $batch, Const, $hw, $hw));
-        let mut grads = None;
-        simclr_step(&mut model, &mut opt, &mut grads, x.clone(), 0.5);
-        let t0 = std::time::Instant::now();
-        for _ in 0..$steps {
-            simclr_step(&mut model, &mut opt, &mut grads, x.clone(), 0.5);
-        }
-        let dt = t0.elapsed().as_secs_f64() / $steps as f64;
-        println!(
-            "{}: batch {} (x2 views) {:.0} ms/step, {:.1} views/s, threads {}, peak RSS {:.0} MiB, {}",
-            $name,
-            $batch,
-            dt * 1000.0,
-            2.0 * $batch as f64 / dt,
-            $threads,
-            ssl::alloc::peak_rss_mib(),
-            std::any::type_name_of_val(&dev).rsplit("::").next().unwrap_or("?").to_lowercase()
-        );
-    }};
+/// Times `steps` steps (after one untimed) of the product's SimCLR method (the network
+/// `ssl pretrain` builds: backbone, run-time-width projector 512 -> 128, NT-Xent at 0.5, SGD
+/// with momentum 0.9 and weight decay 1e-4 as the PyTorch script) on random views.
+fn time_step(model: &str, (c, hw): (usize, usize), batch: usize, steps: usize, threads: usize, device: DeviceSpec) -> ssl::Result<()> {
+    let method = MethodConfig::SimClr(SimClrConfig { temperature: 0.5, projector: ProjectorConfig { hidden: 512, out: 128, layers: 2 } });
+    let opt = OptimConfig { kind: OptimizerKind::Sgd, lr: 0.1, momentum: 0.9, weight_decay: 1e-4, ..Default::default() };
+    let mut net = method.build(model, opt, 0, device)?;
+    let views: Vec<f32> = (0..2 * batch * c * hw * hw).map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5).collect();
+    let at = StepAt { lr: 0.1, step: 0, total_steps: 1 };
+    net.step(views.clone(), (c, hw, hw), at)?;
+    let t0 = std::time::Instant::now();
+    for _ in 0..steps {
+        net.step(views.clone(), (c, hw, hw), at)?;
+    }
+    let dt = t0.elapsed().as_secs_f64() / steps as f64;
+    println!(
+        "{model} {hw}x{hw}x{c}: batch {batch} (x2 views) {:.0} ms/step, {:.1} views/s, threads {threads}, peak RSS {:.0} MiB, {device}",
+        dt * 1000.0,
+        2.0 * batch as f64 / dt,
+        ssl::alloc::peak_rss_mib()
+    );
+    Ok(())
 }
 
 fn main() {
@@ -48,20 +44,14 @@ fn main() {
     let which = args.get(4).cloned().unwrap_or_else(|| "all".into());
     let device = args.get(5).cloned().unwrap_or_else(|| "cpu".into());
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().unwrap();
-    macro_rules! both {
-        ($dev:expr) => {{
-            if which == "all" || which == "resnet18_cifar" {
-                time_step!($dev, "resnet18_cifar 32x32x3", (ResNet18Cifar, ProjectionMlp<512, 512, 128>), 3, 32, batch, steps, threads);
-            }
-            if which == "all" || which == "small_fmnist" {
-                time_step!($dev, "small_fmnist 28x28x1", (SmallFmnist, ProjectionMlp<128, 512, 128>), 1, 28, batch, steps, threads);
-            }
-        }};
-    }
-    match device.as_str() {
-        "cpu" => both!(Cpu::seed_from_u64(0)),
-        #[cfg(feature = "cuda")]
-        "cuda" => both!(ssl::device::cuda(0, 0).unwrap_or_else(|e| panic!("{e}"))),
-        other => panic!("device '{other}': cpu, or cuda in a build with --features cuda"),
+    let device = match device.as_str() {
+        "cpu" => DeviceSpec::Cpu,
+        "cuda" => DeviceSpec::Cuda(0),
+        other => panic!("device '{other}': cpu or cuda"),
+    };
+    for (model, shape) in [("resnet18_cifar", (3, 32)), ("small_fmnist", (1, 28))] {
+        if which == "all" || which == model {
+            time_step(model, shape, batch, steps, threads, device).unwrap_or_else(|e| panic!("{model}: {e}"));
+        }
     }
 }

@@ -366,7 +366,13 @@ fn linear<D: Device<f32>, T: Tape<f32, D>>(x: Tensor<(usize, usize), f32, D, T>,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::heads::{ProjectionMlp, ProjectionMlpV2};
+    use dfdx::nn::builders::{BatchNorm1D, Linear, ReLU};
+
+    /// The compiled heads these run-time ones replaced: SimCLR v1's (Linear, ReLU, Linear) and
+    /// v2's three layers with BatchNorm.
+    type ProjectionMlp<const F: usize, const H: usize, const Z: usize> = (Linear<F, H>, ReLU, Linear<H, Z>);
+    type ProjectionMlpV2<const F: usize, const H: usize, const Z: usize> =
+        ((Linear<F, H>, BatchNorm1D<H>, ReLU), (Linear<H, H>, BatchNorm1D<H>, ReLU), (Linear<H, Z>, BatchNorm1D<Z>));
 
     fn input(dev: &Cpu, n: usize, w: usize) -> Tensor<(usize, usize), f32, Cpu> {
         let v: Vec<f32> = crate::nn::gradcheck::values(n * w, 9).iter().map(|&x| x as f32).collect();
@@ -410,7 +416,7 @@ mod tests {
         let e = wide.load(&p1).unwrap_err().to_string();
         assert!(e.contains("0.weight") && e.contains("300"), "{e}");
         // One linear layer (the fine-tuning classifier): dfdx's `Linear`, names without a prefix.
-        let lin = Cpu::seed_from_u64(7).build_module::<dfdx::nn::builders::Linear<16, 3>, f32>();
+        let lin = Cpu::seed_from_u64(7).build_module::<Linear<16, 3>, f32>();
         let pl = d.path().join("linear.safetensors");
         lin.save_safetensors(&pl).unwrap();
         let mut one = Mlp::new(&Cpu::seed_from_u64(7), MlpSpec { input: 16, hidden: 3, out: 3, layers: 1, norm: Norm::None }).unwrap();

@@ -1,9 +1,8 @@
-//! Backbones and heads as compile-time-shaped dfdx types.
+//! Backbones as compile-time-shaped dfdx types; heads (projectors, predictors, classifiers) of run-time width (`mlp`).
 
 pub mod backbone;
 pub mod classic;
 pub mod encoder;
-pub mod heads;
 pub mod inception;
 pub mod mlp;
 pub mod registry;

@@ -6,7 +6,6 @@ pub mod finetune;
 pub mod loader;
 pub mod pretrain;
 pub mod signal;
-pub mod step;
 pub mod trainer;
 
 pub use finetune::finetune;
