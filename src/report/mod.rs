@@ -70,8 +70,13 @@ fn source_name(key: &str, method: &str) -> String {
     }
 }
 
-fn init_label(f: &Finetune, method: &str) -> String {
-    if f.recipe.pretrained.is_some() { method.into() } else { "random init".into() }
+/// Where a fine-tuning run's backbone came from: the method of the pretraining run it loaded
+/// (read from that run's recipe), "pretrained" when that run cannot be read, or random init.
+fn init_label(f: &Finetune) -> String {
+    match &f.recipe.pretrained {
+        None => "random init".into(),
+        Some(run) => crate::recipe::load_pretraining_run(run, "pretrained").and_then(|r| r.method()).map_or_else(|_| "pretrained".into(), |m| m.name().into()),
+    }
 }
 
 /// Another pretraining run shown beside this one (`ssl report RUN --compare OTHER`).
@@ -93,7 +98,7 @@ fn load_compared(run: &Path) -> Result<Compared> {
 }
 
 /// The "Methods compared" section: one row per run, and the kNN monitor over training time.
-fn compare_section(runs: &[Compared], probes_here: &BTreeMap<String, ProbeEntry>, out: &Path, blocks: &mut Vec<Block>) -> Result<()> {
+fn compare_section(runs: &[Compared], probes_here: &BTreeMap<String, ProbeEntry>, knns_here: &BTreeMap<String, KnnEntry>, out: &Path, blocks: &mut Vec<Block>) -> Result<()> {
     blocks.push(Block::Heading(2, "Methods compared".into()));
     let mut rows: Vec<Vec<String>> = runs
         .iter()
@@ -112,8 +117,9 @@ fn compare_section(runs: &[Compared], probes_here: &BTreeMap<String, ProbeEntry>
         })
         .collect();
     for key in ["random", "pixels"] {
-        if let Some(p) = probes_here.get(key) {
-            rows.push(vec![source_name(key, ""), "baseline".into(), "–".into(), "–".into(), "–".into(), "–".into(), pct(Some(p.test.top1))]);
+        let (probe, knn) = (probes_here.get(key).map(|p| p.test.top1), knns_here.get(key).map(|k| k.test.top1));
+        if probe.is_some() || knn.is_some() {
+            rows.push(vec![source_name(key, ""), "baseline".into(), "–".into(), "–".into(), "–".into(), pct(knn), pct(probe)]);
         }
     }
     let head = ["Run", "Method", "Epochs", "Pretraining (min)", "Last kNN monitor (%)", "kNN test top-1 (%)", "Linear probe test top-1 (%)"];
@@ -193,7 +199,7 @@ pub fn write(run: &Path, finetunes: &[PathBuf], compare: &[PathBuf], out: &Path)
             knn: knns.get("ssl").cloned(),
         };
         let all: Vec<Compared> = std::iter::once(here).chain(compared).collect();
-        compare_section(&all, &probes, out, &mut blocks)?;
+        compare_section(&all, &probes, &knns, out, &mut blocks)?;
     }
 
     // Pretraining curves.
@@ -234,7 +240,7 @@ pub fn write(run: &Path, finetunes: &[PathBuf], compare: &[PathBuf], out: &Path)
     if !fts.is_empty() {
         blocks.push(Block::Heading(2, "Fine-tuning".into()));
         let series = |y: &str, scale: f64, suffix: &str| -> Vec<Series> {
-            fts.iter().map(|f| Series { name: format!("{} ({}){suffix}", f.recipe.name, init_label(f, method.name())), points: epoch_points(&f.epochs, y).into_iter().map(|(x, v)| (x, v * scale)).collect() }).collect()
+            fts.iter().map(|f| Series { name: format!("{} ({}){suffix}", f.recipe.name, init_label(f)), points: epoch_points(&f.epochs, y).into_iter().map(|(x, v)| (x, v * scale)).collect() }).collect()
         };
         plots::lines(&out.join("finetune_loss.png"), "Fine-tuning training loss", "epoch", "loss", &series("loss", 1.0, ""))?;
         blocks.push(Block::Image("Fine-tuning loss".into(), "finetune_loss.png".into()));
@@ -243,7 +249,7 @@ pub fn write(run: &Path, finetunes: &[PathBuf], compare: &[PathBuf], out: &Path)
         plots::lines(&out.join("finetune_accuracy.png"), "Fine-tuning accuracy", "epoch", "top-1 (%)", &acc)?;
         blocks.push(Block::Image("Fine-tuning train and validation accuracy".into(), "finetune_accuracy.png".into()));
         let rows = fts.iter().map(|f| vec![
-            format!("`{}`", f.recipe.name), init_label(f, method.name()), format!("{:.0}%", 100.0 * f.result.label_fraction), f.result.train_images.to_string(),
+            format!("`{}`", f.recipe.name), init_label(f), format!("{:.0}%", 100.0 * f.result.label_fraction), f.result.train_images.to_string(),
             format!("{}{}", f.result.epochs_run, if f.result.stopped_early { " (early stop)" } else { "" }), f.result.best_epoch.to_string(),
             pct(f.result.best_val_top1), pct(Some(f.result.test.top1)), pct(Some(f.result.test.top5)), format!("{:.1}", f.result.elapsed_s / 60.0),
         ]).collect();
