@@ -1,5 +1,6 @@
-//! Pretraining methods through the one seam, driven through the real `ssl` binary: BYOL end to
-//! end (exact resume with its target network, thread independence, its decay logged), `ssl
+//! Pretraining methods through the one seam, driven through the real `ssl` binary: BYOL and
+//! SimSiam end to end (exact resume, with BYOL's target network, thread independence, BYOL's
+//! decay logged), `ssl
 //! methods`, a resume with another method refused, the report naming the method, and a SimCLR
 //! projector of a width no list of compiled widths had.
 
@@ -20,18 +21,44 @@ fn args<'a>(head: &[&'a str], tail: &[&'a str]) -> Vec<&'a str> {
     head.iter().chain(tail).copied().collect()
 }
 
+/// Runs `method` (set from the command line) for 3 epochs, then again stopped after 6 steps
+/// and resumed, then on one thread: the same losses and backbone every time, bit for bit, and
+/// every file in `files` in a checkpoint. Returns the uninterrupted run's folder.
+fn resumes_exactly_and_does_not_depend_on_threads(r: &Path, runs: &Path, name: &str, method: &[&str], files: &[&str]) -> std::path::PathBuf {
+    let full = ssl_ok(&args(&["pretrain", s(r), "--threads", "2", "--set", &format!("name={name}")], method));
+    assert!(full.stdout.contains("kNN top-1"), "{}", full.stdout);
+    let a = runs.join(name);
+    let base = losses(&a);
+    assert_eq!(base.len(), 12, "64 images / 16 per step x 3 epochs");
+    let ckpt = std::fs::read_dir(a.join("checkpoints")).unwrap().next().unwrap().unwrap().path();
+    for f in files {
+        assert!(ckpt.join(f).exists(), "{f}");
+    }
+
+    // Stopped mid-epoch and resumed: the same losses and backbone, bit for bit.
+    let cut = format!("{name}_cut");
+    let stop = ssl(&args(&["pretrain", s(r), "--set", &format!("name={cut}"), "--stop-after-steps", "6"], method));
+    assert!(!stop.ok, "{}", stop.stderr);
+    let b = runs.join(&cut);
+    ssl_ok(&["pretrain", "--resume", s(&b)]);
+    assert_eq!(losses(&b), base, "the resumed run repeats the uninterrupted one");
+    assert_eq!(std::fs::read(a.join("backbone.safetensors")).unwrap(), std::fs::read(b.join("backbone.safetensors")).unwrap());
+
+    // One thread gives the same numbers as two.
+    let one = format!("{name}_one");
+    ssl_ok(&args(&["pretrain", s(r), "--threads", "1", "--set", &format!("name={one}")], method));
+    assert_eq!(losses(&runs.join(one)), base);
+    a
+}
+
 #[test]
 fn byol_resumes_exactly_and_does_not_depend_on_threads() {
     let d = tempfile::tempdir().unwrap();
     let data = labeled_store(d.path(), 64, 30);
     let r = recipe(d.path(), &data, "");
     let runs = d.path().join("runs");
-
-    let full = ssl_ok(&args(&["pretrain", s(&r), "--threads", "2", "--set", "name=full"], &BYOL));
-    assert!(full.stdout.contains("kNN top-1"), "{}", full.stdout);
-    let a = runs.join("full");
-    let base = losses(&a);
-    assert_eq!(base.len(), 12, "64 images / 16 per step x 3 epochs");
+    let files = ["backbone.safetensors", "projector.safetensors", "predictor.safetensors", "target_backbone.safetensors", "target_projector.safetensors", "optimizer.safetensors"];
+    let a = resumes_exactly_and_does_not_depend_on_threads(&r, &runs, "full", &BYOL, &files);
     // BYOL's loss lies in [0, 8]; its target decay is logged and rises from 0.996.
     let steps = records(&a, "step");
     assert!(steps.iter().all(|v| (0.0..=8.0).contains(&v["loss"].as_f64().unwrap())));
@@ -39,22 +66,7 @@ fn byol_resumes_exactly_and_does_not_depend_on_threads() {
     assert_eq!(tau[0], 0.996);
     assert!(tau.windows(2).all(|w| w[1] > w[0]) && tau[11] < 1.0, "{tau:?}");
     let ckpt = std::fs::read_dir(a.join("checkpoints")).unwrap().next().unwrap().unwrap().path();
-    for f in ["backbone.safetensors", "projector.safetensors", "predictor.safetensors", "target_backbone.safetensors", "target_projector.safetensors", "optimizer.safetensors"] {
-        assert!(ckpt.join(f).exists(), "{f}");
-    }
     assert!(std::fs::read_to_string(ckpt.join("state.json")).unwrap().contains("\"BYOL\""));
-
-    // Stopped mid-epoch and resumed: the same losses and backbone, bit for bit.
-    let stop = ssl(&args(&["pretrain", s(&r), "--set", "name=cut", "--stop-after-steps", "6"], &BYOL));
-    assert!(!stop.ok, "{}", stop.stderr);
-    let b = runs.join("cut");
-    ssl_ok(&["pretrain", "--resume", s(&b)]);
-    assert_eq!(losses(&b), base, "the resumed run repeats the uninterrupted one");
-    assert_eq!(std::fs::read(a.join("backbone.safetensors")).unwrap(), std::fs::read(b.join("backbone.safetensors")).unwrap());
-
-    // One thread gives the same numbers as two.
-    ssl_ok(&args(&["pretrain", s(&r), "--threads", "1", "--set", "name=one"], &BYOL));
-    assert_eq!(losses(&runs.join("one")), base);
 
     // Another method, or other settings of this one, on resume: refused, nothing written.
     let c = runs.join("cut2");
@@ -74,9 +86,21 @@ fn byol_resumes_exactly_and_does_not_depend_on_threads() {
 }
 
 #[test]
+fn simsiam_resumes_exactly_and_does_not_depend_on_threads() {
+    let d = tempfile::tempdir().unwrap();
+    let data = labeled_store(d.path(), 64, 30);
+    let r = recipe(d.path(), &data, "");
+    let runs = d.path().join("runs");
+    let method = ["--set", "method=SimSiam", "--set", "method.projector.hidden=64", "--set", "method.projector.out=32", "--set", "method.predictor.hidden=8"];
+    let a = resumes_exactly_and_does_not_depend_on_threads(&r, &runs, "simsiam", &method, &["projector.safetensors", "predictor.safetensors"]);
+    // SimSiam's loss, a negative cosine, lies in [-1, 1].
+    assert!(records(&a, "step").iter().all(|v| (-1.0..=1.0).contains(&v["loss"].as_f64().unwrap())));
+}
+
+#[test]
 fn methods_are_listed_and_any_projector_width_trains() {
     let list = ssl_ok(&["methods"]).stdout;
-    for needle in ["SimCLR", "Chen et al. 2020", "SimClr(", "temperature: 0.5", "BYOL", "Grill et al. 2020", "Byol(", "tau_base: 0.996", "blur_p: (1.0, 0.1)"] {
+    for needle in ["SimCLR", "Chen et al. 2020", "SimClr(", "temperature: 0.5", "BYOL", "Grill et al. 2020", "Byol(", "tau_base: 0.996", "blur_p: (1.0, 0.1)", "SimSiam", "Chen and He 2021", "SimSiam("] {
         assert!(list.contains(needle), "`ssl methods` lacks {needle}:\n{list}");
     }
     let d = tempfile::tempdir().unwrap();

@@ -3,34 +3,16 @@
 
 use dfdx::prelude::*;
 
+use super::cross_view::mean_cross_view_cosine;
+
 /// BYOL's loss for V = 2 views of N images: predictions `p` [2N, W] of the online network and
 /// projections `z` [2N, W] of the target network (constants: no gradient reaches the target),
 /// view v of image k at row v N + k. Each view's prediction regresses the other view's target:
 /// mean over images of (2 - 2 cos(p_1k, z_2k)) + mean of (2 - 2 cos(p_2k, z_1k)), so the loss
 /// lies in [0, 8]; the paper's L + L~. Norms are clamped at 1e-12 (PyTorch's F.normalize).
 pub fn byol_loss<W: Dim, E: Dtype, Dev: Device<E>, T: Tape<E, Dev>>(p: Tensor<(usize, W), E, Dev, T>, z: &Tensor<(usize, W), E, Dev>) -> Tensor<Rank0, E, Dev, T> {
-    let (rows, width) = *p.shape();
-    assert!(rows >= 2 && rows % 2 == 0, "byol_loss needs two views of each image (an even number of rows), got {rows}");
-    assert_eq!(z.shape().0, rows, "byol_loss: predictions and targets differ in rows");
-    let n = rows / 2;
-    // Row r of the target the prediction at row r regresses: the other view of the same image.
-    let zv = z.as_vec();
-    let w = width.size();
-    let swapped: Vec<E> = (0..rows).flat_map(|r| zv[((r + n) % rows) * w..((r + n) % rows + 1) * w].iter().copied()).collect();
-    let z = p.device().tensor_from_vec(swapped, *p.shape());
-    let cos = cosine_rows(p, z);
     // 2 x (2 - 2 mean cos) over the 2N rows = the sum of the two views' losses.
-    (cos.mean() * E::from_f64(-4.0).unwrap()) + E::from_f64(4.0).unwrap()
-}
-
-/// Cosine similarity of each row of `a` with the same row of the constant `b`: [N].
-fn cosine_rows<W: Dim, E: Dtype, Dev: Device<E>, T: Tape<E, Dev>>(a: Tensor<(usize, W), E, Dev, T>, b: Tensor<(usize, W), E, Dev>) -> Tensor<(usize,), E, Dev, T> {
-    let shape = *a.shape();
-    let na = a.retaped::<T>().square().sum::<(usize,), Axis<1>>().sqrt().clamp(1e-12, f64::MAX);
-    let nb = b.clone().square().sum::<(usize,), Axis<1>>().sqrt().clamp(1e-12, f64::MAX);
-    let an = a / na.broadcast_like::<_, Axis<1>>(&shape);
-    let bn = b / nb.broadcast_like::<_, Axis<1>>(&shape);
-    (an * bn).sum::<(usize,), Axis<1>>()
+    (mean_cross_view_cosine(p, z) * E::from_f64(-4.0).unwrap()) + E::from_f64(4.0).unwrap()
 }
 
 #[cfg(test)]
@@ -40,12 +22,8 @@ mod tests {
 
     #[test]
     fn matches_a_hand_computed_value() {
-        let dev: Cpu = Default::default();
-        // Two images, width 2. Predictions p (views 1 then 2) and targets z.
-        // Image 0: p_1 = (1, 0) regresses z_2 = (0, 3): cos 0; p_2 = (2, 2) regresses z_1 = (1, 0): cos 1/sqrt 2.
-        // Image 1: p_1 = (0, 1) regresses z_2 = (0, -1): cos -1; p_2 = (3, 4) regresses z_1 = (3, 4): cos 1.
-        let p: Tensor<(usize, usize), f64, _> = dev.tensor_from_vec(vec![1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 3.0, 4.0], (4, 2));
-        let z: Tensor<(usize, usize), f64, _> = dev.tensor_from_vec(vec![1.0, 0.0, 3.0, 4.0, 0.0, 3.0, 0.0, -1.0], (4, 2));
+        // The case of `cross_view`: cosines 0 and -1 (view 1), 1/sqrt 2 and 1 (view 2).
+        let (p, z) = crate::loss::cross_view::tests::hand_case();
         let loss = byol_loss(p, &z).array();
         let view1 = ((2.0 - 2.0 * 0.0) + (2.0 - 2.0 * -1.0)) / 2.0;
         let view2 = ((2.0 - 2.0 * std::f64::consts::FRAC_1_SQRT_2) + (2.0 - 2.0 * 1.0)) / 2.0;

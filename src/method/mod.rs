@@ -6,6 +6,7 @@
 pub mod byol;
 pub mod online;
 pub mod simclr;
+pub mod simsiam;
 
 use std::path::Path;
 
@@ -22,6 +23,7 @@ use crate::optim::OptimConfig;
 
 pub use byol::ByolConfig;
 pub use simclr::SimClrConfig;
+pub use simsiam::SimSiamConfig;
 
 /// The optimiser state's file inside a checkpoint.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
@@ -70,6 +72,9 @@ pub enum MethodConfig {
     /// BYOL (Grill et al. 2020): an online network with a predictor regresses a moving-average
     /// target network's projection of the other view.
     Byol(ByolConfig),
+    /// SimSiam (Chen and He 2021): each view's prediction regresses the other view's
+    /// projection under stop-gradient; no negatives, no moving average.
+    SimSiam(SimSiamConfig),
 }
 
 impl Default for MethodConfig {
@@ -137,12 +142,13 @@ impl MethodConfig {
         match self {
             MethodConfig::SimClr(c) => c,
             MethodConfig::Byol(c) => c,
+            MethodConfig::SimSiam(c) => c,
         }
     }
 
     /// Every method with its paper's defaults.
     pub fn all() -> Vec<MethodConfig> {
-        vec![MethodConfig::SimClr(SimClrConfig::default()), MethodConfig::Byol(ByolConfig::default())]
+        vec![MethodConfig::SimClr(SimClrConfig::default()), MethodConfig::Byol(ByolConfig::default()), MethodConfig::SimSiam(SimSiamConfig::default())]
     }
 
     /// For `ssl methods`.
