@@ -1,10 +1,14 @@
 //! Self-supervised methods behind one seam. A method owns its networks (online and target),
 //! its heads of run-time width, its loss call, its optimiser state and its plan of views; the
 //! pretraining loop knows only the [`Method`] trait. Adding a method is its own file here, its
-//! loss in `loss/`, one variant of [`MethodConfig`] and a recipe.
+//! loss in `loss/`, one variant of [`MethodConfig`] and a recipe. A method whose state is the
+//! online network alone implements [`online_loss::OnlineLoss`] (its heads and its loss) and
+//! gets its [`Method`] from there; one with more (a target network, a queue) implements
+//! [`Method`] on [`online::Online`] itself, as BYOL.
 
 pub mod byol;
 pub mod online;
+pub mod online_loss;
 pub mod simclr;
 pub mod simsiam;
 

@@ -1,8 +1,6 @@
 //! SimCLR (Chen et al. 2020): a backbone and a projector; NT-Xent between the two views'
 //! projections, every other image of the batch a negative.
 
-use std::path::Path;
-
 use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -11,15 +9,13 @@ use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::loss::nt_xent;
 use crate::models::backbone::Backbone;
-use crate::models::encoder::Encoder;
-use crate::models::mlp::{Mlp, MlpSpec, Norm};
+use crate::models::mlp::{Mlp, MlpSpec, Norm, TapedRows};
 use crate::nn::NnDevice;
 use crate::optim::OptimConfig;
 
-use crate::weights;
-
-use super::online::{Head, Online};
-use super::{FromBackbone, Method, MethodSettings, StepAt, StepOut};
+use super::online::Head;
+use super::online_loss::{OnlineLoss, OnlineMethod};
+use super::{FromBackbone, Method, MethodSettings};
 
 /// SimCLR's projector: `layers` linear layers, input -> hidden -> ... -> out.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -101,66 +97,30 @@ impl MethodSettings for SimClrConfig {
     }
 }
 
-struct SimClr<B, D: NnDevice, const C: usize, const F: usize> {
-    /// The backbone and the projector.
-    online: Online<B, D, C, F>,
-    temperature: f64,
-}
-
-impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> SimClr<B, D, C, F> {
-    fn try_step(&mut self, views: Vec<f32>, (_, h, w): (usize, usize, usize), lr: f64) -> Result<f32, D::Err> {
-        let x = self.online.images(views, (h, w))?;
-        let f = self.online.forward_mut(x)?;
-        let z = self.online.heads[0].mlp.try_forward_mut(f)?;
-        let loss = nt_xent(z, self.temperature);
-        let value = loss.array();
-        self.online.update(loss.backward(), lr, value.is_finite())?;
-        Ok(value)
-    }
-}
-
-impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Encoder for SimClr<B, D, C, F> {
-    fn features(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Result<Vec<f32>> {
-        self.online.features(images, shape)
+impl OnlineLoss for SimClrConfig {
+    /// The projector; its file was `head.safetensors` before methods were plug-ins (still read).
+    fn heads<D: NnDevice>(&self, dev: &D, features: usize) -> Result<Vec<Head<D>>, D::Err> {
+        let mlp = Mlp::new(dev, self.projector.spec(features))?;
+        Ok(vec![Head { mlp, file: "projector.safetensors", older_file: Some("head.safetensors") }])
     }
 
-    fn feature_width(&self) -> usize {
-        F
-    }
-}
-
-impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Method for SimClr<B, D, C, F> {
-    fn step(&mut self, views: Vec<f32>, shape: (usize, usize, usize), at: StepAt) -> Result<StepOut> {
-        let loss = self.try_step(views, shape, at.lr).map_err(|e| Error::device("a SimCLR step", e))?;
-        Ok(StepOut { loss, logs: Vec::new() })
-    }
-
-    fn save(&self, dir: &Path) -> Result<()> {
-        self.online.save(dir)
-    }
-
-    fn load(&mut self, dir: &Path) -> Result<()> {
-        self.online.load(dir)
-    }
-
-    fn save_backbone(&self, path: &Path) -> Result<()> {
-        weights::save_module(&self.online.backbone, path)
+    /// NT-Xent over the projections of the 2N views.
+    fn loss<D: NnDevice>(&self, heads: &mut [Head<D>], features: TapedRows<D>) -> Result<Tensor<Rank0, f32, D, OwnedTape<f32, D>>, D::Err> {
+        let z = heads[0].mlp.try_forward_mut(features)?;
+        Ok(nt_xent(z, self.temperature))
     }
 }
 
 impl FromBackbone for SimClrConfig {
-    /// The projector is drawn after the backbone; its file was `head.safetensors` before
-    /// methods were plug-ins (still read).
     fn make<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize>(&self, opt: OptimConfig, dev: D, backbone: B) -> Result<Box<dyn Method>> {
-        let mlp = Mlp::new(&dev, self.projector.spec(F)).map_err(|e| Error::device("building the projector", e))?;
-        let projector = Head { mlp, file: "projector.safetensors", older_file: Some("head.safetensors") };
-        Ok(Box::new(SimClr::<B, D, C, F> { online: Online::new(dev, backbone, vec![projector], opt), temperature: self.temperature }))
+        OnlineMethod::<B, D, C, F, Self>::boxed(self, opt, dev, backbone)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::method::StepAt;
 
     fn at(lr: f64) -> StepAt {
         StepAt { lr, step: 0, total_steps: 1 }

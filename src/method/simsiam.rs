@@ -2,8 +2,6 @@
 //! a projector and a predictor; each view's prediction regresses the other view's projection
 //! under stop-gradient. No negatives, no moving-average target, no large batch.
 
-use std::path::Path;
-
 use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -12,14 +10,13 @@ use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::loss::simsiam_loss;
 use crate::models::backbone::Backbone;
-use crate::models::encoder::Encoder;
-use crate::models::mlp::{Mlp, MlpSpec, Norm};
+use crate::models::mlp::{Mlp, MlpSpec, Norm, TapedRows};
 use crate::nn::NnDevice;
 use crate::optim::OptimConfig;
-use crate::weights;
 
-use super::online::{Head, Online};
-use super::{FromBackbone, Method, MethodSettings, StepAt, StepOut};
+use super::online::Head;
+use super::online_loss::{OnlineLoss, OnlineMethod};
+use super::{FromBackbone, Method, MethodSettings};
 
 /// SimSiam's projector: `layers` linear layers with BatchNorm after each, the output's
 /// included (no ReLU after it).
@@ -113,72 +110,37 @@ impl MethodSettings for SimSiamConfig {
 const PROJECTOR: usize = 0;
 const PREDICTOR: usize = 1;
 
-struct SimSiam<B, D: NnDevice, const C: usize, const F: usize> {
-    /// The backbone, the projector and the predictor.
-    online: Online<B, D, C, F>,
-}
+impl OnlineLoss for SimSiamConfig {
+    /// The projector, then the predictor.
+    fn heads<D: NnDevice>(&self, dev: &D, features: usize) -> Result<Vec<Head<D>>, D::Err> {
+        let projector = Mlp::new(dev, self.projector_spec(features))?;
+        let predictor = Mlp::new(dev, self.predictor_spec())?;
+        Ok(vec![
+            Head { mlp: projector, file: "projector.safetensors", older_file: None },
+            Head { mlp: predictor, file: "predictor.safetensors", older_file: None },
+        ])
+    }
 
-impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> SimSiam<B, D, C, F> {
-    fn try_step(&mut self, views: Vec<f32>, (_, h, w): (usize, usize, usize), lr: f64) -> Result<f32, D::Err> {
-        let x = self.online.images(views, (h, w))?;
-        let f = self.online.forward_mut(x)?;
-        let z = self.online.heads[PROJECTOR].mlp.try_forward_mut(f)?;
+    /// Each view's prediction against the other view's projection under stop-gradient.
+    fn loss<D: NnDevice>(&self, heads: &mut [Head<D>], features: TapedRows<D>) -> Result<Tensor<Rank0, f32, D, OwnedTape<f32, D>>, D::Err> {
+        let z = heads[PROJECTOR].mlp.try_forward_mut(features)?;
         // The stop-gradient: the projections as constants, for the other view's prediction.
         let target = z.retaped::<NoneTape>();
-        let p = self.online.heads[PREDICTOR].mlp.try_forward_mut(z)?;
-        let loss = simsiam_loss(p, &target);
-        let value = loss.array();
-        self.online.update(loss.backward(), lr, value.is_finite())?;
-        Ok(value)
-    }
-}
-
-impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Encoder for SimSiam<B, D, C, F> {
-    fn features(&self, images: Vec<f32>, shape: (usize, usize, usize)) -> Result<Vec<f32>> {
-        self.online.features(images, shape)
-    }
-
-    fn feature_width(&self) -> usize {
-        F
-    }
-}
-
-impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Method for SimSiam<B, D, C, F> {
-    fn step(&mut self, views: Vec<f32>, shape: (usize, usize, usize), at: StepAt) -> Result<StepOut> {
-        let loss = self.try_step(views, shape, at.lr).map_err(|e| Error::device("a SimSiam step", e))?;
-        Ok(StepOut { loss, logs: Vec::new() })
-    }
-
-    fn save(&self, dir: &Path) -> Result<()> {
-        self.online.save(dir)
-    }
-
-    fn load(&mut self, dir: &Path) -> Result<()> {
-        self.online.load(dir)
-    }
-
-    fn save_backbone(&self, path: &Path) -> Result<()> {
-        weights::save_module(&self.online.backbone, path)
+        let p = heads[PREDICTOR].mlp.try_forward_mut(z)?;
+        Ok(simsiam_loss(p, &target))
     }
 }
 
 impl FromBackbone for SimSiamConfig {
-    /// The projector then the predictor are drawn after the backbone.
     fn make<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize>(&self, opt: OptimConfig, dev: D, backbone: B) -> Result<Box<dyn Method>> {
-        let err = |e| Error::device("building SimSiam's heads", e);
-        let projector = Mlp::new(&dev, self.projector_spec(F)).map_err(err)?;
-        let predictor = Mlp::new(&dev, self.predictor_spec()).map_err(err)?;
-        let heads = vec![
-            Head { mlp: projector, file: "projector.safetensors", older_file: None },
-            Head { mlp: predictor, file: "predictor.safetensors", older_file: None },
-        ];
-        Ok(Box::new(SimSiam::<B, D, C, F> { online: Online::new(dev, backbone, heads, opt) }))
+        OnlineMethod::<B, D, C, F, Self>::boxed(self, opt, dev, backbone)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::method::StepAt;
     use crate::optim::OptimizerKind;
 
     fn small() -> SimSiamConfig {
