@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{labeled_store, pretrain_recipe as recipe, records, s, ssl, ssl_fails, ssl_ok};
+use common::{finetune_recipe, labeled_store, pretrain_recipe as recipe, records, s, ssl, ssl_fails, ssl_ok};
 
 /// Small BYOL heads, chosen from the command line over the test recipe's SimCLR.
 const BYOL: [&str; 8] = ["--set", "method=Byol", "--set", "method.projector.hidden=64", "--set", "method.projector.out=32", "--set", "method.predictor.hidden=48"];
@@ -82,6 +82,15 @@ fn byol_resumes_exactly_and_does_not_depend_on_threads() {
         assert!(md.contains(needle), "report lacks {needle}:\n{md}");
     }
     assert!(image::open(a.join("report/knn_compare.png")).is_ok());
+    // A fine-tuning run from the SimCLR run, in the BYOL run's report: labelled SimCLR, not as
+    // this run's backbone.
+    let simclr = runs.join("simclr");
+    let ft = finetune_recipe(d.path(), &data, "ft_simclr", &format!("Some(\"{}\")", s(&simclr)), "");
+    ssl_ok(&["finetune", s(&ft), "--set", "epochs=1"]);
+    ssl_ok(&["report", s(&a), "--finetune", s(&runs.join("ft_simclr"))]);
+    let md = std::fs::read_to_string(a.join("report/report.md")).unwrap();
+    assert!(md.contains(&format!("| SimCLR (`{}`) | fine-tuned", simclr.display())), "{md}");
+    assert!(!md.contains("| BYOL (this run) | fine-tuned"), "{md}");
     ssl_fails(&["report", s(&a), "--compare", s(&d.path().join("nope"))], &["--compare", "nope"]);
 }
 

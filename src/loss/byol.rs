@@ -6,7 +6,7 @@ use dfdx::prelude::*;
 use super::cross_view::mean_cross_view_cosine;
 
 /// BYOL's loss for V = 2 views of N images: predictions `p` [2N, W] of the online network and
-/// projections `z` [2N, W] of the target network (constants: no gradient reaches the target),
+/// projections `z` [2N, W] of the target network (constants: `z` has no tape, so by its type no gradient reaches the target),
 /// view v of image k at row v N + k. Each view's prediction regresses the other view's target:
 /// mean over images of (2 - 2 cos(p_1k, z_2k)) + mean of (2 - 2 cos(p_2k, z_1k)), so the loss
 /// lies in [0, 8]; the paper's L + L~. Norms are clamped at 1e-12 (PyTorch's F.normalize).
@@ -31,7 +31,7 @@ mod tests {
     }
 
     #[test]
-    fn gradient_matches_finite_differences_and_never_reaches_the_target() {
+    fn gradient_matches_finite_differences() {
         let dev: Cpu = Default::default();
         let (rows, w) = (6, 5);
         let (pv, zv) = (values(rows * w, 4), values(rows * w, 5));
@@ -40,9 +40,5 @@ mod tests {
         let g = byol_loss(p.leaky_trace(), &z).backward();
         let loss = |v: &[f64]| byol_loss(dev.tensor_from_vec(v.to_vec(), (rows, w)), &z).array();
         assert_grad_close("byol_loss", &g.get(&p).as_vec(), &pv, loss, 30);
-        // The target is a constant: the backward pass gives it no gradient.
-        // (dfdx's `get` panics on a tensor without a gradient.)
-        let z_grad = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.get(&z)));
-        assert!(z_grad.is_err(), "the target received a gradient");
     }
 }

@@ -6,7 +6,8 @@ use dfdx::prelude::*;
 use super::cross_view::mean_cross_view_cosine;
 
 /// SimSiam's loss for V = 2 views of N images: predictions `p` [2N, W] and projections `z`
-/// [2N, W] taken as constants (the stop-gradient), view v of image k at row v N + k:
+/// [2N, W] taken as constants (the stop-gradient: `z` is a tensor without a tape, so by its
+/// type no gradient can reach it), view v of image k at row v N + k:
 /// L = D(p_1, z_2) / 2 + D(p_2, z_1) / 2 with D(p, z) = -cos(p, z) averaged over images, so
 /// L lies in [-1, 1] and reaches -1 when predictions match. Norms are clamped at 1e-12.
 pub fn simsiam_loss<W: Dim, E: Dtype, Dev: Device<E>, T: Tape<E, Dev>>(p: Tensor<(usize, W), E, Dev, T>, z: &Tensor<(usize, W), E, Dev>) -> Tensor<Rank0, E, Dev, T> {
@@ -30,7 +31,7 @@ mod tests {
     }
 
     #[test]
-    fn gradient_matches_finite_differences_and_never_reaches_the_target() {
+    fn gradient_matches_finite_differences() {
         let dev: Cpu = Default::default();
         let (rows, w) = (6, 5);
         let (pv, zv) = (values(rows * w, 7), values(rows * w, 8));
@@ -39,7 +40,5 @@ mod tests {
         let g = simsiam_loss(p.leaky_trace(), &z).backward();
         let loss = |v: &[f64]| simsiam_loss(dev.tensor_from_vec(v.to_vec(), (rows, w)), &z).array();
         assert_grad_close("simsiam_loss", &g.get(&p).as_vec(), &pv, loss, 30);
-        let z_grad = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.get(&z)));
-        assert!(z_grad.is_err(), "the stop-gradient branch received a gradient");
     }
 }

@@ -1,6 +1,12 @@
 //! SimSiam (Chen and He 2021, "Exploring Simple Siamese Representation Learning"): a backbone,
 //! a projector and a predictor; each view's prediction regresses the other view's projection
 //! under stop-gradient. No negatives, no moving-average target, no large batch.
+//!
+//! Where this differs from the authors' code: the linear layers before BatchNorm keep their
+//! bias and the projector's output BatchNorm learns a scale and shift (theirs: no bias,
+//! `affine=False`; a bias before BatchNorm is cancelled by it); BatchNorm sees both views'
+//! 2N rows together (theirs: each view's N); the predictor's rate follows the schedule like
+//! every other parameter (the paper's fixed predictor rate is not offered).
 
 use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -89,7 +95,7 @@ impl MethodSettings for SimSiamConfig {
         vec![base.clone(), base.clone()]
     }
 
-    /// BatchNorm in the heads needs two rows per view.
+    /// BatchNorm in the heads needs more than one image (it sees both views' 2N rows together).
     fn min_batch(&self) -> usize {
         2
     }

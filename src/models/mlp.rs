@@ -23,9 +23,10 @@ use crate::optim::Update;
 pub enum Norm {
     /// None (SimCLR v1, MoCo v2).
     None,
-    /// After each hidden linear layer, before its ReLU (BYOL, Barlow Twins, VICReg).
+    /// After each hidden linear layer, before its ReLU (BYOL, SimSiam's predictor, Barlow Twins,
+    /// VICReg).
     Hidden,
-    /// After every linear layer, the last included (SimCLR v2).
+    /// After every linear layer, the last included (SimCLR v2, SimSiam's projector).
     All,
 }
 

@@ -70,13 +70,34 @@ fn source_name(key: &str, method: &str) -> String {
     }
 }
 
+/// The pretraining run a fine-tuning run loaded its backbone from: its `pretrained` folder,
+/// or the folder of the backbone file it names; `None` when it started from random weights.
+fn pretrained_run(f: &Finetune) -> Option<PathBuf> {
+    let p = f.recipe.pretrained.as_ref()?;
+    Some(if p.is_file() { p.parent().map_or_else(PathBuf::new, Path::to_path_buf) } else { p.clone() })
+}
+
+/// Whether a fine-tuning run loaded the backbone of pretraining run `run`.
+fn loaded_from(f: &Finetune, run: &Path) -> bool {
+    pretrained_run(f).is_some_and(|p| match (p.canonicalize(), run.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => p == run,
+    })
+}
+
 /// Where a fine-tuning run's backbone came from: the method of the pretraining run it loaded
 /// (read from that run's recipe), "pretrained" when that run cannot be read, or random init.
 fn init_label(f: &Finetune) -> String {
-    match &f.recipe.pretrained {
+    match pretrained_run(f) {
         None => "random init".into(),
-        Some(run) => crate::recipe::load_pretraining_run(run, "pretrained").and_then(|r| r.method()).map_or_else(|_| "pretrained".into(), |m| m.name().into()),
+        Some(run) => crate::recipe::load_pretraining_run(&run, "pretrained").and_then(|r| r.method()).map_or_else(|_| "pretrained".into(), |m| m.name().into()),
     }
+}
+
+/// A row of "What pretraining bought" for a fine-tuning run on backbone `name`.
+fn finetune_row(name: String, f: &Finetune) -> Vec<String> {
+    let how = if f.recipe.backbone.freeze { "classifier on frozen backbone" } else if f.recipe.pretrained.is_some() { "fine-tuned" } else { "trained from scratch (supervised)" };
+    vec![name, format!("{how}, {:.0}% labels (`{}`)", 100.0 * f.recipe.data.label_fraction, f.recipe.name), pct(Some(f.result.test.top1)), pct(Some(f.result.test.top5))]
 }
 
 /// Another pretraining run shown beside this one (`ssl report RUN --compare OTHER`).
@@ -173,10 +194,19 @@ pub fn write(run: &Path, finetunes: &[PathBuf], compare: &[PathBuf], out: &Path)
         let k = knns.get(key);
         rows.push(vec![name.clone(), format!("linear probe (frozen){}", stale(p.map_or("", |p| &p.backbone))), pct(p.map(|p| p.test.top1)), pct(p.map(|p| p.test.top5))]);
         rows.push(vec![name.clone(), format!("weighted kNN (k = {}){}", k.map_or(recipe.knn.k, |k| k.k), stale(k.map_or("", |k| &k.backbone))), pct(k.map(|k| k.test.top1)), "–".into()]);
-        for f in fts.iter().filter(|f| (key == "ssl") == f.recipe.pretrained.is_some() && key != "pixels") {
-            let how = if f.recipe.backbone.freeze { "classifier on frozen backbone" } else if f.recipe.pretrained.is_some() { "fine-tuned" } else { "trained from scratch (supervised)" };
-            rows.push(vec![name.clone(), format!("{how}, {:.0}% labels (`{}`)", 100.0 * f.recipe.data.label_fraction, f.recipe.name), pct(Some(f.result.test.top1)), pct(Some(f.result.test.top5))]);
+        let belongs = |f: &&Finetune| match key {
+            "ssl" => loaded_from(f, run),
+            "random" => f.recipe.pretrained.is_none(),
+            _ => false,
+        };
+        for f in fts.iter().filter(belongs) {
+            rows.push(finetune_row(name.clone(), f));
         }
+    }
+    // Fine-tuning runs from another pretraining run's backbone, named by its method.
+    for f in fts.iter().filter(|f| f.recipe.pretrained.is_some() && !loaded_from(f, run)) {
+        let from = pretrained_run(f).unwrap_or_default();
+        rows.push(finetune_row(format!("{} (`{}`)", init_label(f), from.display()), f));
     }
     rows.retain(|r| r[2] != "–");
     if rows.is_empty() {

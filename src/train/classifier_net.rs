@@ -220,7 +220,7 @@ mod tests {
         assert!(last < first, "{first} -> {last}");
         assert!(correct > 4);
         let logits = net.logits(x.clone(), shape).unwrap();
-        assert_eq!(logits.len(), 12 * 3, "only the real classes are returned");
+        assert_eq!(logits.len(), 12 * 3, "one score per class");
 
         // Frozen: weights and BatchNorm statistics of the backbone stay bit for bit, even with
         // weight decay and momentum; the classifier learns.
