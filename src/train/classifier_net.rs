@@ -51,7 +51,6 @@ struct Net<B, D: NnDevice, const C: usize, const F: usize> {
     backbone: B,
     /// One linear layer, F -> classes.
     head: Mlp<D>,
-    classes: usize,
     dropout: f64,
     frozen: bool,
     opt_backbone: Optim,
@@ -103,7 +102,7 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Net<B, D
     }
 
     fn correct(&self, logits: &[f32], labels: &[u32]) -> usize {
-        logits.chunks(self.classes).zip(labels).filter(|(row, &y)| crate::metrics::in_top_k(row, y as usize, 1)).count()
+        logits.chunks(self.classes()).zip(labels).filter(|(row, &y)| crate::metrics::in_top_k(row, y as usize, 1)).count()
     }
 }
 
@@ -132,7 +131,7 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Classifi
     }
 
     fn classes(&self) -> usize {
-        self.classes
+        self.head.spec().out
     }
 
     fn load_backbone(&mut self, path: &Path) -> Result<()> {
@@ -180,7 +179,7 @@ impl WithBuiltBackbone for ClassifierSpec {
         let spec = MlpSpec { input: F, hidden: s.classes, out: s.classes, layers: 1, norm: Norm::None };
         let head = Mlp::new(&dev, spec).map_err(|e| Error::device("building the classifier", e))?;
         let (opt_backbone, opt_head) = (Optim::new(s.opt), Optim::new(s.opt));
-        Ok(Box::new(Net::<B, D, C, F> { dev, backbone, head, classes: s.classes, dropout: s.dropout, frozen: s.frozen, opt_backbone, opt_head }))
+        Ok(Box::new(Net::<B, D, C, F> { dev, backbone, head, dropout: s.dropout, frozen: s.frozen, opt_backbone, opt_head }))
     }
 }
 
