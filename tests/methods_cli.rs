@@ -1,8 +1,8 @@
-//! Pretraining methods through the one seam, driven through the real `ssl` binary: BYOL and
-//! SimSiam end to end (exact resume, with BYOL's target network, thread independence, BYOL's
-//! decay logged), `ssl
-//! methods`, a resume with another method refused, the report naming the method, and a SimCLR
-//! projector of a width no list of compiled widths had.
+//! Pretraining methods through the one seam, driven through the real `ssl` binary: BYOL,
+//! SimSiam, Barlow Twins and VICReg end to end (exact resume, with BYOL's target network,
+//! thread independence, BYOL's decay logged), `ssl methods`, a resume with another method
+//! refused, the report naming the method, and a SimCLR projector of a width no list of
+//! compiled widths had.
 
 mod common;
 
@@ -107,9 +107,35 @@ fn simsiam_resumes_exactly_and_does_not_depend_on_threads() {
 }
 
 #[test]
+fn barlow_twins_resumes_exactly_and_does_not_depend_on_threads() {
+    let d = tempfile::tempdir().unwrap();
+    let data = labeled_store(d.path(), 64, 30);
+    let r = recipe(d.path(), &data, "");
+    let runs = d.path().join("runs");
+    let method = ["--set", "method=BarlowTwins", "--set", "method.projector.hidden=64", "--set", "method.projector.out=32"];
+    let a = resumes_exactly_and_does_not_depend_on_threads(&r, &runs, "barlow", &method, &["projector.safetensors"]);
+    // The loss is a sum of squares: at most W (the diagonal) + lambda W (W - 1) for
+    // correlations within [-1, 1].
+    let most = 32.0 * 4.0 + 0.0051 * 32.0 * 31.0;
+    assert!(records(&a, "step").iter().all(|v| (0.0..=most).contains(&v["loss"].as_f64().unwrap())));
+}
+
+#[test]
+fn vicreg_resumes_exactly_and_does_not_depend_on_threads() {
+    let d = tempfile::tempdir().unwrap();
+    let data = labeled_store(d.path(), 64, 30);
+    let r = recipe(d.path(), &data, "");
+    let runs = d.path().join("runs");
+    let method = ["--set", "method=VicReg", "--set", "method.projector.hidden=64", "--set", "method.projector.out=32"];
+    let a = resumes_exactly_and_does_not_depend_on_threads(&r, &runs, "vicreg", &method, &["projector.safetensors"]);
+    let loss: Vec<f64> = records(&a, "step").iter().map(|v| v["loss"].as_f64().unwrap()).collect();
+    assert!(loss.iter().all(|l| l.is_finite() && *l >= 0.0), "{loss:?}");
+}
+
+#[test]
 fn methods_are_listed_and_any_projector_width_trains() {
     let list = ssl_ok(&["methods"]).stdout;
-    for needle in ["SimCLR", "Chen et al. 2020", "SimClr(", "temperature: 0.5", "BYOL", "Grill et al. 2020", "Byol(", "tau_base: 0.996", "blur_p: (1.0, 0.1)", "SimSiam", "Chen and He 2021", "SimSiam("] {
+    for needle in ["SimCLR", "Chen et al. 2020", "SimClr(", "temperature: 0.5", "BYOL", "Grill et al. 2020", "Byol(", "tau_base: 0.996", "blur_p: (1.0, 0.1)", "SimSiam", "Chen and He 2021", "SimSiam(", "Barlow Twins", "Zbontar et al. 2021", "BarlowTwins(", "lambda: 0.0051", "VICReg", "Bardes et al. 2022", "VicReg(", "invariance: 25.0"] {
         assert!(list.contains(needle), "`ssl methods` lacks {needle}:\n{list}");
     }
     let d = tempfile::tempdir().unwrap();

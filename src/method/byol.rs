@@ -21,6 +21,7 @@ use crate::optim::OptimConfig;
 use crate::weights;
 
 use super::online::{Head, Online};
+use super::view_pair::ViewPair;
 use super::{FromBackbone, Method, MethodSettings, StepAt, StepOut};
 
 /// BYOL's projector: Linear, BatchNorm, ReLU, Linear (paper section 3.3).
@@ -81,8 +82,8 @@ impl Default for ByolConfig {
             predictor: PredictorConfig::default(),
             tau_base: 0.996,
             tau_final: 1.0,
-            blur_p: (1.0, 0.1),
-            solarize_p: (0.0, 0.2),
+            blur_p: ViewPair::BYOL.blur_p,
+            solarize_p: ViewPair::BYOL.solarize_p,
         }
     }
 }
@@ -98,15 +99,20 @@ impl MethodSettings for ByolConfig {
 
     fn summary(&self) -> String {
         format!(
-            "BYOL (projector {} → {}, predictor {} → {}, target decay {} → {}, blur p {:?}, solarize p {:?})",
-            self.projector.hidden, self.projector.out, self.predictor.hidden, self.projector.out, self.tau_base, self.tau_final, self.blur_p, self.solarize_p
+            "BYOL (projector {} → {}, predictor {} → {}, target decay {} → {}, {})",
+            self.projector.hidden,
+            self.projector.out,
+            self.predictor.hidden,
+            self.projector.out,
+            self.tau_base,
+            self.tau_final,
+            self.view_pair().summary()
         )
     }
 
     /// The two views: `base` with each view's blur and solarisation probability.
     fn views(&self, base: &AugmentConfig) -> Vec<AugmentConfig> {
-        let view = |blur_p, solarize_p| AugmentConfig { blur_p, solarize_p, ..base.clone() };
-        vec![view(self.blur_p.0, self.solarize_p.0), view(self.blur_p.1, self.solarize_p.1)]
+        self.view_pair().views(base)
     }
 
     /// BatchNorm in the heads needs two rows per view.
@@ -126,11 +132,7 @@ impl MethodSettings for ByolConfig {
         if !(self.tau_base..=1.0).contains(&self.tau_final) {
             return Err(Error::invalid("method.tau_final", format!("{} must lie in [tau_base, 1] = [{}, 1]", self.tau_final, self.tau_base)));
         }
-        for (name, (a, b)) in [("blur_p", self.blur_p), ("solarize_p", self.solarize_p)] {
-            if !(0.0..=1.0).contains(&a) || !(0.0..=1.0).contains(&b) {
-                return Err(Error::invalid(format!("method.{name}"), format!("({a}, {b}) are not probabilities in [0, 1]")));
-            }
-        }
+        self.view_pair().validate()?;
         self.projector_spec(1).check("method.projector")?;
         self.predictor_spec().check("method.predictor")
     }
@@ -138,6 +140,10 @@ impl MethodSettings for ByolConfig {
 }
 
 impl ByolConfig {
+    fn view_pair(&self) -> ViewPair {
+        ViewPair { blur_p: self.blur_p, solarize_p: self.solarize_p }
+    }
+
     fn projector_spec(&self, features: usize) -> MlpSpec {
         MlpSpec { input: features, hidden: self.projector.hidden, out: self.projector.out, layers: 2, norm: Norm::Hidden }
     }

@@ -6,11 +6,15 @@
 //! gets its [`Method`] from there; one with more (a target network, a queue) implements
 //! [`Method`] on [`online::Online`] itself, as BYOL.
 
+pub mod barlow_twins;
 pub mod byol;
+pub mod expander;
 pub mod online;
 pub mod online_loss;
 pub mod simclr;
 pub mod simsiam;
+pub mod vicreg;
+pub mod view_pair;
 
 use std::path::Path;
 
@@ -25,9 +29,11 @@ use crate::models::registry::{with_built_backbone, WithBuiltBackbone};
 use crate::nn::NnDevice;
 use crate::optim::OptimConfig;
 
+pub use barlow_twins::BarlowTwinsConfig;
 pub use byol::ByolConfig;
 pub use simclr::SimClrConfig;
 pub use simsiam::SimSiamConfig;
+pub use vicreg::VicRegConfig;
 
 /// The optimiser state's file inside a checkpoint.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
@@ -79,6 +85,12 @@ pub enum MethodConfig {
     /// SimSiam (Chen and He 2021): each view's prediction regresses the other view's
     /// projection under stop-gradient; no negatives, no moving average.
     SimSiam(SimSiamConfig),
+    /// Barlow Twins (Zbontar et al. 2021): the cross-correlation of the two views'
+    /// batch-normalised embeddings is pulled towards the identity.
+    BarlowTwins(BarlowTwinsConfig),
+    /// VICReg (Bardes et al. 2022): invariance between the views, variance kept in every
+    /// dimension, covariance between dimensions pushed to zero.
+    VicReg(VicRegConfig),
 }
 
 impl Default for MethodConfig {
@@ -147,12 +159,20 @@ impl MethodConfig {
             MethodConfig::SimClr(c) => c,
             MethodConfig::Byol(c) => c,
             MethodConfig::SimSiam(c) => c,
+            MethodConfig::BarlowTwins(c) => c,
+            MethodConfig::VicReg(c) => c,
         }
     }
 
     /// Every method with its paper's defaults.
     pub fn all() -> Vec<MethodConfig> {
-        vec![MethodConfig::SimClr(SimClrConfig::default()), MethodConfig::Byol(ByolConfig::default()), MethodConfig::SimSiam(SimSiamConfig::default())]
+        vec![
+            MethodConfig::SimClr(SimClrConfig::default()),
+            MethodConfig::Byol(ByolConfig::default()),
+            MethodConfig::SimSiam(SimSiamConfig::default()),
+            MethodConfig::BarlowTwins(BarlowTwinsConfig::default()),
+            MethodConfig::VicReg(VicRegConfig::default()),
+        ]
     }
 
     /// For `ssl methods`.
