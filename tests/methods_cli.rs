@@ -1,5 +1,6 @@
 //! Pretraining methods through the one seam, driven through the real `ssl` binary: BYOL,
-//! SimSiam, Barlow Twins and VICReg end to end (exact resume, with BYOL's target network,
+//! SimSiam, MoCo v2, Barlow Twins and VICReg end to end (exact resume, with BYOL's target
+//! network and MoCo's queue,
 //! thread independence, BYOL's decay logged), `ssl methods`, a resume with another method
 //! refused, the report naming the method, and a SimCLR projector of a width no list of
 //! compiled widths had.
@@ -107,6 +108,26 @@ fn simsiam_resumes_exactly_and_does_not_depend_on_threads() {
 }
 
 #[test]
+fn moco_v2_resumes_exactly_with_its_queue_and_does_not_depend_on_threads() {
+    let d = tempfile::tempdir().unwrap();
+    let data = labeled_store(d.path(), 64, 30);
+    let r = recipe(d.path(), &data, "");
+    let runs = d.path().join("runs");
+    // A queue of 40 keys wraps around after 3 steps of 16: the resumed run must restore its
+    // contents and its write position.
+    let method = ["--set", "method=MocoV2", "--set", "method.projector.hidden=64", "--set", "method.projector.out=32", "--set", "method.queue_size=40", "--set", "method.shuffle_bn_groups=2"];
+    let files = ["projector.safetensors", "target_backbone.safetensors", "target_projector.safetensors", "queue.safetensors"];
+    let a = resumes_exactly_and_does_not_depend_on_threads(&r, &runs, "moco", &method, &files);
+    let steps = records(&a, "step");
+    let m: Vec<f64> = steps.iter().map(|v| v["momentum"].as_f64().unwrap()).collect();
+    assert!(m.iter().all(|&m| m == 0.999), "{m:?}");
+    // InfoNCE over 41 candidates: log 41 = 3.71 for an uninformed query, 0 at best.
+    assert!(steps.iter().all(|v| (0.0..=20.0).contains(&v["loss"].as_f64().unwrap())));
+    // A batch smaller than two keys per shuffled group is refused before anything runs.
+    ssl_fails(&args(&["pretrain", s(&r), "--set", "name=moco_small", "--set", "batch_size=3"], &method), &["batch", "4"]);
+}
+
+#[test]
 fn barlow_twins_resumes_exactly_and_does_not_depend_on_threads() {
     let d = tempfile::tempdir().unwrap();
     let data = labeled_store(d.path(), 64, 30);
@@ -135,7 +156,7 @@ fn vicreg_resumes_exactly_and_does_not_depend_on_threads() {
 #[test]
 fn methods_are_listed_and_any_projector_width_trains() {
     let list = ssl_ok(&["methods"]).stdout;
-    for needle in ["SimCLR", "Chen et al. 2020", "SimClr(", "temperature: 0.5", "BYOL", "Grill et al. 2020", "Byol(", "tau_base: 0.996", "blur_p: (1.0, 0.1)", "SimSiam", "Chen and He 2021", "SimSiam(", "Barlow Twins", "Zbontar et al. 2021", "BarlowTwins(", "lambda: 0.0051", "VICReg", "Bardes et al. 2022", "VicReg(", "invariance: 25.0"] {
+    for needle in ["SimCLR", "Chen et al. 2020", "SimClr(", "temperature: 0.5", "BYOL", "Grill et al. 2020", "Byol(", "tau_base: 0.996", "blur_p: (1.0, 0.1)", "SimSiam", "Chen and He 2021", "SimSiam(", "Barlow Twins", "Zbontar et al. 2021", "BarlowTwins(", "lambda: 0.0051", "VICReg", "Bardes et al. 2022", "VicReg(", "invariance: 25.0", "MoCo v2", "He et al. 2020", "MocoV2(", "queue_size: 65536"] {
         assert!(list.contains(needle), "`ssl methods` lacks {needle}:\n{list}");
     }
     let d = tempfile::tempdir().unwrap();

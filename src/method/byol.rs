@@ -5,7 +5,6 @@
 
 use std::path::Path;
 
-use dfdx::nn::ModelEMA;
 use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +20,7 @@ use crate::optim::OptimConfig;
 use crate::weights;
 
 use super::online::{Head, Online};
+use super::target::{cosine_decay, Target};
 use super::view_pair::ViewPair;
 use super::{FromBackbone, Method, MethodSettings, StepAt, StepOut};
 
@@ -154,13 +154,10 @@ impl ByolConfig {
 
     /// The target's decay after step `step` of `total` (0-based; the cosine schedule above).
     pub fn tau(&self, step: u64, total: u64) -> f64 {
-        let progress = step as f64 / total.max(1) as f64;
-        self.tau_final - (self.tau_final - self.tau_base) * ((std::f64::consts::PI * progress).cos() + 1.0) / 2.0
+        cosine_decay(self.tau_base, self.tau_final, step, total)
     }
 }
 
-const TARGET_BACKBONE_FILE: &str = "target_backbone.safetensors";
-const TARGET_PROJECTOR_FILE: &str = "target_projector.safetensors";
 /// The online heads, in this order.
 const PROJECTOR: usize = 0;
 const PREDICTOR: usize = 1;
@@ -169,18 +166,14 @@ struct Byol<B, D: NnDevice, const C: usize, const F: usize> {
     cfg: ByolConfig,
     /// The backbone, the projector and the predictor.
     online: Online<B, D, C, F>,
-    target_backbone: B,
-    target_projector: Mlp<D>,
+    /// The backbone and the projector.
+    target: Target<B, D, C, F>,
 }
 
 impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Byol<B, D, C, F> {
     fn try_step(&mut self, views: Vec<f32>, (_, h, w): (usize, usize, usize), at: StepAt) -> Result<(f32, f64), D::Err> {
         let x = self.online.images(views, (h, w))?;
-        let rows = x.shape().0;
-        // The target: training mode (BatchNorm on the batch, as the online network), its tape
-        // thrown away, so its projections are constants.
-        let t = self.target_backbone.try_forward_mut(x.clone().leaky_trace())?.try_reshape_like(&(rows, F))?;
-        let (target, _) = self.target_projector.try_forward_mut(t)?.split_tape();
+        let target = self.target.forward(x.clone())?;
 
         let f = self.online.forward_mut(x)?;
         let z = self.online.heads[PROJECTOR].mlp.try_forward_mut(f)?;
@@ -190,8 +183,7 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Byol<B, 
         let tau = self.cfg.tau(at.step, at.total_steps);
         self.online.update(loss.backward(), at.lr, value.is_finite())?;
         if value.is_finite() {
-            self.target_backbone.try_ema(&self.online.backbone, tau)?;
-            self.target_projector.try_ema(&self.online.heads[PROJECTOR].mlp, tau)?;
+            self.target.follow(&self.online.backbone, &self.online.heads[PROJECTOR].mlp, tau)?;
         }
         Ok((value, tau))
     }
@@ -215,14 +207,12 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Method f
 
     fn save(&self, dir: &Path) -> Result<()> {
         self.online.save(dir)?;
-        weights::save_module(&self.target_backbone, &dir.join(TARGET_BACKBONE_FILE))?;
-        self.target_projector.save(&dir.join(TARGET_PROJECTOR_FILE))
+        self.target.save(dir)
     }
 
     fn load(&mut self, dir: &Path) -> Result<()> {
         self.online.load(dir)?;
-        weights::load_module(&mut self.target_backbone, &dir.join(TARGET_BACKBONE_FILE))?;
-        self.target_projector.load(&dir.join(TARGET_PROJECTOR_FILE))
+        self.target.load(dir)
     }
 
     fn save_backbone(&self, path: &Path) -> Result<()> {
@@ -243,18 +233,20 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Byol<B, 
         let err = |e| Error::device("building BYOL's heads", e);
         let projector = Mlp::new(&dev, cfg.projector_spec(F)).map_err(err)?;
         let predictor = Mlp::new(&dev, cfg.predictor_spec()).map_err(err)?;
-        let (target_backbone, target_projector) = (backbone.clone(), projector.clone());
+        let target = Target::copy_of(&backbone, &projector);
         let heads = vec![
             Head { mlp: projector, file: "projector.safetensors", older_file: None },
             Head { mlp: predictor, file: "predictor.safetensors", older_file: None },
         ];
-        Ok(Byol { cfg: cfg.clone(), online: Online::new(dev, backbone, heads, opt), target_backbone, target_projector })
+        Ok(Byol { cfg: cfg.clone(), online: Online::new(dev, backbone, heads, opt), target })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::method::target::tests::{assert_followed, mlp_tensors, tensors_of};
+    use crate::method::target::TARGET_BACKBONE_FILE;
     use crate::models::resnet::SmallFmnist;
     use crate::optim::OptimizerKind;
 
@@ -265,21 +257,6 @@ mod tests {
     fn views(n: usize, seed: u64) -> Vec<f32> {
         let s = crate::data::Split::random(2 * n, crate::data::ImageShape { height: 12, width: 12, channels: 1 }, seed);
         s.images.iter().map(|&v| v as f32 / 255.0 - 0.5).collect()
-    }
-
-    /// Every tensor of a module, through its safetensors file.
-    fn tensors_of<M: TensorCollection<f32, Cpu>>(m: &M) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("m.safetensors");
-        weights::save_module(m, &p).unwrap();
-        crate::tensors_file::load_floats(&p).unwrap()
-    }
-
-    fn mlp_tensors(m: &Mlp<Cpu>) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("m.safetensors");
-        m.save(&p).unwrap();
-        crate::tensors_file::load_floats(&p).unwrap()
     }
 
     #[test]
@@ -301,27 +278,13 @@ mod tests {
         let backbone = dev.build_module::<SmallFmnist, f32>();
         let opt = OptimConfig { kind: OptimizerKind::Sgd, lr: 0.5, momentum: 0.0, weight_decay: 0.0, ..Default::default() };
         let mut m = Byol::<_, Cpu, 1, 128>::new(&small(), opt, dev, backbone).unwrap();
-        let (old_b, old_p) = (tensors_of(&m.target_backbone), mlp_tensors(&m.target_projector));
+        let (old_b, old_p) = (tensors_of(&m.target.backbone), mlp_tensors(&m.target.projector));
         let at = StepAt { lr: 0.5, step: 3, total_steps: 10 };
         let (loss, tau) = m.try_step(views(4, 1), (1, 12, 12), at).unwrap();
         assert!(loss.is_finite() && (0.0..=8.0).contains(&loss));
         assert_eq!(tau, small().tau(3, 10));
-        let check = |name: &str, old: Vec<(String, Vec<usize>, Vec<f32>)>, online: Vec<(String, Vec<usize>, Vec<f32>)>, new: Vec<(String, Vec<usize>, Vec<f32>)>| {
-            let mut moved = false;
-            for ((o, on), n) in old.iter().zip(&online).zip(&new) {
-                if o.0.contains("running") {
-                    continue;
-                }
-                for ((a, b), c) in o.2.iter().zip(&on.2).zip(&n.2) {
-                    let want = tau as f32 * a + (1.0 - tau as f32) * b;
-                    assert!((c - want).abs() <= 1e-6 * want.abs().max(1.0), "{name} {}: {c} vs {want}", o.0);
-                    moved |= a != b;
-                }
-            }
-            assert!(moved, "{name}: the online network moved");
-        };
-        check("backbone", old_b, tensors_of(&m.online.backbone), tensors_of(&m.target_backbone));
-        check("projector", old_p, mlp_tensors(&m.online.heads[PROJECTOR].mlp), mlp_tensors(&m.target_projector));
+        assert_followed("backbone", tau, old_b, tensors_of(&m.online.backbone), tensors_of(&m.target.backbone));
+        assert_followed("projector", tau, old_p, mlp_tensors(&m.online.heads[PROJECTOR].mlp), mlp_tensors(&m.target.projector));
     }
 
     #[test]

@@ -4,15 +4,18 @@
 //! loss in `loss/`, one variant of [`MethodConfig`] and a recipe. A method whose state is the
 //! online network alone implements [`online_loss::OnlineLoss`] (its heads and its loss) and
 //! gets its [`Method`] from there; one with more (a target network, a queue) implements
-//! [`Method`] on [`online::Online`] itself, as BYOL.
+//! [`Method`] on [`online::Online`] itself, with [`target::Target`] for its moving-average
+//! copy, as BYOL and MoCo v2.
 
 pub mod barlow_twins;
 pub mod byol;
 pub mod expander;
+pub mod moco;
 pub mod online;
 pub mod online_loss;
 pub mod simclr;
 pub mod simsiam;
+pub mod target;
 pub mod vicreg;
 pub mod view_pair;
 
@@ -31,6 +34,7 @@ use crate::optim::OptimConfig;
 
 pub use barlow_twins::BarlowTwinsConfig;
 pub use byol::ByolConfig;
+pub use moco::MocoConfig;
 pub use simclr::SimClrConfig;
 pub use simsiam::SimSiamConfig;
 pub use vicreg::VicRegConfig;
@@ -88,6 +92,9 @@ pub enum MethodConfig {
     /// Barlow Twins (Zbontar et al. 2021): the cross-correlation of the two views'
     /// batch-normalised embeddings is pulled towards the identity.
     BarlowTwins(BarlowTwinsConfig),
+    /// MoCo v2 (He et al. 2020; Chen et al. 2020): InfoNCE of each query against its key from a
+    /// momentum encoder and a queue of earlier keys as negatives.
+    MocoV2(MocoConfig),
     /// VICReg (Bardes et al. 2022): invariance between the views, variance kept in every
     /// dimension, covariance between dimensions pushed to zero.
     VicReg(VicRegConfig),
@@ -160,6 +167,7 @@ impl MethodConfig {
             MethodConfig::Byol(c) => c,
             MethodConfig::SimSiam(c) => c,
             MethodConfig::BarlowTwins(c) => c,
+            MethodConfig::MocoV2(c) => c,
             MethodConfig::VicReg(c) => c,
         }
     }
@@ -170,6 +178,7 @@ impl MethodConfig {
             MethodConfig::SimClr(SimClrConfig::default()),
             MethodConfig::Byol(ByolConfig::default()),
             MethodConfig::SimSiam(SimSiamConfig::default()),
+            MethodConfig::MocoV2(MocoConfig::default()),
             MethodConfig::BarlowTwins(BarlowTwinsConfig::default()),
             MethodConfig::VicReg(VicRegConfig::default()),
         ]

@@ -1,5 +1,5 @@
 //! The online network every method trains: a backbone, its heads of run-time width in order
-//! (SimCLR's projector; BYOL's and SimSiam's projector and predictor), one optimiser over all of them (the
+//! (a projector; BYOL's and SimSiam's projector and predictor), one optimiser over all of them (the
 //! backbone's tensors first, then each head's, the order its state is saved in), and the
 //! gradients kept from step to step. A method adds its loss and whatever else it owns (target
 //! networks, queues).

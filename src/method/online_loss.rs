@@ -1,5 +1,4 @@
-//! Methods whose whole state is the online network (SimCLR, SimSiam; Barlow Twins and VICReg
-//! to come): their settings say which heads to build and how the loss is computed from the
+//! Methods whose whole state is the online network (SimCLR, SimSiam, Barlow Twins, VICReg): their settings say which heads to build and how the loss is computed from the
 //! backbone's features; [`OnlineMethod`] is the [`Method`] for all of them, written once.
 //! Methods with more state (BYOL's target network, a queue, centres) implement [`Method`]
 //! themselves on [`Online`].

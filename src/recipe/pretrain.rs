@@ -122,7 +122,11 @@ impl PretrainRecipe {
         super::common::check_training(&self.lr, &self.optimizer, self.batch_size, self.epochs, &self.model)?;
         self.device.check()?;
         self.checkpoint.check()?;
-        self.method()?.validate()?;
+        let method = self.method()?;
+        method.validate()?;
+        if self.batch_size < method.min_batch() {
+            return Err(Error::invalid("batch_size", format!("{} is below the {} images a {} step needs", self.batch_size, method.min_batch(), method.name())));
+        }
         if self.knn.every_epochs > 0 && self.knn.k == 0 {
             return Err(Error::invalid("knn.k", "must be at least 1"));
         }
