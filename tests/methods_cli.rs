@@ -14,8 +14,9 @@ use common::{finetune_recipe, labeled_store, pretrain_recipe as recipe, records,
 /// Small BYOL heads, chosen from the command line over the test recipe's SimCLR.
 const BYOL: [&str; 8] = ["--set", "method=Byol", "--set", "method.projector.hidden=64", "--set", "method.projector.out=32", "--set", "method.predictor.hidden=48"];
 
+/// Each step's loss and online-probe accuracy, as written.
 fn losses(run: &Path) -> Vec<String> {
-    records(run, "step").iter().map(|v| v["loss"].to_string()).collect()
+    records(run, "step").iter().map(|v| format!("{} {}", v["loss"], v["accuracy"])).collect()
 }
 
 fn args<'a>(head: &[&'a str], tail: &[&'a str]) -> Vec<&'a str> {
@@ -23,16 +24,25 @@ fn args<'a>(head: &[&'a str], tail: &[&'a str]) -> Vec<&'a str> {
 }
 
 /// Runs `method` (set from the command line) for 3 epochs, then again stopped after 6 steps
-/// and resumed, then on one thread: the same losses and backbone every time, bit for bit, and
-/// every file in `files` in a checkpoint. Returns the uninterrupted run's folder.
+/// and resumed, then on one thread: the same losses, online-probe accuracies and backbone
+/// every time, bit for bit, and every file in `files` in a checkpoint. Returns the uninterrupted run's folder.
 fn resumes_exactly_and_does_not_depend_on_threads(r: &Path, runs: &Path, name: &str, method: &[&str], files: &[&str]) -> std::path::PathBuf {
     let full = ssl_ok(&args(&["pretrain", s(r), "--threads", "2", "--set", &format!("name={name}")], method));
     assert!(full.stdout.contains("kNN top-1"), "{}", full.stdout);
     let a = runs.join(name);
     let base = losses(&a);
     assert_eq!(base.len(), 12, "64 images / 16 per step x 3 epochs");
+    // The online probe's accuracy with every step; each epoch its top-1 on the monitor's
+    // images and the collapse measures.
+    assert!(records(&a, "step").iter().all(|v| v["accuracy"].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a))));
+    for e in records(&a, "epoch") {
+        assert!(e["online_probe_top1"].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a)), "{e}");
+        assert!(e["effective_rank"].as_f64().is_some_and(|r| r >= 1.0), "{e}");
+        assert!(e["feature_std"].as_f64().is_some_and(|s| s >= 0.0), "{e}");
+    }
+    assert!(full.stdout.contains("online probe top-1") && full.stdout.contains("effective rank"), "{}", full.stdout);
     let ckpt = std::fs::read_dir(a.join("checkpoints")).unwrap().next().unwrap().unwrap().path();
-    for f in files {
+    for f in files.iter().chain(&["online_probe.safetensors", "online_probe_optimizer.safetensors"]) {
         assert!(ckpt.join(f).exists(), "{f}");
     }
 

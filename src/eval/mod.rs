@@ -1,6 +1,7 @@
-//! Evaluation on frozen features: extraction and caching, weighted kNN, the linear probe, and
-//! classification metrics.
+//! Evaluation on frozen features: extraction and caching, weighted kNN, the linear probe, the
+//! collapse measures, and classification metrics.
 
+pub mod collapse;
 pub mod feature_cache;
 pub mod frozen;
 pub mod knn;

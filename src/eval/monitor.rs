@@ -1,5 +1,8 @@
-//! The online kNN monitor of pretraining: weighted kNN (k = 200, temperature 0.1 on cosine
-//! similarity, as lightly and solo-learn) of a labeled split's features against another's.
+//! The monitor of pretraining, on a labeled split's features against another's each epoch:
+//! weighted kNN (k = 200, temperature 0.1 on cosine similarity, as lightly and solo-learn),
+//! the online linear probe's top-1 on the evaluated split (as solo-learn's online
+//! classifier's validation accuracy), and the collapse measures of the evaluated split's
+//! features (`collapse`).
 
 use std::path::Path;
 
@@ -7,8 +10,9 @@ use crate::augment::{AugmentConfig, Pipeline};
 use crate::data::split::random_subset;
 use crate::data::{Split, Store};
 use crate::error::{Error, Result};
-use crate::models::encoder::{extract, Encoder, Monitor};
+use crate::models::encoder::{extract, Encoder, FeatureClassifier, Measure, Monitor};
 use crate::recipe::PretrainRecipe;
+use crate::eval::collapse::{collapsed, effective_rank, normalised_std};
 use crate::eval::{knn_accuracy, KnnParams};
 
 /// Features batch size of the monitor.
@@ -71,25 +75,40 @@ impl KnnMonitor {
     }
 }
 
+/// The keys of the monitor's measures in epoch records.
+pub const KNN_KEY: &str = "knn_top1";
+pub const ONLINE_PROBE_KEY: &str = "online_probe_top1";
+pub const RANK_KEY: &str = "effective_rank";
+pub const STD_KEY: &str = "feature_std";
+
 impl Monitor for KnnMonitor {
-    fn key(&self) -> &'static str {
-        "knn_top1"
-    }
-
-    fn label(&self) -> &'static str {
-        "kNN top-1"
-    }
-
     fn input_shape(&self) -> crate::data::ImageShape {
         self.pipeline.output_shape()
     }
 
-    /// Top-1 weighted kNN accuracy of the test split's features against the memory bank's.
-    fn measure(&self, encoder: &dyn Encoder) -> Result<f64> {
+    /// Top-1 weighted kNN accuracy of the test split's features against the memory bank's,
+    /// the probe's top-1 on the test split (when given), and the test features' effective
+    /// rank and normalised standard deviation.
+    fn measure(&self, encoder: &dyn Encoder, probe: Option<&dyn FeatureClassifier>) -> Result<Vec<Measure>> {
         let s = self.pipeline.output_shape();
+        let width = encoder.feature_width();
         let mut forward = |x| encoder.features(x, (s.channels, s.height, s.width));
         let bank = extract(&self.pipeline, &self.train.split, &self.train.indices, BATCH, "knn: memory bank", &mut forward)?;
         let test = extract(&self.pipeline, &self.test.split, &self.test.indices, BATCH, "knn: evaluated", &mut forward)?;
-        knn_accuracy(&bank, &self.train.labels, &test, &self.test.labels, encoder.feature_width(), self.classes, self.params)
+        let knn = knn_accuracy(&bank, &self.train.labels, &test, &self.test.labels, width, self.classes, self.params)?;
+        let mut out = vec![Measure { key: KNN_KEY, label: "kNN top-1", value: knn, percent: true, warning: None }];
+        if let Some(p) = probe {
+            let predicted = p.predict(&test)?;
+            let correct = predicted.iter().zip(&self.test.labels).filter(|(a, b)| a == b).count();
+            let value = correct as f64 / self.test.labels.len().max(1) as f64;
+            out.push(Measure { key: ONLINE_PROBE_KEY, label: "online probe top-1", value, percent: true, warning: None });
+        }
+        let (rank, std) = (effective_rank(&test, width), normalised_std(&test, width));
+        let warning = collapsed(rank, std).then(|| {
+            format!("the embeddings have collapsed: effective rank {rank:.2} of {width} dimensions, normalised feature std {std:.3} (about 1 when spread, 0 when collapsed)")
+        });
+        out.push(Measure { key: RANK_KEY, label: "effective rank", value: rank, percent: false, warning });
+        out.push(Measure { key: STD_KEY, label: "feature std", value: std, percent: false, warning: None });
+        Ok(out)
     }
 }

@@ -171,11 +171,12 @@ struct Byol<B, D: NnDevice, const C: usize, const F: usize> {
 }
 
 impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Byol<B, D, C, F> {
-    fn try_step(&mut self, views: Vec<f32>, (_, h, w): (usize, usize, usize), at: StepAt) -> Result<(f32, f64), D::Err> {
+    fn try_step(&mut self, views: Vec<f32>, (_, h, w): (usize, usize, usize), at: StepAt) -> Result<(f32, f64, Vec<f32>), D::Err> {
         let x = self.online.images(views, (h, w))?;
         let target = self.target.forward(x.clone())?;
 
         let f = self.online.forward_mut(x)?;
+        let features = f.as_vec();
         let z = self.online.heads[PROJECTOR].mlp.try_forward_mut(f)?;
         let p = self.online.heads[PREDICTOR].mlp.try_forward_mut(z)?;
         let loss = byol_loss(p, &target);
@@ -185,7 +186,7 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Byol<B, 
         if value.is_finite() {
             self.target.follow(&self.online.backbone, &self.online.heads[PROJECTOR].mlp, tau)?;
         }
-        Ok((value, tau))
+        Ok((value, tau, features))
     }
 }
 
@@ -201,8 +202,8 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Encoder 
 
 impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Method for Byol<B, D, C, F> {
     fn step(&mut self, views: Vec<f32>, shape: (usize, usize, usize), at: StepAt) -> Result<StepOut> {
-        let (loss, tau) = self.try_step(views, shape, at).map_err(|e| Error::device("a BYOL step", e))?;
-        Ok(StepOut { loss, logs: vec![("tau", tau)] })
+        let (loss, tau, features) = self.try_step(views, shape, at).map_err(|e| Error::device("a BYOL step", e))?;
+        Ok(StepOut { loss, logs: vec![("tau", tau)], features })
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
@@ -280,7 +281,7 @@ mod tests {
         let mut m = Byol::<_, Cpu, 1, 128>::new(&small(), opt, dev, backbone).unwrap();
         let (old_b, old_p) = (tensors_of(&m.target.backbone), mlp_tensors(&m.target.projector));
         let at = StepAt { lr: 0.5, step: 3, total_steps: 10 };
-        let (loss, tau) = m.try_step(views(4, 1), (1, 12, 12), at).unwrap();
+        let (loss, tau, _) = m.try_step(views(4, 1), (1, 12, 12), at).unwrap();
         assert!(loss.is_finite() && (0.0..=8.0).contains(&loss));
         assert_eq!(tau, small().tau(3, 10));
         assert_followed("backbone", tau, old_b, tensors_of(&m.online.backbone), tensors_of(&m.target.backbone));

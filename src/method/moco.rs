@@ -242,12 +242,13 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Moco<B, 
         Ok(unit_rows(keys, width))
     }
 
-    fn try_step(&mut self, views: Vec<f32>, (_, h, w): (usize, usize, usize), at: StepAt) -> Result<(f32, f64), D::Err> {
+    fn try_step(&mut self, views: Vec<f32>, (_, h, w): (usize, usize, usize), at: StepAt) -> Result<(f32, f64, Vec<f32>), D::Err> {
         let n = views.len() / (2 * C * h * w);
         let (queries, keys) = views.split_at(n * C * h * w);
         let keys = self.keys(keys, (h, w), at.step)?;
         let x = self.online.images(queries.to_vec(), (h, w))?;
         let f = self.online.forward_mut(x)?;
+        let features = f.as_vec();
         let q = self.online.heads[0].mlp.try_forward_mut(f)?;
         let dev = self.online.dev.clone();
         let width = self.queue.width;
@@ -261,7 +262,7 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Moco<B, 
             self.target.follow(&self.online.backbone, &self.online.heads[0].mlp, m)?;
             self.queue.push(&keys);
         }
-        Ok((value, m))
+        Ok((value, m, features))
     }
 }
 
@@ -278,8 +279,8 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Encoder 
 impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Method for Moco<B, D, C, F> {
     /// Views [2N, ...]: view 1 the queries, view 2 their keys. Logs the key encoder's momentum.
     fn step(&mut self, views: Vec<f32>, shape: (usize, usize, usize), at: StepAt) -> Result<StepOut> {
-        let (loss, m) = self.try_step(views, shape, at).map_err(|e| Error::device("a MoCo v2 step", e))?;
-        Ok(StepOut { loss, logs: vec![("momentum", m)] })
+        let (loss, m, features) = self.try_step(views, shape, at).map_err(|e| Error::device("a MoCo v2 step", e))?;
+        Ok(StepOut { loss, logs: vec![("momentum", m)], features })
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
@@ -341,7 +342,7 @@ mod tests {
             let want = unit_rows(before.forward(x).unwrap().as_vec(), 8);
             let (old_b, old_p) = (tensors_of(&m.target.backbone), mlp_tensors(&m.target.projector));
             let at = StepAt { lr: 0.5, step, total_steps: 10 };
-            let (loss, momentum) = m.try_step(batch, (1, 12, 12), at).unwrap();
+            let (loss, momentum, _) = m.try_step(batch, (1, 12, 12), at).unwrap();
             assert!(loss.is_finite() && loss > 0.0, "{loss}");
             assert_eq!(momentum, 0.999);
             for j in 0..4 {

@@ -60,6 +60,10 @@ pub struct StepOut {
     pub loss: f32,
     /// Other values worth logging, e.g. BYOL's `tau`.
     pub logs: Vec<(&'static str, f64)>,
+    /// The online backbone's features of the views this step trained on, detached, [R, F]
+    /// (R = V N, view v of image k at row v N + k; MoCo: view 1's N): what the online linear
+    /// probe learns from.
+    pub features: Vec<f32>,
 }
 
 /// What the pretraining loop needs of a method. Images and views are host buffers

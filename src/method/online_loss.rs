@@ -1,5 +1,6 @@
-//! Methods whose whole state is the online network (SimCLR, SimSiam, Barlow Twins, VICReg): their settings say which heads to build and how the loss is computed from the
-//! backbone's features; [`OnlineMethod`] is the [`Method`] for all of them, written once.
+//! Methods whose whole state is the online network (SimCLR, SimSiam, Barlow Twins, VICReg):
+//! their settings say which heads to build and how the loss is computed from the backbone's
+//! features; [`OnlineMethod`] is the [`Method`] for all of them, written once.
 //! Methods with more state (BYOL's target network, a queue, centres) implement [`Method`]
 //! themselves on [`Online`].
 
@@ -41,13 +42,14 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, S: Onlin
         Ok(Box::new(OnlineMethod { online: Online::new(dev, backbone, heads, opt), settings: settings.clone() }))
     }
 
-    fn try_step(&mut self, views: Vec<f32>, (_, h, w): (usize, usize, usize), lr: f64) -> Result<f32, D::Err> {
+    fn try_step(&mut self, views: Vec<f32>, (_, h, w): (usize, usize, usize), lr: f64) -> Result<(f32, Vec<f32>), D::Err> {
         let x = self.online.images(views, (h, w))?;
         let f = self.online.forward_mut(x)?;
+        let features = f.as_vec();
         let loss = self.settings.loss(&mut self.online.heads, f)?;
         let value = loss.array();
         self.online.update(loss.backward(), lr, value.is_finite())?;
-        Ok(value)
+        Ok((value, features))
     }
 }
 
@@ -63,8 +65,8 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, S: Onlin
 
 impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, S: OnlineLoss> Method for OnlineMethod<B, D, C, F, S> {
     fn step(&mut self, views: Vec<f32>, shape: (usize, usize, usize), at: StepAt) -> Result<StepOut> {
-        let loss = self.try_step(views, shape, at.lr).map_err(|e| Error::device(format!("a {} step", self.settings.name()), e))?;
-        Ok(StepOut { loss, logs: Vec::new() })
+        let (loss, features) = self.try_step(views, shape, at.lr).map_err(|e| Error::device(format!("a {} step", self.settings.name()), e))?;
+        Ok(StepOut { loss, logs: Vec::new(), features })
     }
 
     fn save(&self, dir: &Path) -> Result<()> {

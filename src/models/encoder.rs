@@ -21,17 +21,45 @@ pub trait Encoder {
     fn feature_width(&self) -> usize;
 }
 
-/// Something measured on an encoder between epochs (pretraining's kNN monitor): training
-/// calls it without knowing what it is, evaluation provides it.
-pub trait Monitor {
+/// A classifier on an encoder's features: pretraining's online linear probe, which the
+/// monitor evaluates on its held-out images.
+pub trait FeatureClassifier {
+    /// The predicted class of each row of `features` [N, F].
+    fn predict(&self, features: &[f32]) -> Result<Vec<u32>>;
+}
+
+/// One value a monitor measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Measure {
     /// Its key in epoch records (`knn_top1`) and its name in messages (`kNN top-1`).
-    fn key(&self) -> &'static str;
-    fn label(&self) -> &'static str;
+    pub key: &'static str,
+    pub label: &'static str,
+    pub value: f64,
+    /// A fraction shown as a percentage (else shown as is).
+    pub percent: bool,
+    /// What this value shows is wrong (collapsed embeddings), in one line.
+    pub warning: Option<String>,
+}
+
+impl Measure {
+    /// `label value` as the progress output shows it.
+    pub fn text(&self) -> String {
+        if self.percent {
+            format!("{} {:.2}%", self.label, 100.0 * self.value)
+        } else {
+            format!("{} {:.3}", self.label, self.value)
+        }
+    }
+}
+
+/// Something measured on an encoder between epochs (pretraining's kNN, online-probe and
+/// collapse measures): training calls it without knowing what it is, evaluation provides it.
+pub trait Monitor {
     /// The shape of the images it shows the encoder (checked against training's views
     /// before any work).
     fn input_shape(&self) -> crate::data::ImageShape;
-    /// The measure, a fraction in [0, 1].
-    fn measure(&self, encoder: &dyn Encoder) -> Result<f64>;
+    /// Its measures of `encoder`, and of `probe` on the encoder's features when given.
+    fn measure(&self, encoder: &dyn Encoder, probe: Option<&dyn FeatureClassifier>) -> Result<Vec<Measure>>;
 }
 
 /// Makes the monitor a run asks for, if any, once its data is loaded: the store and the split

@@ -49,11 +49,14 @@ pub struct KnnConfig {
     /// Seeded random subsets of the memory bank and the evaluated split (0: all).
     pub max_train: usize,
     pub max_test: usize,
+    /// Train the online linear probe beside pretraining (when the pretraining split has
+    /// labels) and report its top-1 on `test_split` with the kNN.
+    pub online_probe: bool,
 }
 
 impl Default for KnnConfig {
     fn default() -> Self {
-        KnnConfig { every_epochs: 1, train_split: "train".into(), test_split: "test".into(), k: 200, temperature: 0.1, max_train: 0, max_test: 0 }
+        KnnConfig { every_epochs: 1, train_split: "train".into(), test_split: "test".into(), k: 200, temperature: 0.1, max_train: 0, max_test: 0, online_probe: true }
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod classifier_net;
 pub mod finetune;
 pub mod loader;
+pub mod online_probe;
 pub mod pretrain;
 pub mod signal;
 pub mod trainer;

@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::augment::Pipeline;
 use crate::error::{Error, Result};
 use crate::method::{Method, StepAt};
-use crate::models::encoder::{Monitor, MonitorFactory};
+use crate::models::encoder::{FeatureClassifier, Measure, Monitor, MonitorFactory};
 use crate::models::registry::check_input;
 use crate::recipe::pretrain::PretrainRecipe;
 use crate::run::checkpoint::CheckpointState;
@@ -17,6 +17,7 @@ use crate::run::folder as run_dir;
 use crate::run::BACKBONE_FILE;
 
 use super::loader::Batching;
+use super::online_probe::OnlineProbe;
 use super::signal;
 use super::trainer::{self, End, EpochReport, Plan, StepReport, Task};
 
@@ -111,8 +112,19 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions, monitor: &MonitorFac
     let sched = recipe.lr.schedule(recipe.batch_size, recipe.epochs, steps)?;
     let mut net = method.build(&recipe.model, recipe.optimizer.at(recipe.peak_lr()), recipe.seed, recipe.device)?;
 
+    // The online probe, where the split has labels to learn from.
+    let mut probe = match (&split.labels, recipe.knn.online_probe) {
+        (Some(labels), true) => {
+            let classes = split.classes.len().max(1 + labels.iter().copied().max().unwrap_or(0) as usize);
+            Some(OnlineProbe::new(net.feature_width(), classes, recipe.seed)?)
+        }
+        _ => None,
+    };
     if let Some((dir, _, _)) = &resume_from {
         net.load(dir)?;
+        if let Some(p) = &mut probe {
+            p.load(dir)?;
+        }
     }
     let (mut log, start) = trainer::open(&run, resume_from.as_ref(), opts.force, recipe)?;
     let plan = Plan {
@@ -132,13 +144,14 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions, monitor: &MonitorFac
     };
     let shape = (shape.channels, shape.height, shape.width);
     let monitor = monitor.as_deref();
-    let mut task = Pretraining { net, shape, monitor, every: recipe.knn.every_epochs };
-    let (last_loss, last_values, elapsed) = match trainer::train(&plan, &mut task, start, &mut log, opts)? {
+    let labels = split.labels.as_deref();
+    let mut task = Pretraining { net, shape, monitor, every: recipe.knn.every_epochs, probe, labels, last: Vec::new() };
+    let (last_loss, elapsed) = match trainer::train(&plan, &mut task, start, &mut log, opts)? {
         End::Interrupted { checkpoint, step } => return Ok(Outcome::Interrupted { run, checkpoint, step }),
-        End::Finished { last_loss, last_values, elapsed_s, .. } => (last_loss, last_values, elapsed_s),
+        End::Finished { last_loss, elapsed_s, .. } => (last_loss, elapsed_s),
     };
     task.net.save_backbone(&run.join(BACKBONE_FILE))?;
-    let measured: String = last_values.iter().map(|(k, v)| format!(", {} {:.2}%", monitor.filter(|m| m.key() == *k).map_or(*k, |m| m.label()), 100.0 * v)).collect();
+    let measured: String = task.last.iter().map(|m| format!(", {}", m.text())).collect();
     let summary = match last_loss {
         None => format!("nothing left to do: all {} epochs were done; backbone at {}", recipe.epochs, run.join(BACKBONE_FILE).display()),
         Some(loss) => format!("done in {elapsed:.0} s: final loss {loss:.4}{measured}; backbone at {}", run.join(BACKBONE_FILE).display()),
@@ -146,18 +159,32 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions, monitor: &MonitorFac
     Ok(Outcome::Finished { run, summary })
 }
 
-/// Pretraining as the loop sees it: a method's steps, and the monitor after epochs.
+/// Pretraining as the loop sees it: a method's steps, the online probe beside them, and the
+/// monitor after epochs.
 struct Pretraining<'a> {
     net: Box<dyn Method>,
     shape: (usize, usize, usize),
     monitor: Option<&'a dyn Monitor>,
     every: usize,
+    probe: Option<OnlineProbe>,
+    /// The split's labels, for the probe.
+    labels: Option<&'a [u32]>,
+    /// The monitor's last measures.
+    last: Vec<Measure>,
 }
 
 impl Task for Pretraining<'_> {
-    fn step(&mut self, views: Vec<f32>, _indices: &[usize], at: StepAt) -> Result<StepReport> {
+    fn step(&mut self, views: Vec<f32>, indices: &[usize], at: StepAt) -> Result<StepReport> {
         let out = self.net.step(views, self.shape, at)?;
-        Ok(StepReport { loss: out.loss, weight: 1.0, correct: None, logs: out.logs })
+        let correct = match (&mut self.probe, self.labels) {
+            // Row r of the features is a view of image indices[r mod N]; view 1's rows count.
+            (Some(p), Some(labels)) if out.loss.is_finite() => {
+                let rows: Vec<u32> = (0..out.features.len() / self.net.feature_width()).map(|r| labels[indices[r % indices.len()]]).collect();
+                Some(p.step(&out.features, &rows, indices.len())?)
+            }
+            _ => None,
+        };
+        Ok(StepReport { loss: out.loss, weight: 1.0, correct, logs: out.logs })
     }
 
     fn end_epoch(&mut self, done: usize, last: bool) -> Result<EpochReport> {
@@ -165,13 +192,31 @@ impl Task for Pretraining<'_> {
             return Ok(EpochReport::default());
         };
         let t = Instant::now();
-        let value = m.measure(&*self.net)?;
-        let text = format!(", {} {:.2}% ({:.0} s)", m.label(), 100.0 * value, t.elapsed().as_secs_f64());
-        Ok(EpochReport { values: vec![(m.key(), value)], text, validation: None })
+        let measures = m.measure(&*self.net, self.probe.as_ref().map(|p| p as &dyn FeatureClassifier))?;
+        let mut text: String = measures.iter().map(|m| format!(", {}", m.text())).collect();
+        text += &format!(" ({:.0} s)", t.elapsed().as_secs_f64());
+        for w in measures.iter().filter_map(|m| m.warning.as_ref()) {
+            text += &format!("\nwarning: {w}");
+        }
+        let values = measures.iter().map(|m| (m.key, m.value)).collect();
+        self.last = measures;
+        Ok(EpochReport { values, text, validation: None })
+    }
+
+    fn predicts_labels(&self) -> bool {
+        self.probe.is_some()
+    }
+
+    fn accuracy_label(&self) -> &'static str {
+        "online probe train top-1"
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
-        self.net.save(dir)
+        self.net.save(dir)?;
+        match &self.probe {
+            Some(p) => p.save(dir),
+            None => Ok(()),
+        }
     }
 
     fn nan_advice(&self) -> &'static str {

@@ -56,6 +56,10 @@ pub trait Task {
     fn predicts_labels(&self) -> bool {
         false
     }
+    /// What the epoch line calls that accuracy.
+    fn accuracy_label(&self) -> &'static str {
+        "train top-1"
+    }
     /// Called when the validation measure improved (fine-tuning keeps those weights).
     fn on_best(&mut self) -> Result<()> {
         Ok(())
@@ -226,7 +230,7 @@ pub fn train(plan: &Plan, task: &mut dyn Task, start: Start, log: &mut MetricsLo
         let accuracy = task.predicts_labels().then(|| state.epoch_correct as f64 / state.epoch_seen.max(1) as f64);
         let mut line = format!("epoch {done}/{}: loss {loss:.4}", plan.epochs);
         if let Some(a) = accuracy {
-            line += &format!(", train top-1 {:.2}%", 100.0 * a);
+            line += &format!(", {} {:.2}%", task.accuracy_label(), 100.0 * a);
         }
         let report = task.end_epoch(done, done == plan.epochs)?;
         line += &report.text;
