@@ -18,7 +18,7 @@ fn step_case(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallT
     let opt = OptimConfig { kind: OptimizerKind::Sgd, lr: 0.1, momentum: 0.9, weight_decay: 1e-4, ..Default::default() };
     let mut net = method.build(model, opt, 0, DeviceSpec::Cpu).expect("a reference backbone builds");
     let views: Vec<f32> = (0..2 * BATCH * c * hw * hw).map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5).collect();
-    let at = StepAt { lr: 0.1, step: 0, total_steps: 1 };
+    let at = StepAt { lr: 0.1, step: 0, total_steps: 1, steps_per_epoch: 1 };
     g.throughput(Throughput::Elements(2 * BATCH as u64));
     g.bench_function(name, |b| b.iter(|| net.step(views.clone(), (c, hw, hw), at).expect("a CPU step")));
 }

@@ -19,7 +19,7 @@ fn time_step(model: &str, (c, hw): (usize, usize), batch: usize, steps: usize, t
     let opt = OptimConfig { kind: OptimizerKind::Sgd, lr: 0.1, momentum: 0.9, weight_decay: 1e-4, ..Default::default() };
     let mut net = method.build(model, opt, 0, device)?;
     let views: Vec<f32> = (0..2 * batch * c * hw * hw).map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5).collect();
-    let at = StepAt { lr: 0.1, step: 0, total_steps: 1 };
+    let at = StepAt { lr: 0.1, step: 0, total_steps: 1, steps_per_epoch: 1 };
     net.step(views.clone(), (c, hw, hw), at)?;
     let t0 = std::time::Instant::now();
     for _ in 0..steps {

@@ -1,9 +1,9 @@
 //! Pretraining methods through the one seam, driven through the real `ssl` binary: BYOL,
-//! SimSiam, MoCo v2, Barlow Twins and VICReg end to end (exact resume, with BYOL's target
-//! network and MoCo's queue,
-//! thread independence, BYOL's decay logged), `ssl methods`, a resume with another method
-//! refused, the report naming the method, and a SimCLR projector of a width no list of
-//! compiled widths had.
+//! SimSiam, MoCo v2, Barlow Twins, VICReg and DINO end to end (exact resume with BYOL's target
+//! network, MoCo's queue and DINO's centre; thread independence; the online probe and the
+//! collapse measures; BYOL's decay and DINO's teacher temperature logged), multi-crop refused
+//! by a model that cannot take it, `ssl methods`, a resume with another method refused, the
+//! report naming the method, and a SimCLR projector of a width no list of compiled widths had.
 
 mod common;
 
@@ -138,6 +138,42 @@ fn moco_v2_resumes_exactly_with_its_queue_and_does_not_depend_on_threads() {
 }
 
 #[test]
+fn dino_with_multi_crop_resumes_exactly_and_does_not_depend_on_threads() {
+    let d = tempfile::tempdir().unwrap();
+    let data = labeled_store(d.path(), 64, 30);
+    let r = recipe(d.path(), &data, "");
+    let runs = d.path().join("runs");
+    let method = [
+        "--set", "method=Dino", "--set", "method.head.hidden=32", "--set", "method.head.bottleneck=8", "--set", "method.head.prototypes=16",
+        "--set", "method.multi_crop.local_crops=2", "--set", "method.multi_crop.local_size=12", "--set", "method.teacher_warmup_epochs=1",
+    ];
+    let files = ["head.safetensors", "target_backbone.safetensors", "target_projector.safetensors", "center.safetensors"];
+    let a = resumes_exactly_and_does_not_depend_on_threads(&r, &runs, "dino", &method, &files);
+    // The teacher's temperature warms up over the first epoch (4 steps), then holds.
+    let t: Vec<f64> = records(&a, "step").iter().map(|v| v["teacher_temperature"].as_f64().unwrap()).collect();
+    assert_eq!(t[0], 0.04);
+    assert!(t[..4].windows(2).all(|w| w[1] > w[0]) && t[4..].iter().all(|&x| (x - 0.07).abs() < 1e-12), "{t:?}");
+}
+
+/// A model that cannot take DINO's local crops is refused before anything is written, naming
+/// the crops' size.
+#[test]
+fn multi_crop_is_refused_by_a_model_of_one_input_size() {
+    let d = tempfile::tempdir().unwrap();
+    let folder = d.path().join("rgb");
+    std::fs::create_dir_all(&folder).unwrap();
+    for i in 0..4 {
+        common::write_png(&folder.join(format!("{i}.png")), 32, 32, 40 * i as u8);
+    }
+    let data = d.path().join("rgb.h5");
+    ssl_ok(&["data", "import", "folder", s(&folder), s(&data)]);
+    let r = recipe(d.path(), &data, "");
+    let args = ["pretrain", s(&r), "--set", "data.split=unlabeled", "--set", "model=vit_tiny_cifar", "--set", "method=Dino", "--set", "method.multi_crop.local_size=16", "--set", "knn.every_epochs=0", "--set", "batch_size=2"];
+    ssl_fails(&args, &["DINO's views of 16x16x3", "vit_tiny_cifar"]);
+    assert!(!d.path().join("runs/t").exists());
+}
+
+#[test]
 fn barlow_twins_resumes_exactly_and_does_not_depend_on_threads() {
     let d = tempfile::tempdir().unwrap();
     let data = labeled_store(d.path(), 64, 30);
@@ -166,7 +202,7 @@ fn vicreg_resumes_exactly_and_does_not_depend_on_threads() {
 #[test]
 fn methods_are_listed_and_any_projector_width_trains() {
     let list = ssl_ok(&["methods"]).stdout;
-    for needle in ["SimCLR", "Chen et al. 2020", "SimClr(", "temperature: 0.5", "BYOL", "Grill et al. 2020", "Byol(", "tau_base: 0.996", "blur_p: (1.0, 0.1)", "SimSiam", "Chen and He 2021", "SimSiam(", "Barlow Twins", "Zbontar et al. 2021", "BarlowTwins(", "lambda: 0.0051", "VICReg", "Bardes et al. 2022", "VicReg(", "invariance: 25.0", "MoCo v2", "He et al. 2020", "MocoV2(", "queue_size: 65536"] {
+    for needle in ["SimCLR", "Chen et al. 2020", "SimClr(", "temperature: 0.5", "BYOL", "Grill et al. 2020", "Byol(", "tau_base: 0.996", "blur_p: (1.0, 0.1)", "SimSiam", "Chen and He 2021", "SimSiam(", "Barlow Twins", "Zbontar et al. 2021", "BarlowTwins(", "lambda: 0.0051", "VICReg", "Bardes et al. 2022", "VicReg(", "invariance: 25.0", "MoCo v2", "He et al. 2020", "MocoV2(", "queue_size: 65536", "DINO", "Caron et al. 2021", "Dino(", "local_crops: 8"] {
         assert!(list.contains(needle), "`ssl methods` lacks {needle}:\n{list}");
     }
     let d = tempfile::tempdir().unwrap();

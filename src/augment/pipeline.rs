@@ -230,25 +230,24 @@ impl Pipeline {
 }
 
 /// Fills `out` with one view per pipeline of each image at `indices` (a method whose views
-/// differ, e.g. BYOL's): [V N, C, H, W], view v of the k-th image at row v N + k, drawn by
-/// `pipelines[v]` from the generator of (seed, epoch, image, v), whatever the thread count or
-/// batch order. The pipelines must share an output shape.
+/// differ, e.g. BYOL's, or differ in size, DINO's multi-crop): view v of the N images is the
+/// block [N, C, H_v, W_v] after the blocks of views 0..v (for one shape, [V N, C, H, W] with
+/// view v of the k-th image at row v N + k), drawn by `pipelines[v]` from the generator of
+/// (seed, epoch, image, v), whatever the thread count or batch order.
 pub fn views_into(pipelines: &[&Pipeline], split: &Split, indices: &[usize], seed: u64, epoch: u64, out: &mut Vec<f32>) {
     let n = indices.len();
-    let Some(first) = pipelines.first() else {
-        out.clear();
-        return;
-    };
-    let chw = first.out.len();
-    debug_assert!(pipelines.iter().all(|p| p.out == first.out), "views of one batch share a shape");
-    out.resize(pipelines.len() * n * chw, 0.0);
-    out.par_chunks_mut(chw).enumerate().for_each(|(row, slot)| {
-        let (v, k) = (row / n, row % n);
-        let mut rng = view_rng(seed, epoch, indices[k] as u64, v as u64);
-        let p = pipelines[v];
-        let img = p.view(split.image(indices[k]), &mut rng);
-        p.write_chw(&img, slot);
-    });
+    out.resize(pipelines.iter().map(|p| n * p.out.len()).sum(), 0.0);
+    let mut rest = out.as_mut_slice();
+    for (v, p) in pipelines.iter().enumerate() {
+        let chw = p.out.len();
+        let (block, tail) = rest.split_at_mut(n * chw);
+        rest = tail;
+        block.par_chunks_mut(chw).enumerate().for_each(|(k, slot)| {
+            let mut rng = view_rng(seed, epoch, indices[k] as u64, v as u64);
+            let img = p.view(split.image(indices[k]), &mut rng);
+            p.write_chw(&img, slot);
+        });
+    }
 }
 
 #[cfg(test)]
@@ -277,6 +276,35 @@ mod tests {
         let mut c = Vec::new();
         p.views_into(&s, &[4, 7, 1], 2, 9, 4, &mut c);
         assert_ne!(a, c);
+    }
+
+    /// Multi-crop: views of two sizes in one batch, each block of its own shape, each view
+    /// the same numbers whatever the batch, the thread count or the other views.
+    #[test]
+    fn views_of_different_sizes_lie_in_blocks() {
+        let shape = ImageShape { height: 12, width: 12, channels: 1 };
+        let s = Split::random(10, shape, 2);
+        let global = Pipeline::for_split(AugmentConfig::simclr(), &s).unwrap();
+        let local = Pipeline::for_split(AugmentConfig { size: Some(5), crop_scale: (0.05, 0.4), ..AugmentConfig::simclr() }, &s).unwrap();
+        assert_eq!(local.output_shape(), ImageShape { height: 5, width: 5, channels: 1 });
+        let plan = [&global, &global, &local, &local, &local];
+        let run = |threads: usize, idx: &[usize]| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut out = Vec::new();
+            pool.install(|| views_into(&plan, &s, idx, 4, 0, &mut out));
+            out
+        };
+        let a = run(1, &[3, 8]);
+        assert_eq!(a.len(), 2 * 2 * 144 + 3 * 2 * 25);
+        assert_eq!(a, run(2, &[3, 8]));
+        // Image 8's third local view (view 4) alone, in a batch of its own: the same numbers.
+        let b = run(2, &[8]);
+        let (at_a, at_b) = (2 * 2 * 144 + 2 * 2 * 25 + 25, 2 * 144 + 2 * 25);
+        assert_eq!(&a[at_a..at_a + 25], &b[at_b..at_b + 25]);
+        // A global view of image 3 is what one pipeline of the same view number draws.
+        let mut one = Vec::new();
+        views_into(&[&global, &global], &s, &[3, 8], 4, 0, &mut one);
+        assert_eq!(&a[..2 * 2 * 144], &one[..]);
     }
 
     #[test]

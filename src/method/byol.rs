@@ -280,7 +280,7 @@ mod tests {
         let opt = OptimConfig { kind: OptimizerKind::Sgd, lr: 0.5, momentum: 0.0, weight_decay: 0.0, ..Default::default() };
         let mut m = Byol::<_, Cpu, 1, 128>::new(&small(), opt, dev, backbone).unwrap();
         let (old_b, old_p) = (tensors_of(&m.target.backbone), mlp_tensors(&m.target.projector));
-        let at = StepAt { lr: 0.5, step: 3, total_steps: 10 };
+        let at = StepAt { lr: 0.5, step: 3, total_steps: 10, steps_per_epoch: 5 };
         let (loss, tau, _) = m.try_step(views(4, 1), (1, 12, 12), at).unwrap();
         assert!(loss.is_finite() && (0.0..=8.0).contains(&loss));
         assert_eq!(tau, small().tau(3, 10));
@@ -293,7 +293,7 @@ mod tests {
         let opt = OptimConfig { kind: OptimizerKind::Lars, lr: 0.2, ..Default::default() };
         let mut a = small().build("small_fmnist", opt, 3, DeviceSpec::Cpu).unwrap();
         let shape = (1, 12, 12);
-        let at = |step| StepAt { lr: 0.2, step, total_steps: 6 };
+        let at = |step| StepAt { lr: 0.2, step, total_steps: 6, steps_per_epoch: 5 };
         let batches: Vec<Vec<f32>> = (0..4).map(|i| views(4, 10 + i)).collect();
         a.step(batches[0].clone(), shape, at(0)).unwrap();
         a.step(batches[1].clone(), shape, at(1)).unwrap();

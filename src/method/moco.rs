@@ -341,7 +341,7 @@ mod tests {
             let x = dev.tensor_from_vec(batch[4 * 144..].to_vec(), (4, Const::<1>, 12, 12));
             let want = unit_rows(before.forward(x).unwrap().as_vec(), 8);
             let (old_b, old_p) = (tensors_of(&m.target.backbone), mlp_tensors(&m.target.projector));
-            let at = StepAt { lr: 0.5, step, total_steps: 10 };
+            let at = StepAt { lr: 0.5, step, total_steps: 10, steps_per_epoch: 5 };
             let (loss, momentum, _) = m.try_step(batch, (1, 12, 12), at).unwrap();
             assert!(loss.is_finite() && loss > 0.0, "{loss}");
             assert_eq!(momentum, 0.999);

@@ -9,6 +9,7 @@
 
 pub mod barlow_twins;
 pub mod byol;
+pub mod dino;
 pub mod expander;
 pub mod moco;
 pub mod online;
@@ -34,6 +35,7 @@ use crate::optim::OptimConfig;
 
 pub use barlow_twins::BarlowTwinsConfig;
 pub use byol::ByolConfig;
+pub use dino::DinoConfig;
 pub use moco::MocoConfig;
 pub use simclr::SimClrConfig;
 pub use simsiam::SimSiamConfig;
@@ -47,10 +49,11 @@ pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub struct StepAt {
     /// Learning rate of this step (from the schedule).
     pub lr: f64,
-    /// Steps taken before this one, and in the whole run (for schedules a method keeps itself,
-    /// e.g. BYOL's target decay).
+    /// Steps taken before this one, in the whole run and in an epoch (for schedules a method
+    /// keeps itself, e.g. BYOL's target decay, DINO's teacher temperature).
     pub step: u64,
     pub total_steps: u64,
+    pub steps_per_epoch: u64,
 }
 
 /// What a step gives back.
@@ -99,6 +102,9 @@ pub enum MethodConfig {
     /// MoCo v2 (He et al. 2020; Chen et al. 2020): InfoNCE of each query against its key from a
     /// momentum encoder and a queue of earlier keys as negatives.
     MocoV2(MocoConfig),
+    /// DINO (Caron et al. 2021): a student matches a moving-average teacher's sharpened,
+    /// centred distribution over prototypes, across global and local crops (multi-crop).
+    Dino(DinoConfig),
     /// VICReg (Bardes et al. 2022): invariance between the views, variance kept in every
     /// dimension, covariance between dimensions pushed to zero.
     VicReg(VicRegConfig),
@@ -172,6 +178,7 @@ impl MethodConfig {
             MethodConfig::SimSiam(c) => c,
             MethodConfig::BarlowTwins(c) => c,
             MethodConfig::MocoV2(c) => c,
+            MethodConfig::Dino(c) => c,
             MethodConfig::VicReg(c) => c,
         }
     }
@@ -185,6 +192,7 @@ impl MethodConfig {
             MethodConfig::MocoV2(MocoConfig::default()),
             MethodConfig::BarlowTwins(BarlowTwinsConfig::default()),
             MethodConfig::VicReg(VicRegConfig::default()),
+            MethodConfig::Dino(DinoConfig::default()),
         ]
     }
 

@@ -123,7 +123,7 @@ mod tests {
     use crate::method::StepAt;
 
     fn at(lr: f64) -> StepAt {
-        StepAt { lr, step: 0, total_steps: 1 }
+        StepAt { lr, step: 0, total_steps: 1, steps_per_epoch: 1 }
     }
 
     #[test]

@@ -163,7 +163,7 @@ mod tests {
         let opt = OptimConfig { kind: OptimizerKind::Sgd, lr: 0.05, momentum: 0.9, weight_decay: 1e-4, ..Default::default() };
         let mut a = small().build("small_fmnist", opt, 3, DeviceSpec::Cpu).unwrap();
         let shape = (1, 12, 12);
-        let at = |step| StepAt { lr: 0.05, step, total_steps: 20 };
+        let at = |step| StepAt { lr: 0.05, step, total_steps: 20, steps_per_epoch: 5 };
         // The same batch again and again: the predictions approach the projections.
         let batch = views(6, 1);
         let first = a.step(batch.clone(), shape, at(0)).unwrap().loss;

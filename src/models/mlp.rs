@@ -86,6 +86,13 @@ enum Layer<D: Storage<f32>> {
     Linear { weight: Tensor<(usize, usize), f32, D>, bias: Vector<D> },
     BatchNorm { scale: Vector<D>, bias: Vector<D>, running_mean: Vector<D>, running_var: Vector<D> },
     Relu,
+    /// GELU, erf form (PyTorch's `nn.GELU()`).
+    Gelu,
+    /// Each row divided by its L2 norm (clamped at 1e-12).
+    L2Normalize,
+    /// A linear layer without bias whose weight rows are L2-normalised in the forward pass:
+    /// weight normalisation with the gain fixed at 1 (DINO's last layer, `norm_last_layer`).
+    NormedLinear { weight: Tensor<(usize, usize), f32, D> },
 }
 
 /// The one walk over a head's tensors behind [`Mlp::tensors`] and [`Mlp::tensors_mut`]:
@@ -106,7 +113,8 @@ macro_rules! named_tensors {
                     add("running_mean", $P::Vector(running_mean), false);
                     add("running_var", $P::Vector(running_var), false);
                 }
-                Layer::Relu => {}
+                Layer::NormedLinear { weight } => add("weight", $P::Matrix(weight), true),
+                Layer::Relu | Layer::Gelu | Layer::L2Normalize => {}
             }
         }
         out
@@ -161,6 +169,32 @@ impl<D: Device<f32>> Mlp<D> {
         Ok(Mlp { spec, layers })
     }
 
+    /// DINO's head (Caron et al. 2021, section 3.1 and the authors' `DINOHead`): `layers`
+    /// linear layers input -> hidden -> ... -> bottleneck with GELU between them, no
+    /// BatchNorm; the bottleneck L2-normalised; then a weight-normalised linear layer without
+    /// bias to `prototypes` outputs, its gain fixed at 1. Linear layers drawn as in
+    /// [`Mlp::new`], in order, the prototypes last. Its [`Mlp::spec`] says `input`, `hidden`
+    /// and `out` = `prototypes` (`layers` counts the MLP's linear layers).
+    pub fn dino_head(dev: &D, input: usize, hidden: usize, bottleneck: usize, prototypes: usize, layers: usize) -> Result<Self, D::Err> {
+        let mut m = Mlp::new(dev, MlpSpec { input, hidden, out: bottleneck, layers, norm: Norm::None })?;
+        for (_, layer) in &mut m.layers {
+            if matches!(layer, Layer::Relu) {
+                *layer = Layer::Gelu;
+            }
+        }
+        let bound = 1.0 / (bottleneck as f32).sqrt();
+        let mut weight = dev.try_zeros_like(&(prototypes, bottleneck))?;
+        weight.try_fill_with_distr(Uniform::new(-bound, bound))?;
+        let n = m.layers.len();
+        if n == 1 {
+            m.layers[0].0 = "0".into();
+        }
+        m.layers.push((n.to_string(), Layer::L2Normalize));
+        m.layers.push(((n + 1).to_string(), Layer::NormedLinear { weight }));
+        m.spec = MlpSpec { input, hidden, out: prototypes, layers, norm: Norm::None };
+        Ok(m)
+    }
+
     pub fn spec(&self) -> MlpSpec {
         self.spec
     }
@@ -181,6 +215,9 @@ impl<D: Device<f32>> Mlp<D> {
             x = match layer {
                 Layer::Linear { weight, bias } => linear(x, weight, bias)?,
                 Layer::Relu => x.try_relu()?,
+                Layer::Gelu => x.try_accurate_gelu()?,
+                Layer::L2Normalize => l2_normalize(x)?,
+                Layer::NormedLinear { weight } => normed_linear(x, weight)?,
                 Layer::BatchNorm { scale, bias, running_mean, running_var } => {
                     // dfdx's `batchnorm2d::train_fwd`, on a run-time width.
                     let shape = *x.shape();
@@ -208,6 +245,9 @@ impl<D: Device<f32>> Mlp<D> {
             x = match layer {
                 Layer::Linear { weight, bias } => linear(x, weight, bias)?,
                 Layer::Relu => x.try_relu()?,
+                Layer::Gelu => x.try_accurate_gelu()?,
+                Layer::L2Normalize => l2_normalize(x)?,
+                Layer::NormedLinear { weight } => normed_linear(x, weight)?,
                 Layer::BatchNorm { scale, bias, running_mean, running_var } => {
                     let shape = *x.shape();
                     let std = running_var.clone().try_add(EPSILON as f32)?.try_sqrt()?;
@@ -357,6 +397,19 @@ impl<D: Device<f32>> ParamMut<'_, D> {
     }
 }
 
+/// Each row of `x` over its L2 norm, clamped at 1e-12 (PyTorch's F.normalize).
+fn l2_normalize<D: Device<f32>, T: Tape<f32, D>>(x: Tensor<(usize, usize), f32, D, T>) -> Result<Tensor<(usize, usize), f32, D, T>, D::Err> {
+    let shape = *x.shape();
+    let norm = x.retaped::<T>().try_square()?.try_sum::<(usize,), Axis<1>>()?.try_sqrt()?.try_clamp(1e-12, f32::MAX)?;
+    x.try_div(norm.try_broadcast_like::<_, Axis<1>>(&shape)?)
+}
+
+/// x V^T with each row of V over its L2 norm (weight normalisation, gain 1), no bias.
+fn normed_linear<D: Device<f32>, T: Tape<f32, D>>(x: Tensor<(usize, usize), f32, D, T>, weight: &Tensor<(usize, usize), f32, D>) -> Result<Tensor<(usize, usize), f32, D, T>, D::Err> {
+    let w = l2_normalize(weight.retaped::<T>())?;
+    x.try_matmul(w.try_permute::<_, Axes2<1, 0>>()?)
+}
+
 /// dfdx's `Linear::forward` on run-time widths: x W^T + b.
 fn linear<D: Device<f32>, T: Tape<f32, D>>(x: Tensor<(usize, usize), f32, D, T>, weight: &Tensor<(usize, usize), f32, D>, bias: &Vector<D>) -> Result<Tensor<(usize, usize), f32, D, T>, D::Err> {
     let o = x.try_matmul(weight.retaped::<T>().try_permute::<_, Axes2<1, 0>>()?)?;
@@ -424,6 +477,62 @@ mod tests {
         assert_eq!(lin.forward(xa.clone()).as_vec(), one.try_forward(x.clone()).unwrap().as_vec(), "same draws");
         assert_eq!(one.tensors().iter().map(|t| t.0.as_str()).collect::<Vec<_>>(), ["weight", "bias"]);
         one.load(&pl).unwrap();
+    }
+
+    /// DINO's head against a direct evaluation: GELU (erf) between linear layers, the
+    /// bottleneck on the unit sphere, prototypes of unit norm, so every output is a cosine.
+    /// Saved and reloaded, it gives the same outputs; its tensors are the linear layers' and
+    /// the prototypes' (no bias).
+    #[test]
+    fn dino_head_matches_a_direct_evaluation() {
+        let dev = Cpu::seed_from_u64(3);
+        let mut m = Mlp::dino_head(&dev, 6, 10, 4, 9, 2).unwrap();
+        let names: Vec<String> = m.tensors().into_iter().map(|t| t.0).collect();
+        assert_eq!(names, ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight"]);
+        assert_eq!(m.num_params(), 6 * 10 + 10 + 10 * 4 + 4 + 4 * 9);
+        let host: Vec<Vec<f64>> = m.tensors().into_iter().map(|t| t.1.host().iter().map(|&v| v as f64).collect()).collect();
+        let x = input(&dev, 3, 6);
+        let xs: Vec<f64> = x.as_vec().iter().map(|&v| v as f64).collect();
+        let gelu = |v: f64| 0.5 * v * (1.0 + erf_series(v / std::f64::consts::SQRT_2));
+        let lin = |x: &[f64], w: &[f64], b: Option<&[f64]>, out: usize| -> Vec<f64> {
+            let inp = x.len();
+            (0..out).map(|o| (0..inp).map(|i| x[i] * w[o * inp + i]).sum::<f64>() + b.map_or(0.0, |b| b[o])).collect()
+        };
+        let unit = |v: Vec<f64>| {
+            let n = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+            v.into_iter().map(|a| a / n).collect::<Vec<f64>>()
+        };
+        let protos: Vec<f64> = host[4].chunks(4).flat_map(|r| unit(r.to_vec())).collect();
+        let want: Vec<f64> = xs
+            .chunks(6)
+            .flat_map(|row| {
+                let h: Vec<f64> = lin(row, &host[0], Some(&host[1]), 10).into_iter().map(gelu).collect();
+                let z = unit(lin(&h, &host[2], Some(&host[3]), 4));
+                lin(&z, &protos, None, 9)
+            })
+            .collect();
+        let got = m.try_forward_mut(x.clone().leaky_trace()).unwrap().as_vec();
+        for (g, w) in got.iter().zip(&want) {
+            assert!((*g as f64 - w).abs() < 1e-5 && w.abs() <= 1.0 + 1e-9, "{g} vs {w}");
+        }
+        let d = tempfile::tempdir().unwrap();
+        m.save(&d.path().join("h.safetensors")).unwrap();
+        let mut n = Mlp::dino_head(&Cpu::seed_from_u64(4), 6, 10, 4, 9, 2).unwrap();
+        n.load(&d.path().join("h.safetensors")).unwrap();
+        assert_eq!(n.try_forward(x.clone()).unwrap().as_vec(), m.try_forward(x).unwrap().as_vec());
+    }
+
+    /// erf by its Taylor series, exact to f64 rounding for |x| <= 3 in 60 terms (the inputs
+    /// here stay below 3).
+    fn erf_series(x: f64) -> f64 {
+        assert!(x.abs() <= 3.0, "{x}");
+        let mut sum = x;
+        let mut term = x;
+        for n in 1..60 {
+            term *= -x * x / n as f64;
+            sum += term / (2 * n + 1) as f64;
+        }
+        2.0 / std::f64::consts::PI.sqrt() * sum
     }
 
     /// A head of unusual widths with BatchNorm on its hidden layer: central differences in f32

@@ -87,6 +87,10 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions, monitor: &MonitorFac
     let view_plan: Vec<&Pipeline> = pipelines.iter().collect();
     let shape = pipelines[0].output_shape();
     check_input(&recipe.model, shape)?;
+    // Views of another size (DINO's local crops): a model that cannot take them is refused.
+    for other in pipelines.iter().map(|p| p.output_shape()).filter(|s| *s != shape) {
+        check_input(&recipe.model, other).map_err(|e| Error::invalid("method", format!("{}'s views of {other}: {e}", method.name())))?;
+    }
     if recipe.batch_size > split.len() {
         return Err(Error::invalid(
             "batch_size",

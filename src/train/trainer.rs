@@ -171,7 +171,7 @@ pub fn train(plan: &Plan, task: &mut dyn Task, start: Start, log: &mut MetricsLo
             let indices = ep.indices(step);
             let rows = indices.len() * nviews;
             let lr = plan.schedule.lr(global as usize);
-            let r = task.step(views, indices, StepAt { lr, step: global, total_steps })?;
+            let r = task.step(views, indices, StepAt { lr, step: global, total_steps, steps_per_epoch: steps as u64 })?;
             if !r.loss.is_finite() {
                 let last = checkpoint::latest(plan.run)?.map_or("none".to_string(), |(d, _)| d.display().to_string());
                 return Err(Error::invalid(
