@@ -89,10 +89,12 @@ fn byol_resumes_exactly_and_does_not_depend_on_threads() {
     ssl_ok(&["pretrain", s(&r), "--set", "name=simclr"]);
     ssl_ok(&["report", s(&a), "--compare", s(&runs.join("simclr"))]);
     let md = std::fs::read_to_string(a.join("report/report.md")).unwrap();
-    for needle in ["BYOL report", "target decay 0.996", "Methods compared", "`full`", "`simclr`", "SimCLR (temperature 0.5"] {
+    for needle in ["BYOL report", "target decay 0.996", "Methods compared", "BYOL (`full`)", "SimCLR (`simclr`)", "SimCLR (temperature 0.5", "Online probe top-1 (%)", "Effective rank", "Budget (min)"] {
         assert!(md.contains(needle), "report lacks {needle}:\n{md}");
     }
-    assert!(image::open(a.join("report/knn_compare.png")).is_ok());
+    for png in ["knn_compare.png", "online_probe_compare.png", "rank_compare.png"] {
+        assert!(image::open(a.join("report").join(png)).is_ok(), "{png}");
+    }
     // A fine-tuning run from the SimCLR run, in the BYOL run's report: labelled SimCLR, not as
     // this run's backbone.
     let simclr = runs.join("simclr");
@@ -102,6 +104,12 @@ fn byol_resumes_exactly_and_does_not_depend_on_threads() {
     let md = std::fs::read_to_string(a.join("report/report.md")).unwrap();
     assert!(md.contains(&format!("| SimCLR (`{}`) | fine-tuned", simclr.display())), "{md}");
     assert!(!md.contains("| BYOL (this run) | fine-tuned"), "{md}");
+    // Compared with it, the SimCLR run's row carries that fine-tuning's top-1, BYOL's none.
+    ssl_ok(&["report", s(&a), "--compare", s(&simclr), "--finetune", s(&runs.join("ft_simclr"))]);
+    let md = std::fs::read_to_string(a.join("report/report.md")).unwrap();
+    let row = |name: &str| md.lines().find(|l| l.starts_with(&format!("| {name}"))).unwrap_or_else(|| panic!("no row {name}:\n{md}")).to_string();
+    assert!(!row("SimCLR (`simclr`)").trim_end().ends_with("| – |"), "{md}");
+    assert!(row("BYOL (`full`)").trim_end().ends_with("| – |"), "{md}");
     ssl_fails(&["report", s(&a), "--compare", s(&d.path().join("nope"))], &["--compare", "nope"]);
 }
 
@@ -171,6 +179,25 @@ fn multi_crop_is_refused_by_a_model_of_one_input_size() {
     let args = ["pretrain", s(&r), "--set", "data.split=unlabeled", "--set", "model=vit_tiny_cifar", "--set", "method=Dino", "--set", "method.multi_crop.local_size=16", "--set", "knn.every_epochs=0", "--set", "batch_size=2"];
     ssl_fails(&args, &["DINO's views of 16x16x3", "vit_tiny_cifar"]);
     assert!(!d.path().join("runs/t").exists());
+}
+
+/// VICReg's invariance term alone has a trivial minimum: every image one embedding. The
+/// collapse monitor says so in one line after the epoch and in the report.
+#[test]
+fn a_collapsing_run_says_so_in_its_progress_and_its_report() {
+    let d = tempfile::tempdir().unwrap();
+    let data = labeled_store(d.path(), 64, 30);
+    let r = recipe(d.path(), &data, "");
+    let run = ssl_ok(&[
+        "pretrain", s(&r), "--set", "name=collapse", "--set", "method=VicReg", "--set", "method.variance=0", "--set", "method.covariance=0",
+        "--set", "method.projector.hidden=64", "--set", "method.projector.out=32", "--set", "epochs=2", "--set", "optimizer.kind=AdamW", "--set", "lr.base=1.0",
+    ]);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(all.contains("warning: the embeddings have collapsed: effective rank"), "{all}");
+    let a = d.path().join("runs/collapse");
+    ssl_ok(&["report", s(&a)]);
+    let md = std::fs::read_to_string(a.join("report/report.md")).unwrap();
+    assert!(md.contains("Warning: the embeddings have collapsed (effective rank"), "{md}");
 }
 
 #[test]

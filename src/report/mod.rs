@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Context, Error, Result};
 use crate::eval::feature_cache;
+use crate::eval::collapse::collapsed;
+use crate::eval::monitor::{KNN_KEY, ONLINE_PROBE_KEY, RANK_KEY, STD_KEY};
 use crate::eval::on_run::{read, KnnEntry, ProbeEntry};
 use crate::recipe::FinetuneRecipe;
 use crate::train::finetune::FinetuneResult;
@@ -102,8 +104,11 @@ fn finetune_row(name: String, f: &Finetune) -> Vec<String> {
 
 /// Another pretraining run shown beside this one (`ssl report RUN --compare OTHER`).
 struct Compared {
+    dir: PathBuf,
     name: String,
+    /// The method's name and its settings in one line.
     method: String,
+    settings: String,
     epochs: Vec<EpochRecord>,
     planned_epochs: usize,
     probe: Option<ProbeEntry>,
@@ -115,44 +120,78 @@ fn load_compared(run: &Path) -> Result<Compared> {
     let (_, epochs) = records::read_steps_and_epochs(&run.join("metrics.jsonl"))?;
     let probe = read::<ProbeEntry>(run, "probe")?.remove("ssl");
     let knn = read::<KnnEntry>(run, "knn")?.remove("ssl");
-    Ok(Compared { name: recipe.name.clone(), method: recipe.method()?.summary(), epochs, planned_epochs: recipe.epochs, probe, knn })
+    let method = recipe.method()?;
+    Ok(Compared { dir: run.to_path_buf(), name: recipe.name.clone(), method: method.name().into(), settings: method.summary(), epochs, planned_epochs: recipe.epochs, probe, knn })
 }
 
-/// The "Methods compared" section: one row per run, and the kNN monitor over training time.
-fn compare_section(runs: &[Compared], probes_here: &BTreeMap<String, ProbeEntry>, knns_here: &BTreeMap<String, KnnEntry>, out: &Path, blocks: &mut Vec<Block>) -> Result<()> {
+/// The last value of `key` in `epochs`.
+fn last_value(epochs: &[EpochRecord], key: &str) -> Option<f64> {
+    epochs.iter().rev().find_map(|e| e.get(key))
+}
+
+/// Whether the last collapse measures of `epochs` say the embeddings collapsed, in words.
+fn collapse_note(epochs: &[EpochRecord]) -> Option<String> {
+    let (rank, std) = (last_value(epochs, RANK_KEY)?, last_value(epochs, STD_KEY)?);
+    collapsed(rank, std).then(|| format!("collapsed (effective rank {rank:.2}, feature std {std:.3})"))
+}
+
+/// Over training time (minutes) for each run: the values of `key` (times `scale`).
+fn time_series(runs: &[Compared], key: &str, scale: f64) -> Vec<Series> {
+    runs.iter()
+        .map(|r| Series { name: format!("{} ({})", r.method, r.name), points: r.epochs.iter().filter_map(|e| Some((e.elapsed_s / 60.0, scale * e.get(key)?))).collect() })
+        .filter(|s| !s.points.is_empty())
+        .collect()
+}
+
+/// The "Methods compared" section: one row per run (its budget, steps, frozen evaluations,
+/// the online probe and collapse measures of its last epoch, the best fine-tuning run from its
+/// backbone among `fts`), the baselines, each run's settings, and the monitor's curves over
+/// training time overlaid.
+fn compare_section(runs: &[Compared], fts: &[Finetune], probes_here: &BTreeMap<String, ProbeEntry>, knns_here: &BTreeMap<String, KnnEntry>, out: &Path, blocks: &mut Vec<Block>) -> Result<()> {
     blocks.push(Block::Heading(2, "Methods compared".into()));
     let mut rows: Vec<Vec<String>> = runs
         .iter()
         .map(|r| {
             let minutes = r.epochs.last().map_or(0.0, |e| e.elapsed_s / 60.0);
-            let monitor = r.epochs.iter().rev().find_map(|e| e.get("knn_top1"));
+            let steps = r.epochs.last().map_or(0, |e| e.step);
+            let fine = fts.iter().filter(|f| loaded_from(f, &r.dir) && !f.recipe.backbone.freeze).map(|f| f.result.test.top1).fold(None, |b: Option<f64>, v| Some(b.map_or(v, |b| b.max(v))));
+            let rank = last_value(&r.epochs, RANK_KEY).map_or("–".into(), |v| format!("{v:.1}"));
             vec![
-                format!("`{}`", r.name),
-                r.method.clone(),
-                format!("{} of {}", r.epochs.len(), r.planned_epochs),
+                format!("{} (`{}`)", r.method, r.name),
                 format!("{minutes:.1}"),
-                pct(monitor),
-                pct(r.knn.as_ref().map(|k| k.test.top1)),
+                format!("{steps} ({} of {} epochs)", r.epochs.len(), r.planned_epochs),
                 pct(r.probe.as_ref().map(|p| p.test.top1)),
+                pct(r.knn.as_ref().map(|k| k.test.top1)),
+                pct(last_value(&r.epochs, ONLINE_PROBE_KEY)),
+                rank + &collapse_note(&r.epochs).map_or(String::new(), |n| format!(" — {n}")),
+                pct(fine),
             ]
         })
         .collect();
     for key in ["random", "pixels"] {
         let (probe, knn) = (probes_here.get(key).map(|p| p.test.top1), knns_here.get(key).map(|k| k.test.top1));
         if probe.is_some() || knn.is_some() {
-            rows.push(vec![source_name(key, ""), "baseline".into(), "–".into(), "–".into(), "–".into(), pct(knn), pct(probe)]);
+            rows.push(vec![format!("{} (baseline)", source_name(key, "")), "–".into(), "–".into(), pct(probe), pct(knn), "–".into(), "–".into(), "–".into()]);
         }
     }
-    let head = ["Run", "Method", "Epochs", "Pretraining (min)", "Last kNN monitor (%)", "kNN test top-1 (%)", "Linear probe test top-1 (%)"];
+    let head = ["Run", "Budget (min)", "Steps", "Linear probe top-1 (%)", "kNN top-1 (%)", "Online probe top-1 (%)", "Effective rank", "Fine-tuned top-1 (%)"];
     blocks.push(Block::Table(head.iter().map(|h| h.to_string()).collect(), rows));
-    let series: Vec<Series> = runs
-        .iter()
-        .map(|r| Series { name: r.name.clone(), points: r.epochs.iter().filter_map(|e| Some((e.elapsed_s / 60.0, 100.0 * e.get("knn_top1")?))).collect() })
-        .filter(|s| !s.points.is_empty())
-        .collect();
-    if !series.is_empty() {
-        plots::lines(&out.join("knn_compare.png"), "Online kNN monitor over training time", "minutes", "kNN top-1 (%)", &series)?;
-        blocks.push(Block::Image("kNN monitor of each run over its training time".into(), "knn_compare.png".into()));
+    blocks.push(Block::Paragraph(
+        "Linear probe and kNN: `ssl probe` and `ssl knn` on the test split; online probe and effective rank (RankMe): the last epoch's, on the monitor's evaluated images; fine-tuned: the best `--finetune` run from that backbone.".into(),
+    ));
+    let settings = runs.iter().map(|r| vec![format!("`{}`", r.name), r.settings.clone()]).collect();
+    blocks.push(Block::Table(vec!["Run".into(), "Settings".into()], settings));
+    let curves = [
+        ("knn_compare.png", KNN_KEY, 100.0, "kNN monitor", "kNN top-1 (%)"),
+        ("online_probe_compare.png", ONLINE_PROBE_KEY, 100.0, "Online linear probe", "online probe top-1 (%)"),
+        ("rank_compare.png", RANK_KEY, 1.0, "Effective rank of the features (RankMe)", "effective rank"),
+    ];
+    for (file, key, scale, title, axis) in curves {
+        let series = time_series(runs, key, scale);
+        if !series.is_empty() {
+            plots::lines(&out.join(file), &format!("{title} over training time"), "minutes", axis, &series)?;
+            blocks.push(Block::Image(format!("{title} of each run over its training time"), file.into()));
+        }
     }
     Ok(())
 }
@@ -176,10 +215,13 @@ pub fn write(run: &Path, finetunes: &[PathBuf], compare: &[PathBuf], out: &Path)
     let wall = epochs.last().map_or(0.0, |e| e.elapsed_s);
     blocks.push(Block::Paragraph(format!(
         "Model `{}` pretrained with {} on `{}` split `{}` for {} of {} epochs \
-         ({} steps of {} images, two views each) in {:.1} min; optimiser {:?}, peak learning rate {:.3}.",
+         ({} steps of {} images, {} views each) in {:.1} min; optimiser {:?}, peak learning rate {:.3}.",
         recipe.model, method.summary(), recipe.data.file.display(), recipe.data.split,
-        epochs.len(), recipe.epochs, steps.len(), recipe.batch_size, wall / 60.0, recipe.optimizer.kind, recipe.peak_lr()
+        epochs.len(), recipe.epochs, steps.len(), recipe.batch_size, method.views(&recipe.augment).len(), wall / 60.0, recipe.optimizer.kind, recipe.peak_lr()
     )));
+    if let Some(note) = collapse_note(&epochs) {
+        blocks.push(Block::Paragraph(format!("**Warning: the embeddings have {note} at the last epoch; see the collapse measures below.**")));
+    }
 
     // The comparison table.
     blocks.push(Block::Heading(2, "What pretraining bought".into()));
@@ -221,15 +263,17 @@ pub fn write(run: &Path, finetunes: &[PathBuf], compare: &[PathBuf], out: &Path)
 
     if !compared.is_empty() {
         let here = Compared {
+            dir: run.to_path_buf(),
             name: recipe.name.clone(),
-            method: method.summary(),
+            method: method.name().into(),
+            settings: method.summary(),
             epochs: epochs.clone(),
             planned_epochs: recipe.epochs,
             probe: probes.get("ssl").cloned(),
             knn: knns.get("ssl").cloned(),
         };
         let all: Vec<Compared> = std::iter::once(here).chain(compared).collect();
-        compare_section(&all, &probes, &knns, out, &mut blocks)?;
+        compare_section(&all, &fts, &probes, &knns, out, &mut blocks)?;
     }
 
     // Pretraining curves.
@@ -244,16 +288,22 @@ pub fn write(run: &Path, finetunes: &[PathBuf], compare: &[PathBuf], out: &Path)
     blocks.push(Block::Image("Pretraining loss".into(), "pretrain_loss.png".into()));
     plots::lines(&out.join("pretrain_lr.png"), "Learning rate", "step", "learning rate", &[Series { name: String::new(), points: steps.iter().map(|s| (s.step as f64, s.lr)).collect() }])?;
     blocks.push(Block::Image("Learning-rate schedule".into(), "pretrain_lr.png".into()));
-    let knn_curve = epoch_points(&epochs, "knn_top1").into_iter().map(|(x, y)| (x, 100.0 * y)).collect::<Vec<_>>();
+    let knn_curve = epoch_points(&epochs, KNN_KEY).into_iter().map(|(x, y)| (x, 100.0 * y)).collect::<Vec<_>>();
     if !knn_curve.is_empty() {
         plots::lines(&out.join("knn.png"), "Online kNN monitor", "epoch", "kNN top-1 (%)", &[Series { name: String::new(), points: knn_curve }])?;
         blocks.push(Block::Image("kNN accuracy during pretraining".into(), "knn.png".into()));
     }
+    let fixed = |key: &str, e: &EpochRecord| e.get(key).map_or("–".into(), |v| format!("{v:.3}"));
     let rows: Vec<Vec<String>> = epochs.iter().map(|e| vec![
-        e.epoch.to_string(), format!("{:.4}", e.loss), pct(e.get("knn_top1")),
+        e.epoch.to_string(), format!("{:.4}", e.loss), pct(e.get(KNN_KEY)), pct(e.get(ONLINE_PROBE_KEY)), fixed(RANK_KEY, e), fixed(STD_KEY, e),
         format!("{:.0}", e.views_per_s.unwrap_or(0.0)), format!("{:.0}", e.elapsed_s),
     ]).collect();
-    blocks.push(Block::Table(vec!["Epoch".into(), "Loss".into(), "kNN top-1 (%)".into(), "Views/s".into(), "Elapsed (s)".into()], rows));
+    let head = ["Epoch", "Loss", "kNN top-1 (%)", "Online probe top-1 (%)", "Effective rank", "Feature std", "Views/s", "Elapsed (s)"];
+    blocks.push(Block::Table(head.map(String::from).to_vec(), rows));
+    blocks.push(Block::Paragraph(format!(
+        "Online probe: a linear classifier trained beside pretraining on detached features, evaluated on the monitor's images. Effective rank (RankMe) of the monitor's test features, at most {}, and the per-dimension std of the L2-normalised features times sqrt(width): about 1 when spread, 0 when collapsed.",
+        crate::models::registry::find(&recipe.model).map_or(0, |m| m.features)
+    )));
 
     // Frozen-feature evaluations.
     if !probes.is_empty() {
@@ -289,7 +339,7 @@ pub fn write(run: &Path, finetunes: &[PathBuf], compare: &[PathBuf], out: &Path)
     // Per class and confusion: the best fine-tuned model, else the SimCLR probe.
     let best = fts.iter().max_by(|a, b| a.result.test.top1.total_cmp(&b.result.test.top1));
     let detail = best.map(|f| (format!("fine-tuned `{}`", f.recipe.name), f.result.test.clone(), f.result.classes.clone()))
-        .or_else(|| probes.get("ssl").map(|p| ("the SimCLR linear probe".to_string(), p.test.clone(), p.classes.clone())));
+        .or_else(|| probes.get("ssl").map(|p| (format!("the {} linear probe", method.name()), p.test.clone(), p.classes.clone())));
     if let Some((who, eval, names)) = detail {
         blocks.push(Block::Heading(2, "Per class".into()));
         blocks.push(Block::Paragraph(format!("Test accuracy per class and confusion matrix of {who}.")));
@@ -307,7 +357,7 @@ pub fn write(run: &Path, finetunes: &[PathBuf], compare: &[PathBuf], out: &Path)
         }
         let mut header = vec!["Class".to_string(), format!("{who} (%)")];
         if beside.is_some() {
-            header.push("SimCLR probe (%)".into());
+            header.push(format!("{} probe (%)", method.name()));
         }
         blocks.push(Block::Table(header, rows));
         plots::bars(&out.join("per_class.png"), "Test accuracy per class", "accuracy (%)", &names, &eval.per_class)?;
@@ -326,9 +376,9 @@ pub fn write(run: &Path, finetunes: &[PathBuf], compare: &[PathBuf], out: &Path)
             let ys: Vec<u32> = pick.iter().map(|&i| test.y[i]).collect();
             let map = embedding::tsne(&xs, dim, 0);
             let names = probes.get("ssl").map(|p| p.classes.clone()).unwrap_or_else(|| (0..=ys.iter().copied().max().unwrap_or(0)).map(|c| c.to_string()).collect());
-            plots::scatter(&out.join("embedding.png"), "t-SNE of SimCLR test features", &map, &ys, &names)?;
+            plots::scatter(&out.join("embedding.png"), &format!("t-SNE of {} test features", method.name()), &map, &ys, &names)?;
             blocks.push(Block::Heading(2, "Embedding map".into()));
-            blocks.push(Block::Paragraph(format!("t-SNE (Barnes-Hut, perplexity 30) of {} test images' frozen SimCLR features, coloured by class.", pick.len())));
+            blocks.push(Block::Paragraph(format!("t-SNE (Barnes-Hut, perplexity 30) of {} test images' frozen {} features, coloured by class.", pick.len(), method.name())));
             blocks.push(Block::Image("t-SNE of the test embeddings".into(), "embedding.png".into()));
         }
     }

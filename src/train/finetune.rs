@@ -265,7 +265,7 @@ impl Task for FineTuning<'_> {
             return Ok(EpochReport::default());
         }
         let val = evaluate(&scores(self.net.as_ref(), self.eval_pipeline, self.split, self.val_idx, "validation")?, self.val_labels, self.classes).top1;
-        Ok(EpochReport { values: vec![("val_top1", val)], text: format!(", validation top-1 {:.2}%", 100.0 * val), validation: Some(val) })
+        Ok(EpochReport { values: vec![("val_top1", val)], text: format!(", validation top-1 {:.2}%", 100.0 * val), validation: Some(val), warnings: Vec::new() })
     }
 
     fn predicts_labels(&self) -> bool {

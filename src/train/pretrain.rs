@@ -199,12 +199,10 @@ impl Task for Pretraining<'_> {
         let measures = m.measure(&*self.net, self.probe.as_ref().map(|p| p as &dyn FeatureClassifier))?;
         let mut text: String = measures.iter().map(|m| format!(", {}", m.text())).collect();
         text += &format!(" ({:.0} s)", t.elapsed().as_secs_f64());
-        for w in measures.iter().filter_map(|m| m.warning.as_ref()) {
-            text += &format!("\nwarning: {w}");
-        }
         let values = measures.iter().map(|m| (m.key, m.value)).collect();
+        let warnings = measures.iter().filter_map(|m| m.warning.clone()).collect();
         self.last = measures;
-        Ok(EpochReport { values, text, validation: None })
+        Ok(EpochReport { values, text, validation: None, warnings })
     }
 
     fn predicts_labels(&self) -> bool {

@@ -44,6 +44,8 @@ pub struct EpochReport {
     pub text: String,
     /// The measure early stopping watches (higher is better), when there is one.
     pub validation: Option<f64>,
+    /// Problems the measures show (collapsed embeddings), one line each after the epoch's.
+    pub warnings: Vec<String>,
 }
 
 /// The part of a training run the loop does not know.
@@ -259,6 +261,9 @@ pub fn train(plan: &Plan, task: &mut dyn Task, start: Start, log: &mut MetricsLo
             values: report.values.iter().map(|&(k, v)| (k.to_string(), v)).collect::<BTreeMap<_, _>>(),
         }))?;
         crate::progress::message(&format!("{line}, {:.0} s elapsed", elapsed()));
+        for w in &report.warnings {
+            crate::progress::message(&format!("warning: {w}"));
+        }
         last_values = report.values;
         epoch += 1;
         first_step = 0;
