@@ -115,7 +115,7 @@ fn simclr_steps_agree() {
         let n = 16;
         let views: Vec<f32> = (0..2 * n * c * hw * hw).map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5).collect();
         for step in 0..3 {
-            let at = StepAt { lr: 1e-3, step: step as u64, total_steps: 3 };
+            let at = StepAt { lr: 1e-3, step: step as u64, total_steps: 3, steps_per_epoch: 3 };
             let la = a.step(views.clone(), (c, hw, hw), at).unwrap().loss;
             let lb = b.step(views.clone(), (c, hw, hw), at).unwrap().loss;
             close(&format!("{model} step {step} loss"), &[la], &[lb], 1e-3);
