@@ -153,9 +153,11 @@ fn dino_with_multi_crop_resumes_exactly_and_does_not_depend_on_threads() {
     let runs = d.path().join("runs");
     let method = [
         "--set", "method=Dino", "--set", "method.head.hidden=32", "--set", "method.head.bottleneck=8", "--set", "method.head.prototypes=16",
-        "--set", "method.multi_crop.local_crops=2", "--set", "method.multi_crop.local_size=12", "--set", "method.teacher_warmup_epochs=1",
+        "--set", "method.multi_crop.local_crops=2", "--set", "method.multi_crop.local_size=6", "--set", "method.teacher_warmup_epochs=1",
     ];
     let files = ["head.safetensors", "target_backbone.safetensors", "target_projector.safetensors", "center.safetensors"];
+    // The paper's 96 px local crops on 12 px images: refused, naming the field and a size.
+    ssl_fails(&["pretrain", s(&r), "--set", "method=Dino"], &["method.multi_crop.local_size", "96 px", "12x12", "about 6"]);
     let a = resumes_exactly_and_does_not_depend_on_threads(&r, &runs, "dino", &method, &files);
     // The teacher's temperature warms up over the first epoch (4 steps), then holds.
     let t: Vec<f64> = records(&a, "step").iter().map(|v| v["teacher_temperature"].as_f64().unwrap()).collect();

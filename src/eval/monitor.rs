@@ -104,9 +104,11 @@ impl Monitor for KnnMonitor {
             out.push(Measure { key: ONLINE_PROBE_KEY, label: "online probe top-1", value, percent: true, warning: None });
         }
         let (rank, std) = (effective_rank(&test, width), normalised_std(&test, width));
-        let warning = collapsed(rank, std).then(|| {
-            format!("the embeddings have collapsed: effective rank {rank:.2} of {width} dimensions, normalised feature std {std:.3} (about 1 when spread, 0 when collapsed)")
-        });
+        let warning = if !(rank.is_finite() && std.is_finite()) {
+            Some("the features are not finite (NaN or infinite) on the monitor's images".to_string())
+        } else {
+            collapsed(rank, std).then(|| format!("the embeddings have collapsed: effective rank {rank:.2} of {width} dimensions, normalised feature std {std:.3} (0 when collapsed)"))
+        };
         out.push(Measure { key: RANK_KEY, label: "effective rank", value: rank, percent: false, warning });
         out.push(Measure { key: STD_KEY, label: "feature std", value: std, percent: false, warning: None });
         Ok(out)

@@ -2,6 +2,11 @@
 //! Reduction"): a backbone and a wide projector; the cross-correlation of the two views'
 //! batch-normalised embeddings is pulled towards the identity. No negatives, no target
 //! network, no predictor.
+//!
+//! Where this differs from the authors' code: both views go through the backbone and the
+//! projector in one batch of 2N, so every BatchNorm layer normalises over both views (theirs:
+//! one pass per view, each view's own statistics); the loss's normalisation of each view's
+//! embeddings is theirs.
 
 use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};

@@ -17,6 +17,7 @@ use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::augment::AugmentConfig;
+use crate::data::ImageShape;
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::loss::{dino_loss, teacher_targets, updated_center};
@@ -87,7 +88,8 @@ pub struct DinoConfig {
     pub multi_crop: MultiCropConfig,
     /// Student temperature (paper: 0.1).
     pub student_temperature: f64,
-    /// Teacher temperature after warm-up (paper: 0.04 to 0.07; the reference 0.07).
+    /// Teacher temperature after warm-up (paper: 0.04 to 0.07; the authors' code's default
+    /// 0.04, 0.07 for longer runs).
     pub teacher_temperature: f64,
     /// Teacher temperature at the first step (paper: 0.04).
     pub teacher_temperature_warmup: f64,
@@ -163,7 +165,8 @@ impl MethodSettings for DinoConfig {
         )
     }
 
-    /// The two global crops (BYOL's blur and solarisation pair), then the local crops.
+    /// The two global crops (BYOL's blur and solarisation pair), then the local crops. Their
+    /// crop scales are `multi_crop`'s: the recipe's `augment.crop_scale` is not used.
     fn views(&self, base: &AugmentConfig) -> Vec<AugmentConfig> {
         let m = &self.multi_crop;
         let global = AugmentConfig { crop_scale: m.global_scale, ..base.clone() };
@@ -176,6 +179,20 @@ impl MethodSettings for DinoConfig {
     /// BatchNorm in the backbone needs two images in each forward pass.
     fn min_batch(&self) -> usize {
         2
+    }
+
+    /// Local crops must be smaller than the global ones (multi-crop's point: the default 96 px
+    /// is for 224 px images; 28 px ones take 12).
+    fn check_views(&self, shapes: &[ImageShape]) -> Result<()> {
+        let (Some(global), Some(local)) = (shapes.first(), shapes.get(2)) else { return Ok(()) };
+        if local.height >= global.height || local.width >= global.width {
+            let side = (global.height.min(global.width) * 96).div_ceil(224);
+            return Err(Error::invalid(
+                "method.multi_crop.local_size",
+                format!("{} px local crops are not smaller than the {}x{} global ones (the paper's 96 px are for 224 px images; about {side} here)", self.multi_crop.local_size, global.height, global.width),
+            ));
+        }
+        Ok(())
     }
 
     fn build(&self, model: &str, opt: OptimConfig, seed: u64, device: DeviceSpec) -> Result<Box<dyn Method>> {

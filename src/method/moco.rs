@@ -48,6 +48,9 @@ pub const QUEUE_FILE: &str = "queue.safetensors";
 /// The largest queue: its write position is stored as an f32, exact up to 2^24.
 const MAX_QUEUE: usize = 1 << 24;
 
+/// The most shuffled groups (each needs two images of the batch).
+const MAX_GROUPS: usize = 1 << 16;
+
 /// `method: MocoV2(...)` in a pretraining recipe. The paper trains with SGD (momentum 0.9),
 /// lr 0.03 x batch / 256, weight decay 1e-4, cosine decay, 200-800 epochs at batch 256: the
 /// recipe's `optimizer` and `lr` sections.
@@ -113,7 +116,7 @@ impl MethodSettings for MocoConfig {
 
     /// Every shuffled group of keys needs two images for its BatchNorm statistics.
     fn min_batch(&self) -> usize {
-        2 * self.shuffle_bn_groups
+        self.shuffle_bn_groups.saturating_mul(2)
     }
 
     fn build(&self, model: &str, opt: OptimConfig, seed: u64, device: DeviceSpec) -> Result<Box<dyn Method>> {
@@ -133,8 +136,8 @@ impl MethodSettings for MocoConfig {
         if !(self.momentum..=1.0).contains(&self.momentum_final) {
             return Err(Error::invalid("method.momentum_final", format!("{} must lie in [momentum, 1] = [{}, 1]", self.momentum_final, self.momentum)));
         }
-        if self.shuffle_bn_groups == 0 {
-            return Err(Error::invalid("method.shuffle_bn_groups", "must be at least 1"));
+        if !(1..=MAX_GROUPS).contains(&self.shuffle_bn_groups) {
+            return Err(Error::invalid("method.shuffle_bn_groups", format!("{} must lie in [1, {MAX_GROUPS}]", self.shuffle_bn_groups)));
         }
         if !(2..=3).contains(&self.projector.layers) {
             return Err(Error::invalid("method.projector.layers", format!("{} must be 2 or 3", self.projector.layers)));
@@ -393,6 +396,7 @@ mod tests {
         bad(MocoConfig { momentum: 1.5, ..Default::default() }, "method.momentum");
         bad(MocoConfig { momentum_final: 0.5, ..Default::default() }, "method.momentum_final");
         bad(MocoConfig { shuffle_bn_groups: 0, ..Default::default() }, "method.shuffle_bn_groups");
+        bad(MocoConfig { shuffle_bn_groups: usize::MAX, ..Default::default() }, "method.shuffle_bn_groups");
         bad(MocoConfig { projector: ProjectorConfig { out: 0, ..Default::default() }, ..Default::default() }, "method.projector.out");
         MocoConfig::default().validate().unwrap();
         assert_eq!(MocoConfig::default().min_batch(), 16);

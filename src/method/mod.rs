@@ -25,6 +25,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::augment::AugmentConfig;
+use crate::data::ImageShape;
 use crate::device::DeviceSpec;
 use crate::error::Result;
 use crate::models::backbone::Backbone;
@@ -70,11 +71,13 @@ pub struct StepOut {
 }
 
 /// What the pretraining loop needs of a method. Images and views are host buffers
-/// [rows, C, H, W]; `shape` is (C, H, W). As an [`Encoder`] a method is its online backbone
+/// [rows, C, H, W]; `shape` is (C, H, W), of view 0 (and of every view but DINO's local
+/// crops, which follow the global ones as blocks of their own size). As an [`Encoder`] a method is its online backbone
 /// (what monitors see and `save_backbone` writes; `&dyn Method` coerces to `&dyn Encoder`).
 pub trait Method: Encoder {
     /// One optimisation step on V views of N images laid out [V N, C, H, W] (view v of image k
-    /// at row v N + k). A non-finite loss leaves every weight as it was and is returned as is.
+    /// at row v N + k; views of another size, DINO's local crops, as blocks [N, C, h, w] after
+    /// the others). A non-finite loss leaves every weight as it was and is returned as is.
     /// A device failure is an error.
     fn step(&mut self, views: Vec<f32>, shape: (usize, usize, usize), at: StepAt) -> Result<StepOut>;
     /// Writes everything the method owns (networks, heads, optimiser state) into `dir`.
@@ -140,6 +143,12 @@ pub trait MethodSettings {
     fn views(&self, base: &AugmentConfig) -> Vec<AugmentConfig>;
     /// The fewest images a step is defined on.
     fn min_batch(&self) -> usize;
+    /// Checks the shapes the views of [`MethodSettings::views`] come out at on the data
+    /// (DINO: local crops smaller than the global ones), naming the field at fault.
+    fn check_views(&self, shapes: &[ImageShape]) -> Result<()> {
+        let _ = shapes;
+        Ok(())
+    }
     /// Builds the method for model `model` on `device`, its weights drawn from `seed`.
     fn build(&self, model: &str, opt: OptimConfig, seed: u64, device: DeviceSpec) -> Result<Box<dyn Method>>;
 }
@@ -219,6 +228,10 @@ impl MethodConfig {
 
     pub fn min_batch(&self) -> usize {
         self.settings().min_batch()
+    }
+
+    pub fn check_views(&self, shapes: &[ImageShape]) -> Result<()> {
+        self.settings().check_views(shapes)
     }
 
     pub fn build(&self, model: &str, opt: OptimConfig, seed: u64, device: DeviceSpec) -> Result<Box<dyn Method>> {

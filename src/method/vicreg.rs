@@ -3,6 +3,10 @@
 //! pulled together (invariance) while each view's dimensions keep their variance and are
 //! decorrelated. No negatives, no target network, no normalisation across the batch in the
 //! loss's first term.
+//!
+//! Where this differs from the authors' code: both views go through the backbone and the
+//! expander in one batch of 2N, so every BatchNorm layer normalises over both views (theirs:
+//! one pass per view, each view's own statistics).
 
 use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};

@@ -301,7 +301,7 @@ pub fn write(run: &Path, finetunes: &[PathBuf], compare: &[PathBuf], out: &Path)
     let head = ["Epoch", "Loss", "kNN top-1 (%)", "Online probe top-1 (%)", "Effective rank", "Feature std", "Views/s", "Elapsed (s)"];
     blocks.push(Block::Table(head.map(String::from).to_vec(), rows));
     blocks.push(Block::Paragraph(format!(
-        "Online probe: a linear classifier trained beside pretraining on detached features, evaluated on the monitor's images. Effective rank (RankMe) of the monitor's test features, at most {}, and the per-dimension std of the L2-normalised features times sqrt(width): about 1 when spread, 0 when collapsed.",
+        "Online probe: a linear classifier trained beside pretraining on detached features, evaluated on the monitor's images. Effective rank (RankMe) of the monitor's test features, at most {}, and the per-dimension std of the L2-normalised features times sqrt(width): 0 when collapsed, 1 for zero-mean features spread over the sphere (backbone features are non-negative: spread ones score about 0.6).",
         crate::models::registry::find(&recipe.model).map_or(0, |m| m.features)
     )));
 

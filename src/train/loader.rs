@@ -76,7 +76,8 @@ impl Epoch<'_> {
     }
 
     /// Calls `train(step, views)` for each step in `steps`, views laid out [V N, C, H, W] with
-    /// view v of image k at row v N + k; the next batch is augmented meanwhile.
+    /// view v of image k at row v N + k (views of another size as blocks of their own, see
+    /// [`crate::augment::pipeline::views_into`]); the next batch is augmented meanwhile.
     /// Stops early when `train` returns `Ok(false)` or an error.
     pub fn run(&self, steps: Range<usize>, mut train: impl FnMut(usize, Vec<f32>) -> Result<bool>) -> Result<()> {
         std::thread::scope(|s| {

@@ -86,6 +86,7 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions, monitor: &MonitorFac
     let pipelines = method.views(&recipe.augment).into_iter().map(|cfg| Pipeline::for_split(cfg, &split)).collect::<Result<Vec<_>>>()?;
     let view_plan: Vec<&Pipeline> = pipelines.iter().collect();
     let shape = pipelines[0].output_shape();
+    method.check_views(&pipelines.iter().map(|p| p.output_shape()).collect::<Vec<_>>())?;
     check_input(&recipe.model, shape)?;
     // Views of another size (DINO's local crops): a model that cannot take them is refused.
     for other in pipelines.iter().map(|p| p.output_shape()).filter(|s| *s != shape) {
