@@ -274,10 +274,11 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Dino<B, 
         let (global, local) = views.split_at(2 * n * per_global);
         let temperature = self.cfg.teacher_temperature_at(&at);
         // The teacher on the global crops.
-        let teacher = self.target.forward(self.online.images(global.to_vec(), (h, w))?)?.as_vec();
+        let x = self.online.images(global.to_vec(), (h, w))?;
+        let teacher = self.target.forward(x.clone())?.as_vec();
         let targets = teacher_targets(&teacher, &self.center, temperature);
         // The student on every crop: one forward per size, on one tape.
-        let f = self.online.forward_mut(self.online.images(global.to_vec(), (h, w))?)?;
+        let f = self.online.forward_mut(x)?;
         let features = f.as_vec();
         let mut student = self.online.heads[0].mlp.try_forward_mut(f)?;
         if m.local_crops > 0 {

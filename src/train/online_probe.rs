@@ -96,7 +96,7 @@ impl FeatureClassifier for OnlineProbe {
             .and_then(|x| self.linear.try_forward(x))
             .map_err(|e| Error::device("the online probe's forward pass", e))?
             .as_vec();
-        Ok(logits.chunks(self.classes).map(|row| row.iter().enumerate().fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0 as u32).collect())
+        Ok(logits.chunks(self.classes).map(|row| crate::metrics::predicted(row) as u32).collect())
     }
 }
 

@@ -119,10 +119,7 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions, monitor: &MonitorFac
 
     // The online probe, where the split has labels to learn from.
     let mut probe = match (&split.labels, recipe.knn.online_probe) {
-        (Some(labels), true) => {
-            let classes = split.classes.len().max(1 + labels.iter().copied().max().unwrap_or(0) as usize);
-            Some(OnlineProbe::new(net.feature_width(), classes, recipe.seed)?)
-        }
+        (Some(_), true) => Some(OnlineProbe::new(net.feature_width(), split.class_count(), recipe.seed)?),
         _ => None,
     };
     if let Some((dir, _, _)) = &resume_from {
