@@ -3,9 +3,13 @@
 # (small_fmnist_e512) for about 30 minutes each on 2 cores (each recipe's epochs are set for
 # that), evaluated the same way (linear probe on the full train and test splits, kNN with
 # k = 200 over the 60k training images; random-init and raw-pixel baselines once), then one
-# report: runs/compare/simclr_fmnist/report/report.md with every run compared.
+# report over every finished method: benchmarks/compare_fmnist/report/report.md.
 # Resumable: a finished step is skipped, an interrupted pretraining continues from its last
 # checkpoint (the same numbers, and the same elapsed time, as an uninterrupted run).
+# Each finished method is archived without its weights in benchmarks/compare_fmnist/NAME/
+# (recipe, metrics, probe and kNN results, and the machine it ran on), which is committed:
+# the report is made from the archive, so the seven runs may be spread over machines and
+# sessions. An archived method is not run again (delete its folder to rerun it).
 #   bash scripts/compare_methods.sh            # all seven, about 4 hours
 #   METHODS="byol dino" bash scripts/compare_methods.sh
 set -euo pipefail
@@ -14,11 +18,17 @@ cd "$(dirname "$0")/.."
 cargo build --release
 ssl=target/release/ssl
 runs=${RUNS:-runs/compare}
+archive=${ARCHIVE:-benchmarks/compare_fmnist}
 all="simclr byol moco_v2 simsiam barlow_twins vicreg dino"
 methods=${METHODS:-$all}
-mkdir -p "$runs"
+mkdir -p "$runs" "$archive"
 for m in $methods; do
     run=$runs/${m}_fmnist
+    kept=$archive/${m}_fmnist
+    if [ -f "$kept/eval/knn.json" ]; then
+        echo "$m: archived already ($kept)"
+        continue
+    fi
     if [ -f "$run/backbone.safetensors" ]; then
         echo "$m: pretrained already ($run)"
     elif [ -d "$run/checkpoints" ]; then
@@ -30,10 +40,22 @@ for m in $methods; do
     [ "$m" = simclr ] && baselines=(--baselines)
     [ -f "$run/eval/probe.json" ] || $ssl probe "$run" "${baselines[@]}"
     [ -f "$run/eval/knn.json" ] || $ssl knn "$run" --k 200 "${baselines[@]}"
+    rm -rf "$kept.tmp" && mkdir -p "$kept.tmp/eval"
+    cp "$run/recipe.ron" "$run/metrics.jsonl" "$kept.tmp/"
+    cp "$run/eval/probe.json" "$run/eval/knn.json" "$kept.tmp/eval/"
+    {
+        lscpu | sed -n 's/^Model name: *//p'
+        echo "avx512f: $(grep -qw avx512f /proc/cpuinfo && echo yes || echo no), amx: $(grep -qw amx_tile /proc/cpuinfo && echo yes || echo no), cpus: $(nproc)"
+        echo "ssl $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' (modified)'), $(date -u +%F)"
+    } > "$kept.tmp/machine.txt"
+    mv "$kept.tmp" "$kept"
 done
+first=
 compare=()
 for m in $all; do
-    [ "$m" != simclr ] && [ -f "$runs/${m}_fmnist/eval/knn.json" ] && compare+=(--compare "$runs/${m}_fmnist")
+    [ -f "$archive/${m}_fmnist/eval/knn.json" ] || continue
+    if [ -z "$first" ]; then first=$archive/${m}_fmnist; else compare+=(--compare "$archive/${m}_fmnist"); fi
 done
-$ssl report "$runs/simclr_fmnist" "${compare[@]}"
-echo "report: $runs/simclr_fmnist/report/report.md"
+[ -n "$first" ] || exit 0
+$ssl report "$first" "${compare[@]}" --out "$archive/report"
+echo "report: $archive/report/report.md"

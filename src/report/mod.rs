@@ -227,9 +227,10 @@ pub fn write(run: &Path, finetunes: &[PathBuf], compare: &[PathBuf], out: &Path)
     blocks.push(Block::Heading(2, "What pretraining bought".into()));
     let mut rows = Vec::new();
     // A result measured on an earlier backbone (e.g. before `ssl pretrain --resume --extend`)
-    // says so rather than passing for this run's.
+    // says so rather than passing for this run's. A run folder kept without its weights (an
+    // archived result: recipe, metrics and evaluations) has nothing to compare against.
     let now = crate::eval::frozen::file_digest(&run.join(crate::weights::BACKBONE_FILE));
-    let stale = |digest: &str| if !digest.is_empty() && digest != now { " — on an earlier backbone: run it again" } else { "" };
+    let stale = |digest: &str| if !digest.is_empty() && !now.is_empty() && digest != now { " — on an earlier backbone: run it again" } else { "" };
     for key in ["ssl", "random", "pixels"] {
         let name = source_name(key, method.name());
         let p = probes.get(key);
