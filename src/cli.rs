@@ -64,6 +64,41 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Write a pretraining run's backbone for PyTorch: torchvision's tensor names and
+    /// layouts (load it into scripts/torch_models.py's module with load_state_dict).
+    Export {
+        /// The pretraining run folder.
+        run: PathBuf,
+        #[arg(long, value_enum, default_value = "torch")]
+        format: ExportFormatArg,
+        /// Output file (default: RUN/backbone_torch.safetensors).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write a pretraining run's frozen features of one split (HDF5, .npy or CSV) for your
+    /// own analysis.
+    Embed {
+        /// The pretraining run folder.
+        run: PathBuf,
+        /// The split to describe.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Labeled or unlabeled store (default: the run's pretraining data).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Output file.
+        #[arg(long, default_value = "embeddings.h5")]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "h5")]
+        format: EmbedFormatArg,
+        /// Only the split's first N images (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+        /// Also write the images as the backbone saw them (resized, normalised), as
+        /// `inputs` [N, C, H, W] (HDF5 only).
+        #[arg(long)]
+        inputs: bool,
+    },
     /// Datasets: import into HDF5, inspect, preview.
     #[command(subcommand)]
     Data(DataCommand),
@@ -171,6 +206,24 @@ pub enum DataCommand {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+}
+
+/// Formats of `ssl export`.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum ExportFormatArg {
+    /// safetensors with PyTorch's names (torchvision's for the ResNets).
+    Torch,
+}
+
+/// Formats of `ssl embed`.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum EmbedFormatArg {
+    /// HDF5: features, indices, labels, classes (and inputs), with attributes.
+    H5,
+    /// NumPy .npy: features in OUT, labels in OUT_labels.npy.
+    Npy,
+    /// CSV: index, label, then one column per feature.
+    Csv,
 }
 
 /// Source formats of `ssl data import`.

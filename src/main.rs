@@ -5,7 +5,7 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{AugmentCommand, Cli, Command, DataCommand, FormatArg, ImportArgs, ModelsCommand, TrainArgs};
+use cli::{AugmentCommand, Cli, Command, DataCommand, EmbedFormatArg, ExportFormatArg, FormatArg, ImportArgs, ModelsCommand, TrainArgs};
 use ssl::data::import::{import, Format, ImportOptions};
 use rand::seq::index::sample;
 use rand::SeedableRng;
@@ -123,6 +123,30 @@ fn run_tool(command: Command, device: ssl::device::DeviceSpec) -> Result<()> {
             let out = out.unwrap_or_else(|| run.join("report"));
             let written = ssl::report::write(&run, &finetune, &compare, &out)?;
             written.iter().for_each(|p| println!("wrote {}", p.display()));
+            Ok(())
+        }
+        Command::Export { run, format, out } => {
+            let out = out.unwrap_or_else(|| run.join("backbone_torch.safetensors"));
+            let format = match format {
+                ExportFormatArg::Torch => ssl::run::export::ExportFormat::Torch,
+            };
+            let e = ssl::run::export::export(&run, format, &out)?;
+            println!("wrote {}: {} tensors, {} parameters; in PyTorch: m = {}; m.load_state_dict(safetensors.torch.load_file(\"{}\")) (scripts/torch_models.py)", out.display(), e.tensors, group(e.parameters as u64), e.definition, out.display());
+            Ok(())
+        }
+        Command::Embed { run, split, data, out, format, limit, inputs } => {
+            use ssl::eval::embed::{EmbedFormat, EmbedRequest};
+            let format = match format {
+                EmbedFormatArg::H5 => EmbedFormat::Hdf5,
+                EmbedFormatArg::Npy => EmbedFormat::Npy,
+                EmbedFormatArg::Csv => EmbedFormat::Csv,
+            };
+            ssl::eval::embed::check_format(format, inputs)?;
+            let e = ssl::eval::embed::embed(&run, &EmbedRequest { data, split, limit, inputs, device })?;
+            for p in ssl::eval::embed::write(&e, &out, format)? {
+                println!("wrote {}", p.display());
+            }
+            println!("{} images of split {}, {} features each ({} backbone of {})", e.indices.len(), e.split, e.dim, e.method, e.model);
             Ok(())
         }
         Command::Data(DataCommand::Import(args)) => data_import(args),

@@ -104,29 +104,11 @@ pub fn features(run: &Path, source: Source, req: &FeatureRequest) -> Result<Feat
         let train = v.pop().expect("two splits");
         return Ok(FeatureSet { train, test, classes: names, data, backbone: digest });
     }
-    // The view pretraining's kNN monitor and fine-tuning evaluate (normalised only when
-    // pretraining normalised).
-    let cfg = recipe.augment.evaluation();
-    let pretrain_split = store.load_split(&recipe.data.split).ok();
-    let (mean, std) = match &pretrain_split {
-        Some(s) => (s.mean.clone(), s.std.clone()),
-        None => (train.mean.clone(), train.std.clone()),
-    };
-    let pipeline = Pipeline::new(cfg, train.shape, &mean, &std)?;
-    let shape = pipeline.output_shape();
+    let pipeline = evaluation_pipeline(&recipe, &store, &train)?;
     let describe = |split: &Split, idx: &[usize], label: &str| -> Result<SplitFeatures> {
         let all = split.labels.as_deref().unwrap_or_default();
         let y: Vec<u32> = idx.iter().map(|&i| all[i]).collect();
-        let (x, dim) = match source {
-            Source::Pixels => (extract(&pipeline, split, idx, 1024, label, Ok)?, shape.len()),
-            _ => {
-                crate::models::registry::check_input(&recipe.model, shape)?;
-                let weights = (source == Source::Pretrained).then_some(backbone.as_path());
-                let net = crate::models::encoder::load(&recipe.model, weights, recipe.seed, req.device)?;
-                let s = (shape.channels, shape.height, shape.width);
-                (extract(&pipeline, split, idx, 256, label, |x| net.features(x, s))?, net.feature_width())
-            }
-        };
+        let (x, dim) = split_features(run, &recipe.model, recipe.seed, source, &pipeline, split, idx, req.device, label)?;
         Ok(SplitFeatures { x, y, dim })
     };
     let train_f = describe(&train, &train_idx, &format!("{} features: {}", source.key(), req.train_split))?;
@@ -136,4 +118,39 @@ pub fn features(run: &Path, source: Source, req: &FeatureRequest) -> Result<Feat
         feature_cache::write(&cache, &source_id, &[("train", &train_f), ("test", &test_f)])?;
     }
     Ok(FeatureSet { train: train_f, test: test_f, classes: names, data, backbone: digest })
+}
+
+/// How a run's backbone sees images in evaluation: the evaluation view of `recipe`'s
+/// augmentation (the view pretraining's kNN monitor and fine-tuning evaluate), normalised
+/// with the statistics of the split it pretrained on, or `fallback`'s when `store` lacks it
+/// (and only when pretraining normalised).
+pub fn evaluation_pipeline(recipe: &crate::recipe::PretrainRecipe, store: &Store, fallback: &Split) -> Result<Pipeline> {
+    let pretrain_split = store.load_split(&recipe.data.split).ok();
+    let (mean, std) = match &pretrain_split {
+        Some(s) => (s.mean.clone(), s.std.clone()),
+        None => (fallback.mean.clone(), fallback.std.clone()),
+    };
+    Pipeline::new(recipe.augment.evaluation(), fallback.shape, &mean, &std)
+}
+
+/// The features of `split`'s images at `idx` through `pipeline`, from `source` (the backbone
+/// of `run`, model `model` at its initialisation from `seed`, or the pixels): [N, F]
+/// row-major, and F. Shows a progress bar labelled `label`.
+///
+/// # Errors
+/// An input shape the model refuses, a backbone file that does not fit, device failures.
+#[allow(clippy::too_many_arguments)]
+pub fn split_features(run: &Path, model: &str, seed: u64, source: Source, pipeline: &Pipeline, split: &Split, idx: &[usize], device: crate::device::DeviceSpec, label: &str) -> Result<(Vec<f32>, usize)> {
+    let shape = pipeline.output_shape();
+    Ok(match source {
+        Source::Pixels => (extract(pipeline, split, idx, 1024, label, Ok)?, shape.len()),
+        _ => {
+            crate::models::registry::check_input(model, shape)?;
+            let backbone = run.join(BACKBONE_FILE);
+            let weights = (source == Source::Pretrained).then_some(backbone.as_path());
+            let net = crate::models::encoder::load(model, weights, seed, device)?;
+            let s = (shape.channels, shape.height, shape.width);
+            (extract(pipeline, split, idx, 256, label, |x| net.features(x, s))?, net.feature_width())
+        }
+    })
 }

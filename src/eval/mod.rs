@@ -2,6 +2,7 @@
 //! collapse measures, and classification metrics.
 
 pub mod collapse;
+pub mod embed;
 pub mod feature_cache;
 pub mod frozen;
 pub mod knn;

@@ -8,4 +8,5 @@ pub mod mlp;
 pub mod registry;
 pub mod resnet;
 pub mod summary;
+pub mod torch_names;
 pub mod vit;

@@ -5,6 +5,7 @@
 //! this module, so neither imports the other.
 
 pub mod checkpoint;
+pub mod export;
 pub mod folder;
 pub mod records;
 

@@ -1,8 +1,11 @@
-//! Module weights and optimiser state on disk (safetensors), written through a temporary file.
+//! Module weights and optimiser state on disk (safetensors), written through a temporary file;
+//! backbones also under PyTorch's names ([`torch`]).
 
+pub mod torch;
 
 use std::path::Path;
 
+use dfdx::nn::tensor_collection::RecursiveWalker;
 use dfdx::prelude::*;
 
 use crate::error::{Error, Result};
@@ -19,12 +22,20 @@ pub fn save_module<D: Device<f32>, M: TensorCollection<f32, D>>(m: &M, path: &Pa
     crate::fsutil::replace_atomic(path, |tmp| m.save_safetensors(tmp).map_err(|e| Error::bad_input(path, format!("cannot write: {e:?}"))))
 }
 
-/// Loads a dfdx module saved by [`save_module`]; a file of another model is refused.
+/// Loads a dfdx module saved by [`save_module`], or a ResNet backbone under PyTorch's names
+/// (an `ssl export --format torch` file or a PyTorch state dict saved as safetensors, see
+/// [`torch`]); a file of another model is refused.
 pub fn load_module<D: Device<f32>, M: TensorCollection<f32, D>>(m: &mut M, path: &Path) -> Result<()> {
     if !path.exists() {
         return Err(Error::bad_input(path, "no such file"));
     }
-    m.load_safetensors(path).map_err(|e| Error::bad_input(path, format!("does not fit this model: {e:?}")))
+    let buf = std::fs::read(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+    let mut st = ::safetensors::SafeTensors::deserialize(&buf).map_err(|e| Error::bad_input(path, format!("not a safetensors file: {e:?}")))?;
+    if torch::has_torch_names(&st) {
+        return torch::load(m, &st, path);
+    }
+    M::iter_tensors(&mut RecursiveWalker { m: (m, String::new()), f: &mut st }).map_err(|e| Error::bad_input(path, format!("does not fit this model: {e:?}")))?;
+    Ok(())
 }
 
 pub fn save_optimizer(opt: &Optim, path: &Path) -> Result<()> {
