@@ -50,8 +50,8 @@ for m in $models; do
     $ssl pretrain recipes/simclr_resnet.ron --set "name=$m" --set "run_dir=$work" --set "model=$m" --set "data.file=$store" \
         --set data.subset=128 --set batch_size=32 --set epochs=1 --set lr.warmup_epochs=0 --set knn.every_epochs=0 > "$run.log" 2>&1 \
         || { echo "export $m: pretraining failed, see $run.log"; fail=1; continue; }
-    $ssl export "$run" --out "$run/backbone_torch.safetensors" > /dev/null
-    $ssl embed "$run" --split $split --limit 100 --inputs --out "$run/embeddings.h5" > /dev/null
+    $ssl export "$run" --out "$run/backbone_torch.safetensors" > /dev/null || { echo "export $m: ssl export failed"; fail=1; continue; }
+    $ssl embed "$run" --split $split --limit 100 --inputs --out "$run/embeddings.h5" > /dev/null || { echo "export $m: ssl embed failed"; fail=1; continue; }
     "$py" scripts/check_torch_export.py "$m" "$run/backbone_torch.safetensors" "$run/embeddings.h5" || fail=1
 done
 exit $fail

@@ -44,11 +44,11 @@ for m in $methods; do
     cp "$run/recipe.ron" "$run/metrics.jsonl" "$kept.tmp/"
     cp "$run/eval/probe.json" "$run/eval/knn.json" "$kept.tmp/eval/"
     {
-        lscpu | sed -n 's/^Model name: *//p'
+        (lscpu 2>/dev/null || true) | sed -n 's/^Model name: *//p'
         echo "avx512f: $(grep -qw avx512f /proc/cpuinfo && echo yes || echo no), amx: $(grep -qw amx_tile /proc/cpuinfo && echo yes || echo no), cpus: $(nproc)"
         echo "ssl $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' (modified)'), $(date -u +%F)"
     } > "$kept.tmp/machine.txt"
-    mv "$kept.tmp" "$kept"
+    rm -rf "$kept" && mv "$kept.tmp" "$kept"
 done
 first=
 compare=()

@@ -86,9 +86,9 @@ pub enum Command {
         /// Labeled or unlabeled store (default: the run's pretraining data).
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Output file.
-        #[arg(long, default_value = "embeddings.h5")]
-        out: PathBuf,
+        /// Output file (default: embeddings.h5, .npy or .csv by the format).
+        #[arg(long)]
+        out: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "h5")]
         format: EmbedFormatArg,
         /// Only the split's first N images (0: all).

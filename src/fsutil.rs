@@ -50,3 +50,13 @@ pub fn replace_dir_atomic(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) ->
     }
     std::fs::rename(&tmp, dir).at(dir)
 }
+
+/// A digest of the file's bytes (FNV-1a, 64 bits, hex), empty when it cannot be read: tells
+/// whether a result was measured on the backbone a run has now (its mtime would change with a
+/// plain copy of the run folder).
+pub fn file_digest(path: &Path) -> String {
+    let Ok(bytes) = std::fs::read(path) else { return String::new() };
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3));
+    format!("{h:016x}")
+}
+

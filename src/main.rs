@@ -136,14 +136,14 @@ fn run_tool(command: Command, device: ssl::device::DeviceSpec) -> Result<()> {
         }
         Command::Embed { run, split, data, out, format, limit, inputs } => {
             use ssl::eval::embed::{EmbedFormat, EmbedRequest};
-            let format = match format {
-                EmbedFormatArg::H5 => EmbedFormat::Hdf5,
-                EmbedFormatArg::Npy => EmbedFormat::Npy,
-                EmbedFormatArg::Csv => EmbedFormat::Csv,
+            let (format, ext) = match format {
+                EmbedFormatArg::H5 => (EmbedFormat::Hdf5, "h5"),
+                EmbedFormatArg::Npy => (EmbedFormat::Npy, "npy"),
+                EmbedFormatArg::Csv => (EmbedFormat::Csv, "csv"),
             };
-            ssl::eval::embed::check_format(format, inputs)?;
-            let e = ssl::eval::embed::embed(&run, &EmbedRequest { data, split, limit, inputs, device })?;
-            for p in ssl::eval::embed::write(&e, &out, format)? {
+            let out = out.unwrap_or_else(|| format!("embeddings.{ext}").into());
+            let (e, written) = ssl::eval::embed::embed_to(&run, &EmbedRequest { data, split, limit, inputs, device }, format, &out)?;
+            for p in written {
                 println!("wrote {}", p.display());
             }
             println!("{} images of split {}, {} features each ({} backbone of {})", e.indices.len(), e.split, e.dim, e.method, e.model);

@@ -46,13 +46,24 @@ fn export_for_pytorch_and_fine_tune_from_it() {
     assert_eq!(values(&a, "loss"), values(&b, "loss"));
     assert!(!values(&a, "loss").is_empty());
 
-    // Refusals, one line each, and nothing written.
+    // Refusals, one line each.
     ssl_fails(&["export", s(&d.path().join("nope"))], &["nope", "recipe.ron"]);
-    let other = d.path().join("other.safetensors");
-    let r = common::ssl(&["export", s(&run), "--format", "onnx", "--out", s(&other)]);
+    let r = common::ssl(&["export", s(&run), "--format", "onnx"]);
     assert!(!r.ok && r.stderr.contains("'onnx'") && r.stderr.contains("torch"), "{}", r.stderr);
+    ssl_fails(&["export", s(&run), "--out", s(&run.join("backbone.safetensors"))], &["backbone.safetensors", "input"]);
+    ssl_fails(&["export", s(&run), "--out", s(&d.path().join("no/such/dir/x.safetensors"))], &["no folder"]);
+    // small_fmnist_e512 would take the file's tensors and leave its expansion unread.
     ssl_fails(&["finetune", s(&from_torch), "--set", "model=small_fmnist_e512"], &["torch.safetensors", "expand.0.weight", "does not fit"]);
-    assert!(!other.exists());
+    // A model with no PyTorch mapping: refused after the run is read, the existing file untouched.
+    let vgg = d.path().join("vgg_run");
+    std::fs::create_dir_all(&vgg).unwrap();
+    std::fs::copy(run.join("backbone.safetensors"), vgg.join("backbone.safetensors")).unwrap();
+    let recipe = std::fs::read_to_string(run.join("recipe.ron")).unwrap().replace("model: \"small_fmnist\"", "model: \"vgg11_cifar\"");
+    assert!(recipe.contains("vgg11_cifar"));
+    std::fs::write(vgg.join("recipe.ron"), recipe).unwrap();
+    std::fs::write(&out, b"kept").unwrap();
+    ssl_fails(&["export", s(&vgg), "--out", s(&out)], &["vgg11_cifar has no PyTorch mapping", "resnet18_cifar"]);
+    assert_eq!(std::fs::read(&out).unwrap(), b"kept");
 }
 
 #[test]
@@ -104,5 +115,30 @@ fn embeddings_in_three_formats() {
     ssl_fails(&["embed", s(&run), "--format", "csv", "--inputs", "--out", s(&d.path().join("x.csv"))], &["--inputs", "HDF5"]);
     ssl_fails(&["embed", s(&run), "--limit", "21", "--out", s(&d.path().join("x.h5"))], &["--limit", "21", "20"]);
     ssl_fails(&["embed", s(&run), "--split", "val", "--out", s(&d.path().join("x.h5"))], &["--split", "val"]);
-    assert!(!d.path().join("x.h5").exists() && !d.path().join("x.csv").exists());
+    ssl_fails(&["embed", s(&run), "--out", s(&data)], &["data.h5", "input"]);
+
+    // An unlabeled store: no labels anywhere, and no stale labels file left beside.
+    let flat = d.path().join("flat");
+    std::fs::create_dir_all(&flat).unwrap();
+    for i in 0..6 {
+        common::write_png(&flat.join(format!("{i}.png")), 12, 12, 40 * i as u8);
+    }
+    let unlabeled = d.path().join("unlabeled.h5");
+    ssl_ok(&["data", "import", "folder", s(&flat), s(&unlabeled), "--grayscale"]);
+    let args = |format: &str, out: &Path| -> Vec<String> {
+        ["embed", s(&run), "--data", s(&unlabeled), "--split", "unlabeled", "--format", format, "--out", s(out)].iter().map(|a| a.to_string()).collect()
+    };
+    let run_args = |a: Vec<String>| ssl_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let h5u = d.path().join("u.h5");
+    run_args(args("h5", &h5u));
+    let f = hdf5::File::open(&h5u).unwrap();
+    assert_eq!(f.dataset("features").unwrap().shape(), vec![6, 128]);
+    assert!(!f.link_exists("labels") && !f.link_exists("classes"));
+    drop(f);
+    let csvu = d.path().join("u.csv");
+    run_args(args("csv", &csvu));
+    assert!(std::fs::read_to_string(&csvu).unwrap().lines().nth(1).unwrap().starts_with("0,,"));
+    std::fs::copy(d.path().join("e_labels.npy"), d.path().join("e2_labels.npy")).unwrap();
+    run_args(args("npy", &d.path().join("e2.npy")));
+    assert!(d.path().join("e2.npy").exists() && !d.path().join("e2_labels.npy").exists());
 }

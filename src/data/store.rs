@@ -333,6 +333,13 @@ impl Store {
         Ok((mean, std))
     }
 
+    /// The per-channel mean and std of split `name` (of pixel values in [0, 1]), without
+    /// reading its images.
+    pub fn split_stats(&self, name: &str) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (mean, std) = self.read_stats(&self.group(name)?)?;
+        Ok((mean.iter().map(|&v| v as f32).collect(), std.iter().map(|&v| v as f32).collect()))
+    }
+
     /// Loads split `name` whole into memory.
     pub fn load_split(&self, name: &str) -> Result<Split> {
         let group = self.group(name)?;

@@ -7,7 +7,8 @@
 //!   `inputs` also `inputs` f32 [N, C, H, W] (the images exactly as the backbone saw them:
 //!   resized, normalised); attributes `model`, `method`, `run`, `backbone` (digest of the
 //!   backbone file), `data` and `split`.
-//! - NumPy: `features` in OUT (.npy, f32 [N, F]); labels in `OUT_labels.npy` (i32 [N]).
+//! - NumPy: `features` in OUT (.npy, f32 [N, F]); labels in `OUT_labels.npy` (i32 [N]; an
+//!   older such file is removed when the split has no labels).
 //! - CSV: a header `index,label,f0,...,f{F-1}`, one row per image (label empty when
 //!   unlabeled).
 
@@ -19,7 +20,7 @@ use hdf5::types::VarLenUnicode;
 use super::frozen::{evaluation_pipeline, file_digest, split_features, Source};
 use crate::data::Store;
 use crate::error::{Context, Error, Result};
-use crate::weights::BACKBONE_FILE;
+use crate::run::folder::finished_pretraining;
 
 /// Which features to write.
 #[derive(Clone, Debug)]
@@ -29,7 +30,8 @@ pub struct EmbedRequest {
     pub split: String,
     /// The first this many images of the split (0: all).
     pub limit: usize,
-    /// Also keep the network's inputs (HDF5 only).
+    /// Also keep the network's inputs (HDF5 only; N x C x H x W floats held in memory, so
+    /// with `limit` on a large split).
     pub inputs: bool,
     pub device: crate::device::DeviceSpec,
 }
@@ -69,11 +71,7 @@ pub struct Embedding {
 /// A folder that is not a pretraining run or has no backbone yet, an unknown store or split,
 /// a limit above the split's size, device failures.
 pub fn embed(run: &Path, req: &EmbedRequest) -> Result<Embedding> {
-    let recipe = crate::recipe::load_pretraining_run(run, "run")?;
-    let backbone = run.join(BACKBONE_FILE);
-    if !backbone.exists() {
-        return Err(Error::bad_input(&backbone, "no backbone yet: the run has not finished (or give a finished run)"));
-    }
+    let (recipe, backbone) = finished_pretraining(run)?;
     let file = req.data.clone().unwrap_or_else(|| recipe.data.file.clone());
     let store = Store::open(&file)?;
     let split = store.load_split(&req.split).map_err(|e| Error::invalid("--split", e.to_string()))?;
@@ -82,7 +80,7 @@ pub fn embed(run: &Path, req: &EmbedRequest) -> Result<Embedding> {
     }
     let n = if req.limit == 0 { split.len() } else { req.limit };
     let idx: Vec<usize> = (0..n).collect();
-    let pipeline = evaluation_pipeline(&recipe, &store, &split)?;
+    let pipeline = evaluation_pipeline(&recipe, &split)?;
     let (features, dim) = split_features(run, &recipe.model, recipe.seed, Source::Pretrained, &pipeline, &split, &idx, req.device, &format!("features: {}", req.split))?;
     let inputs = req.inputs.then(|| {
         let mut x = Vec::new();
@@ -100,15 +98,28 @@ pub fn embed(run: &Path, req: &EmbedRequest) -> Result<Embedding> {
         inputs,
         model: recipe.model.clone(),
         method: recipe.method()?.name().to_string(),
-        run: run.display().to_string(),
+        run: std::fs::canonicalize(run).unwrap_or_else(|_| run.to_path_buf()).display().to_string(),
         backbone: file_digest(&backbone),
         data: file.display().to_string(),
         split: req.split.clone(),
     })
 }
 
-/// Refuses inputs in a format that cannot keep them (before any work).
-pub fn check_format(format: EmbedFormat, inputs: bool) -> Result<()> {
+/// [`embed`] then [`write`], with what can be refused refused before any work: inputs in a
+/// format that cannot keep them, an `out` in no existing folder or naming the run's backbone,
+/// recipe or the store read. Returns the embedding and the files written.
+pub fn embed_to(run: &Path, req: &EmbedRequest, format: EmbedFormat, out: &Path) -> Result<(Embedding, Vec<PathBuf>)> {
+    check_format(format, req.inputs)?;
+    let (recipe, backbone) = finished_pretraining(run)?;
+    let data = req.data.clone().unwrap_or(recipe.data.file);
+    crate::run::folder::check_output(out, &[&backbone, &data, &run.join("recipe.ron")])?;
+    let e = embed(run, req)?;
+    let written = write(&e, out, format)?;
+    Ok((e, written))
+}
+
+/// Refuses inputs in a format that cannot keep them.
+fn check_format(format: EmbedFormat, inputs: bool) -> Result<()> {
     if inputs && format != EmbedFormat::Hdf5 {
         return Err(Error::invalid("--inputs", "only the HDF5 format keeps the inputs"));
     }
@@ -130,7 +141,7 @@ pub fn write(e: &Embedding, out: &Path, format: EmbedFormat) -> Result<Vec<PathB
                 if let Some(labels) = &e.labels {
                     let y: Vec<i32> = labels.iter().map(|&v| v as i32).collect();
                     f.new_dataset_builder().with_data(&y[..]).create("labels").at(tmp)?;
-                    let names: Vec<VarLenUnicode> = e.classes.iter().map(|c| c.parse().expect("no NUL in a class name")).collect();
+                    let names = e.classes.iter().map(|c| c.parse::<VarLenUnicode>().map_err(|_| Error::bad_input(&e.data, format!("class name {c:?} holds a NUL")))).collect::<Result<Vec<_>>>()?;
                     f.new_dataset_builder().with_data(&names[..]).create("classes").at(tmp)?;
                 }
                 if let Some((x, [c, h, w])) = &e.inputs {
@@ -138,7 +149,7 @@ pub fn write(e: &Embedding, out: &Path, format: EmbedFormat) -> Result<Vec<PathB
                     f.new_dataset_builder().with_data(x).create("inputs").at(tmp)?;
                 }
                 for (k, v) in [("model", &e.model), ("method", &e.method), ("run", &e.run), ("backbone", &e.backbone), ("data", &e.data), ("split", &e.split)] {
-                    let v: VarLenUnicode = v.parse().expect("no NUL in a path");
+                    let v: VarLenUnicode = v.parse().map_err(|_| Error::invalid(k, format!("{v:?} holds a NUL")))?;
                     f.new_attr::<VarLenUnicode>().create(k).and_then(|a| a.write_scalar(&v)).at(tmp)?;
                 }
                 f.close().at(tmp)
@@ -147,13 +158,17 @@ pub fn write(e: &Embedding, out: &Path, format: EmbedFormat) -> Result<Vec<PathB
         }
         EmbedFormat::Npy => {
             let mut written = vec![out.to_path_buf()];
+            let stem = out.file_stem().map_or("embeddings".into(), |s| s.to_string_lossy().into_owned());
+            let labels_path = out.with_file_name(format!("{stem}_labels.npy"));
             npy(out, &features)?;
-            if let Some(labels) = &e.labels {
-                let y = ndarray::Array1::from_iter(labels.iter().map(|&v| v as i32));
-                let stem = out.file_stem().map_or("embeddings".into(), |s| s.to_string_lossy().into_owned());
-                let path = out.with_file_name(format!("{stem}_labels.npy"));
-                npy(&path, &y)?;
-                written.push(path);
+            match &e.labels {
+                Some(labels) => {
+                    npy(&labels_path, &ndarray::Array1::from_iter(labels.iter().map(|&v| v as i32)))?;
+                    written.push(labels_path);
+                }
+                // An earlier export's labels would pass for these features' labels.
+                None if labels_path.exists() => std::fs::remove_file(&labels_path).at(&labels_path)?,
+                None => {}
             }
             Ok(written)
         }

@@ -8,6 +8,7 @@ use crate::augment::Pipeline;
 use crate::data::split::random_subset;
 use crate::data::{Split, Store};
 use crate::error::{Error, Result};
+pub use crate::fsutil::file_digest;
 use crate::weights::BACKBONE_FILE;
 
 use super::feature_cache::{self, SplitFeatures};
@@ -33,15 +34,6 @@ impl Source {
             Source::Pixels => "pixels",
         }
     }
-}
-
-/// A digest of the file's bytes (FNV-1a, 64 bits, hex), empty when it cannot be read: tells
-/// whether a result was measured on the backbone a run has now (its mtime would change with a
-/// plain copy of the run folder).
-pub fn file_digest(path: &Path) -> String {
-    let Ok(bytes) = std::fs::read(path) else { return String::new() };
-    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3));
-    format!("{h:016x}")
 }
 
 /// Which labeled data to describe.
@@ -104,7 +96,7 @@ pub fn features(run: &Path, source: Source, req: &FeatureRequest) -> Result<Feat
         let train = v.pop().expect("two splits");
         return Ok(FeatureSet { train, test, classes: names, data, backbone: digest });
     }
-    let pipeline = evaluation_pipeline(&recipe, &store, &train)?;
+    let pipeline = evaluation_pipeline(&recipe, &train)?;
     let describe = |split: &Split, idx: &[usize], label: &str| -> Result<SplitFeatures> {
         let all = split.labels.as_deref().unwrap_or_default();
         let y: Vec<u32> = idx.iter().map(|&i| all[i]).collect();
@@ -120,17 +112,15 @@ pub fn features(run: &Path, source: Source, req: &FeatureRequest) -> Result<Feat
     Ok(FeatureSet { train: train_f, test: test_f, classes: names, data, backbone: digest })
 }
 
-/// How a run's backbone sees images in evaluation: the evaluation view of `recipe`'s
+/// How a run's backbone sees `images` in evaluation: the evaluation view of `recipe`'s
 /// augmentation (the view pretraining's kNN monitor and fine-tuning evaluate), normalised
-/// with the statistics of the split it pretrained on, or `fallback`'s when `store` lacks it
-/// (and only when pretraining normalised).
-pub fn evaluation_pipeline(recipe: &crate::recipe::PretrainRecipe, store: &Store, fallback: &Split) -> Result<Pipeline> {
-    let pretrain_split = store.load_split(&recipe.data.split).ok();
-    let (mean, std) = match &pretrain_split {
-        Some(s) => (s.mean.clone(), s.std.clone()),
-        None => (fallback.mean.clone(), fallback.std.clone()),
-    };
-    Pipeline::new(recipe.augment.evaluation(), fallback.shape, &mean, &std)
+/// (when pretraining normalised) with the statistics of the split it pretrained on, read from
+/// its store, whichever store the images come from; with `images`' own when that store or
+/// split is no longer there.
+pub fn evaluation_pipeline(recipe: &crate::recipe::PretrainRecipe, images: &Split) -> Result<Pipeline> {
+    let trained_on = Store::open(&recipe.data.file).and_then(|s| s.split_stats(&recipe.data.split)).ok();
+    let (mean, std) = trained_on.unwrap_or_else(|| (images.mean.clone(), images.std.clone()));
+    Pipeline::new(recipe.augment.evaluation(), images.shape, &mean, &std)
 }
 
 /// The features of `split`'s images at `idx` through `pipeline`, from `source` (the backbone

@@ -13,8 +13,8 @@
 //! them. `scripts/torch_models.py` defines the PyTorch modules with these names.
 
 /// Models whose tensors have PyTorch names, and the PyTorch definition that loads them
-/// (in `scripts/torch_models.py`; the four standard ResNets are also torchvision's with the
-/// stem changed as written there).
+/// (in `scripts/torch_models.py`; the four standard ResNets are also torchvision's, the
+/// `*_cifar` ones with the small-image stem written there, `resnet18_imagenet` as it is).
 pub const TORCH_MODELS: &[(&str, &str)] = &[
     ("resnet18_cifar", "resnet18_cifar()"),
     ("resnet34_cifar", "resnet34_cifar()"),

@@ -5,7 +5,6 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::weights::torch::{self, ExportInfo, Exported};
-use crate::weights::BACKBONE_FILE;
 
 /// Export formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,20 +13,34 @@ pub enum ExportFormat {
     Torch,
 }
 
-/// Writes the backbone of pretraining run `run` to `out` in `format`.
+/// Writes the backbone of pretraining run `run` to `out` in `format`, through a temporary
+/// file that is read back into the model before it replaces `out` (so a file that would not
+/// load is never written).
 ///
 /// # Errors
-/// A folder that is not a pretraining run or has no backbone yet; a model with no mapping
-/// for the format; I/O.
+/// A folder that is not a finished pretraining run; a model with no mapping for the format;
+/// an `out` in no existing folder or equal to the backbone; I/O.
 pub fn export(run: &Path, format: ExportFormat, out: &Path) -> Result<Exported> {
-    let recipe = crate::recipe::load_pretraining_run(run, "run")?;
-    let backbone = run.join(BACKBONE_FILE);
-    if !backbone.exists() {
-        return Err(Error::bad_input(&backbone, "no backbone yet: the run has not finished"));
-    }
-    let (steps, _) = super::records::read_steps_and_epochs(&run.join("metrics.jsonl"))?;
-    let info = ExportInfo { model: recipe.model.clone(), method: recipe.method()?.name().to_string(), run: run.display().to_string(), steps: steps.last().map_or(0, |s| s.step) };
+    let (recipe, backbone) = super::folder::finished_pretraining(run)?;
+    super::folder::check_output(out, &[&backbone])?;
+    // The steps, for BatchNorm's `num_batches_tracked`; 0 when the log is gone.
+    let steps = super::records::read_steps_and_epochs(&run.join("metrics.jsonl")).ok().and_then(|(s, _)| s.last().map(|s| s.step)).unwrap_or(0);
+    let run_name = std::fs::canonicalize(run).unwrap_or_else(|_| run.to_path_buf());
+    let info = ExportInfo {
+        model: recipe.model.clone(),
+        method: recipe.method()?.name().to_string(),
+        run: run_name.display().to_string(),
+        backbone: crate::fsutil::file_digest(&backbone),
+        steps,
+    };
     match format {
-        ExportFormat::Torch => torch::export(&backbone, &info, out),
+        ExportFormat::Torch => {
+            let (bytes, exported) = torch::to_torch(&backbone, &info)?;
+            crate::fsutil::replace_atomic(out, |tmp| {
+                std::fs::write(tmp, &bytes).map_err(|e| Error::Io { path: tmp.to_path_buf(), source: e })?;
+                crate::models::encoder::load(&recipe.model, Some(tmp), recipe.seed, crate::device::DeviceSpec::Cpu).map(|_| ())
+            })?;
+            Ok(exported)
+        }
     }
 }

@@ -11,6 +11,34 @@ use crate::error::{Context, Error, Result};
 use super::checkpoint::{self, CheckpointState};
 use super::records::MetricsLog;
 
+/// A finished pretraining run: its recipe and its final backbone file.
+///
+/// # Errors
+/// A folder that is not a pretraining run (no `recipe.ron`, or a fine-tuning run's), or one
+/// with no backbone yet.
+pub fn finished_pretraining(run: &Path) -> Result<(crate::recipe::PretrainRecipe, PathBuf)> {
+    let recipe = crate::recipe::load_pretraining_run(run, "run")?;
+    let backbone = run.join(crate::weights::BACKBONE_FILE);
+    if !backbone.exists() {
+        return Err(Error::bad_input(&backbone, "no backbone yet: the pretraining has not finished"));
+    }
+    Ok((recipe, backbone))
+}
+
+/// Refuses an output file before any work: its folder must exist, and it must not be one of
+/// `inputs` (which writing it would destroy).
+pub fn check_output(out: &Path, inputs: &[&Path]) -> Result<()> {
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(Error::bad_input(out, format!("no folder {}", parent.display())));
+    }
+    let same = |a: &Path| std::fs::canonicalize(a).ok().is_some_and(|a| std::fs::canonicalize(out).ok() == Some(a));
+    if inputs.iter().any(|p| same(p)) {
+        return Err(Error::bad_input(out, "is an input of this command; give another --out"));
+    }
+    Ok(())
+}
+
 /// A new run may go to `run` unless something is there already (or `force`).
 pub fn check_new(run: &Path, force: bool) -> Result<()> {
     let occupied = run.exists() && std::fs::read_dir(run).at(run)?.next().is_some();

@@ -5,9 +5,11 @@
 //! The file holds the state dict of the PyTorch module `scripts/torch_models.py` defines (for
 //! the standard ResNets, torchvision's with the stem as written there, `fc` replaced by
 //! `nn.Identity()`): convolution weights [out, in, k, k] f32, BatchNorm `weight`, `bias`,
-//! `running_mean`, `running_var` f32 [C] and `num_batches_tracked` i64 [] (the run's
-//! training steps), so `load_state_dict(strict=True)` takes it. Its metadata names the model,
-//! the PyTorch definition, the method and the run. Names follow
+//! `running_mean`, `running_var` f32 [C] and `num_batches_tracked` i64 [] (the run's optimiser
+//! steps: PyTorch counts training-mode forwards, more than one a step for methods that forward
+//! views apart; it matters only to a BatchNorm with `momentum=None`), so
+//! `load_state_dict(strict=True)` takes it. Its metadata names the model, the PyTorch
+//! definition, the method, the run and the backbone file's digest. Names follow
 //! [`crate::models::torch_names`].
 
 use std::collections::{BTreeSet, HashMap};
@@ -33,7 +35,9 @@ pub struct ExportInfo {
     pub method: String,
     /// The run folder it came from.
     pub run: String,
-    /// Training steps of the run: every BatchNorm's `num_batches_tracked`.
+    /// The digest of the backbone file (`fsutil::file_digest`), as `ssl embed` records it.
+    pub backbone: String,
+    /// Optimiser steps of the run: every BatchNorm's `num_batches_tracked`.
     pub steps: u64,
 }
 
@@ -48,14 +52,14 @@ pub struct Exported {
     pub definition: &'static str,
 }
 
-/// Writes the backbone file `from` (as `ssl pretrain` saves it) of model `info.model` to `out`
-/// under PyTorch's names, through a temporary file.
+/// The backbone file `from` (as `ssl pretrain` saves it) of model `info.model` under PyTorch's
+/// names: the bytes of the safetensors file to write.
 ///
 /// # Errors
 /// A model with no PyTorch mapping yet (one line naming the mapped ones); a file that is not
 /// a backbone of that model (a tensor without a PyTorch name); a BatchNorm whose epsilon or
 /// momentum differs from PyTorch's default; I/O.
-pub fn export(from: &Path, info: &ExportInfo, out: &Path) -> Result<Exported> {
+pub fn to_torch(from: &Path, info: &ExportInfo) -> Result<(Vec<u8>, Exported)> {
     let definition = torch_definition(&info.model).ok_or_else(|| {
         let mapped: Vec<&str> = TORCH_MODELS.iter().map(|(m, _)| *m).collect();
         Error::invalid("--format torch", format!("model {} has no PyTorch mapping yet (mapped: {})", info.model, mapped.join(", ")))
@@ -101,6 +105,7 @@ pub fn export(from: &Path, info: &ExportInfo, out: &Path) -> Result<Exported> {
         ("pytorch_module", format!("scripts/torch_models.py: {definition}")),
         ("method", info.method.clone()),
         ("run", info.run.clone()),
+        ("backbone", info.backbone.clone()),
         ("steps", info.steps.to_string()),
         ("ssl", env!("CARGO_PKG_VERSION").to_string()),
     ]
@@ -111,8 +116,8 @@ pub fn export(from: &Path, info: &ExportInfo, out: &Path) -> Result<Exported> {
     for (name, dtype, shape, data) in &tensors {
         views.push((name.clone(), TensorView::new(*dtype, shape.clone(), data).map_err(|e| Error::bad_input(from, format!("{name}: {e:?}")))?));
     }
-    crate::fsutil::replace_atomic(out, |tmp| ::safetensors::tensor::serialize_to_file(views, &Some(metadata), tmp).map_err(|e| Error::bad_input(out, format!("cannot write: {e:?}"))))?;
-    Ok(Exported { tensors: tensors.len(), parameters, definition })
+    let bytes = ::safetensors::tensor::serialize(views, &Some(metadata)).map_err(|e| Error::bad_input(from, format!("cannot serialise: {e:?}")))?;
+    Ok((bytes, Exported { tensors: tensors.len(), parameters, definition }))
 }
 
 /// A little-endian f64 (dfdx stores its scalars so).
@@ -127,16 +132,24 @@ pub fn has_torch_names(st: &SafeTensors) -> bool {
 
 /// Reads a file with PyTorch's names into `m`: every tensor of the model is looked up under
 /// its PyTorch name and must have its shape and be F32; BatchNorm hyper-parameters take the
-/// defaults; tensors the model does not have (`num_batches_tracked`, a classifier `fc.*`)
-/// are not read.
+/// defaults. Of the file's other tensors only `num_batches_tracked` and a classifier (`fc.*`)
+/// may be left unread: any other is another model's (a deeper or wider ResNet), refused.
 pub fn load<D: Device<f32>, M: TensorCollection<f32, D>>(m: &mut M, st: &SafeTensors, path: &Path) -> Result<()> {
-    M::iter_tensors(&mut RecursiveWalker { m: (m, String::new()), f: &mut Reader { st, path } })?;
+    let mut reader = Reader { st, path, read: BTreeSet::new() };
+    M::iter_tensors(&mut RecursiveWalker { m: (m, String::new()), f: &mut reader })?;
+    let mut extra: Vec<&String> = st.names().into_iter().filter(|n| !reader.read.contains(n.as_str()) && !n.starts_with("fc.") && !n.ends_with(".num_batches_tracked")).collect();
+    extra.sort();
+    if let Some(first) = extra.first() {
+        return Err(Error::bad_input(path, format!("does not fit this model: {} tensors it does not have ({first}, ...), another model's", extra.len())));
+    }
     Ok(())
 }
 
 struct Reader<'a, 'b> {
     st: &'a SafeTensors<'b>,
     path: &'a Path,
+    /// The PyTorch names read.
+    read: BTreeSet<String>,
 }
 
 impl<D: Device<f32>> TensorVisitor<f32, D> for Reader<'_, '_> {
@@ -156,6 +169,7 @@ impl<D: Device<f32>> TensorVisitor<f32, D> for Reader<'_, '_> {
         }
         let data: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         t.copy_from(&data);
+        self.read.insert(name);
         Ok(None)
     }
 
@@ -171,7 +185,14 @@ mod tests {
     use crate::models::resnet::SmallFmnistE512;
 
     fn info(model: &str) -> ExportInfo {
-        ExportInfo { model: model.into(), method: "SimCLR".into(), run: "runs/x".into(), steps: 7 }
+        ExportInfo { model: model.into(), method: "SimCLR".into(), run: "runs/x".into(), backbone: "digest".into(), steps: 7 }
+    }
+
+    /// [`to_torch`] written to `out`.
+    fn export(from: &Path, info: &ExportInfo, out: &Path) -> Result<Exported> {
+        let (bytes, e) = to_torch(from, info)?;
+        std::fs::write(out, bytes).unwrap();
+        Ok(e)
     }
 
     /// A small_fmnist_e512 with trained-looking weights and running statistics.
@@ -249,11 +270,14 @@ mod tests {
         crate::weights::save_module(&dev.build_module::<dfdx::nn::builders::Linear<3, 2>, f32>(), &mlp).unwrap();
         let e = export(&mlp, &info("small_fmnist"), &out).unwrap_err().to_string();
         assert!(e.contains("has no PyTorch name"), "{e}");
-        assert!(!out.exists());
-        // A PyTorch file of another model does not load.
+        // A PyTorch file of another model does not load: other shapes, or tensors left over
+        // (small_fmnist_e512's expansion, which small_fmnist does not have).
         export(&ours, &info("small_fmnist_e512"), &out).unwrap();
         let mut other = dev.build_module::<crate::models::resnet::ResNet18Cifar, f32>();
         let e = crate::weights::load_module(&mut other, &out).unwrap_err().to_string();
-        assert!(e.contains("conv1.weight") || e.contains("does not fit"), "{e}");
+        assert!(e.contains("conv1.weight") && e.contains("[64, 3, 3, 3]"), "{e}");
+        let mut smaller = dev.build_module::<crate::models::resnet::SmallFmnist, f32>();
+        let e = crate::weights::load_module(&mut smaller, &out).unwrap_err().to_string();
+        assert!(e.contains("5 tensors it does not have (expand.0.weight, ...)"), "{e}");
     }
 }
