@@ -109,13 +109,7 @@ fn evaluation_bad_inputs() {
     ssl_fails(&["finetune", s(&ft), "--set", "pretrained=/nonexistent/run"], &["pretrained", "/nonexistent/run"]);
 
     // Data without labels.
-    let flat = d.path().join("flat");
-    std::fs::create_dir_all(&flat).unwrap();
-    for i in 0..6 {
-        common::write_png(&flat.join(format!("{i}.png")), 12, 12, 40 * i as u8);
-    }
-    let unlabeled = d.path().join("unlabeled.h5");
-    ssl_ok(&["data", "import", "folder", s(&flat), s(&unlabeled), "--grayscale"]);
+    let unlabeled = common::unlabeled_store(d.path());
     let file = format!("data.file={}", s(&unlabeled));
     ssl_fails(&["finetune", s(&ft), "--set", &file, "--set", "data.train_split=unlabeled"], &["data.train_split", "no labels"]);
     ssl_fails(&["probe", s(&run), "--data", s(&unlabeled), "--train-split", "unlabeled"], &["no labels"]);

@@ -118,13 +118,7 @@ fn embeddings_in_three_formats() {
     ssl_fails(&["embed", s(&run), "--out", s(&data)], &["data.h5", "input"]);
 
     // An unlabeled store: no labels anywhere, and no stale labels file left beside.
-    let flat = d.path().join("flat");
-    std::fs::create_dir_all(&flat).unwrap();
-    for i in 0..6 {
-        common::write_png(&flat.join(format!("{i}.png")), 12, 12, 40 * i as u8);
-    }
-    let unlabeled = d.path().join("unlabeled.h5");
-    ssl_ok(&["data", "import", "folder", s(&flat), s(&unlabeled), "--grayscale"]);
+    let unlabeled = common::unlabeled_store(d.path());
     let args = |format: &str, out: &Path| -> Vec<String> {
         ["embed", s(&run), "--data", s(&unlabeled), "--split", "unlabeled", "--format", format, "--out", s(out)].iter().map(|a| a.to_string()).collect()
     };

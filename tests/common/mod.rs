@@ -99,6 +99,19 @@ pub fn labeled_store(dir: &Path, n_train: u32, n_test: u32) -> std::path::PathBu
     out
 }
 
+/// Imports 6 gray 12x12 images without labels (a flat folder) into `dir/unlabeled.h5`, split
+/// `unlabeled`.
+pub fn unlabeled_store(dir: &Path) -> std::path::PathBuf {
+    let flat = dir.join("flat");
+    std::fs::create_dir_all(&flat).unwrap();
+    for i in 0..6 {
+        write_png(&flat.join(format!("{i}.png")), 12, 12, 40 * i as u8);
+    }
+    let out = dir.join("unlabeled.h5");
+    ssl_ok(&["data", "import", "folder", s(&flat), s(&out), "--grayscale"]);
+    out
+}
+
 /// Writes `data` at `path`, or gzipped at `path.gz`.
 pub fn write_maybe_gz(path: &Path, data: &[u8], gz: bool) {
     if gz {
