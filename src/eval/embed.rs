@@ -98,7 +98,7 @@ pub fn embed(run: &Path, req: &EmbedRequest) -> Result<Embedding> {
         inputs,
         model: recipe.model.clone(),
         method: recipe.method()?.name().to_string(),
-        run: std::fs::canonicalize(run).unwrap_or_else(|_| run.to_path_buf()).display().to_string(),
+        run: crate::run::folder::absolute(run),
         backbone: file_digest(&backbone),
         data: file.display().to_string(),
         split: req.split.clone(),

@@ -25,11 +25,10 @@ pub fn export(run: &Path, format: ExportFormat, out: &Path) -> Result<Exported> 
     super::folder::check_output(out, &[&backbone])?;
     // The steps, for BatchNorm's `num_batches_tracked`; 0 when the log is gone.
     let steps = super::records::read_steps_and_epochs(&run.join("metrics.jsonl")).ok().and_then(|(s, _)| s.last().map(|s| s.step)).unwrap_or(0);
-    let run_name = std::fs::canonicalize(run).unwrap_or_else(|_| run.to_path_buf());
     let info = ExportInfo {
         model: recipe.model.clone(),
         method: recipe.method()?.name().to_string(),
-        run: run_name.display().to_string(),
+        run: super::folder::absolute(run),
         backbone: crate::fsutil::file_digest(&backbone),
         steps,
     };

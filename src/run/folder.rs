@@ -25,6 +25,11 @@ pub fn finished_pretraining(run: &Path) -> Result<(crate::recipe::PretrainRecipe
     Ok((recipe, backbone))
 }
 
+/// `run` as an absolute path for a file's metadata (as given when it cannot be resolved).
+pub fn absolute(run: &Path) -> String {
+    std::fs::canonicalize(run).unwrap_or_else(|_| run.to_path_buf()).display().to_string()
+}
+
 /// Refuses an output file before any work: its folder must exist, and it must not be one of
 /// `inputs` (which writing it would destroy).
 pub fn check_output(out: &Path, inputs: &[&Path]) -> Result<()> {
