@@ -12,11 +12,19 @@
 # sessions. An archived method is not run again (delete its folder to rerun it).
 #   bash scripts/compare_methods.sh            # all seven, about 4 hours
 #   METHODS="byol dino" bash scripts/compare_methods.sh
+#   SSL=/path/to/ssl bash scripts/compare_methods.sh   # a built binary (no build here), e.g. a copy
+#                                                      # kept while the tree changes under a long run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f data/fashion-mnist.h5 ] || { bash scripts/setup.sh; cargo build --release; target/release/ssl data import idx /usr/share/datasets/fashion-mnist data/fashion-mnist.h5; }
-cargo build --release
-ssl=target/release/ssl
+if [ -n "${SSL:-}" ]; then
+    ssl=$SSL
+else
+    cargo build --release
+    ssl=target/release/ssl
+fi
+# The binary's version, read once at the start (the tree may change during a four-hour run).
+version="ssl $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' (modified)')"
 runs=${RUNS:-runs/compare}
 archive=${ARCHIVE:-benchmarks/compare_fmnist}
 all="simclr byol moco_v2 simsiam barlow_twins vicreg dino"
@@ -46,7 +54,7 @@ for m in $methods; do
     {
         (lscpu 2>/dev/null || true) | sed -n 's/^Model name: *//p'
         echo "avx512f: $(grep -qw avx512f /proc/cpuinfo && echo yes || echo no), amx: $(grep -qw amx_tile /proc/cpuinfo && echo yes || echo no), cpus: $(nproc)"
-        echo "ssl $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' (modified)'), $(date -u +%F)"
+        echo "$version, $(date -u +%F)"
     } > "$kept.tmp/machine.txt"
     rm -rf "$kept" && mv "$kept.tmp" "$kept"
 done
