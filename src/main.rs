@@ -27,8 +27,26 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     ssl::alloc::keep_freed_memory();
+    // Started by `mpirun` / `srun`: one rank of a data-parallel job.
+    #[cfg(feature = "mpi")]
+    if let Some(world) = ssl::dist::mpi::MpiWorld::init() {
+        return ssl::dist::with_group(Box::new(world), main_of_rank);
+    }
+    #[cfg(not(feature = "mpi"))]
+    if ssl::dist::launched_ranks() > 1 {
+        eprintln!("error: started as one of {} MPI ranks, but this ssl was built without MPI (build with the default feature `mpi`)", ssl::dist::launched_ranks());
+        return ExitCode::FAILURE;
+    }
+    main_of_rank()
+}
+
+/// The command, on one process or as one rank of a job: rank 0 prints, and a rank that fails
+/// prints one line and ends the whole job (the others would wait for it forever).
+fn main_of_rank() -> ExitCode {
+    let (rank, ranks) = ssl::dist::rank_and_size();
     // The library prints nothing itself: its messages and progress bars come here.
-    ssl::progress::set_reporter(ssl::progress::Reporter { message: Box::new(|line| println!("{line}")), bars: true });
+    let message: Box<dyn Fn(&str) + Send + Sync> = if rank == 0 { Box::new(|line| println!("{line}")) } else { Box::new(|_| {}) };
+    ssl::progress::set_reporter(ssl::progress::Reporter { message, bars: rank == 0 });
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
         if n == 0 {
@@ -42,6 +60,13 @@ fn main() -> ExitCode {
     }
     match run(cli) {
         Ok(code) => code,
+        Err(e) if ranks > 1 => {
+            eprintln!("error (rank {rank} of {ranks}): {e}");
+            match ssl::dist::current() {
+                Some(g) => g.comm().abort(1),
+                None => ExitCode::FAILURE,
+            }
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

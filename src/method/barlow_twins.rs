@@ -100,7 +100,8 @@ impl OnlineLoss for BarlowTwinsConfig {
     /// The cross-correlation loss of the two views' projections.
     fn loss<D: NnDevice>(&self, heads: &mut [Head<D>], features: TapedRows<D>) -> Result<Tensor<Rank0, f32, D, OwnedTape<f32, D>>, D::Err> {
         let z = heads[0].mlp.try_forward_mut(features)?;
-        Ok(barlow_twins_loss(z, self.lambda))
+        // Data-parallel: the cross-correlation of the global batch (the paper's, over 32 GPUs).
+        Ok(barlow_twins_loss(crate::dist::ops::gather_views(z, 2)?, self.lambda))
     }
 }
 

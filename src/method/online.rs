@@ -64,17 +64,17 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Online<B
         self.backbone.try_forward_mut(x.trace(g))?.try_reshape_like(&(rows, F))
     }
 
-    /// After the backward pass: with `finite` (the loss was), one optimiser update at `lr`;
-    /// then the gradients are zeroed and kept for the next step.
+    /// After the backward pass: with `finite` (the loss was), one optimiser update at `lr`
+    /// (data-parallel: from the gradients summed over ranks, see [`Optim::apply`]); then the
+    /// gradients are zeroed and kept for the next step.
     pub fn update(&mut self, mut g: Gradients<f32, D>, lr: f64, finite: bool) -> Result<(), D::Err> {
-        if finite {
-            self.opt.cfg.lr = lr;
-            let mut u = self.opt.begin();
+        self.opt.cfg.lr = lr;
+        self.opt.apply(finite, |u| {
             u.module(&mut self.backbone, &g);
             for h in &mut self.heads {
-                h.mlp.update(&mut u, &g);
+                h.mlp.update(u, &g);
             }
-        }
+        });
         self.backbone.try_zero_grads(&mut g)?;
         for h in &self.heads {
             h.mlp.try_zero_grads(&mut g)?;

@@ -48,7 +48,7 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize, S: Onlin
         let features = f.as_vec();
         let loss = self.settings.loss(&mut self.online.heads, f)?;
         let value = loss.array();
-        self.online.update(loss.backward(), lr, value.is_finite())?;
+        self.online.update(crate::dist::scale_loss(loss).backward(), lr, value.is_finite())?;
         Ok((value, features))
     }
 }

@@ -107,7 +107,9 @@ impl OnlineLoss for SimClrConfig {
     /// NT-Xent over the projections of the 2N views.
     fn loss<D: NnDevice>(&self, heads: &mut [Head<D>], features: TapedRows<D>) -> Result<Tensor<Rank0, f32, D, OwnedTape<f32, D>>, D::Err> {
         let z = heads[0].mlp.try_forward_mut(features)?;
-        Ok(nt_xent(z, self.temperature))
+        // Data-parallel: every rank's projections, so every image of the global batch is a
+        // negative (the paper's global batch; the loss then is the single-process one).
+        Ok(nt_xent(crate::dist::ops::gather_views(z, 2)?, self.temperature))
     }
 }
 

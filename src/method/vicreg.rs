@@ -119,7 +119,8 @@ impl OnlineLoss for VicRegConfig {
     /// The three terms on the two views' embeddings.
     fn loss<D: NnDevice>(&self, heads: &mut [Head<D>], features: TapedRows<D>) -> Result<Tensor<Rank0, f32, D, OwnedTape<f32, D>>, D::Err> {
         let z = heads[0].mlp.try_forward_mut(features)?;
-        Ok(vicreg_loss(z, self.weights()))
+        // Data-parallel: variance and covariance of the global batch (the paper gathers too).
+        Ok(vicreg_loss(crate::dist::ops::gather_views(z, 2)?, self.weights()))
     }
 }
 

@@ -129,7 +129,7 @@ pub struct Mlp<D: Storage<f32>> {
     layers: Vec<(String, Layer<D>)>,
 }
 
-impl<D: Device<f32>> Mlp<D> {
+impl<D: Device<f32> + crate::dist::ops::HostGrad> Mlp<D> {
     /// A head of shape `spec` on `dev`, its linear layers drawn uniformly in ±1/sqrt(fan-in)
     /// (PyTorch's and dfdx's rule) from the device's generator, in layer order.
     pub fn new(dev: &D, spec: MlpSpec) -> Result<Self, D::Err> {
@@ -219,13 +219,21 @@ impl<D: Device<f32>> Mlp<D> {
                 Layer::L2Normalize => l2_normalize(x)?,
                 Layer::NormedLinear { weight } => normed_linear(x, weight)?,
                 Layer::BatchNorm { scale, bias, running_mean, running_var } => {
-                    // dfdx's `batchnorm2d::train_fwd`, on a run-time width.
+                    // dfdx's `batchnorm2d::train_fwd`, on a run-time width; synchronised batch
+                    // norm sums the statistics over ranks (and so their gradients).
                     let shape = *x.shape();
-                    let n = shape.0 as f64;
-                    let mean = x.retaped::<OwnedTape<f32, D>>().try_mean::<(usize,), Axis<0>>()?;
+                    let sync = crate::dist::sync_batchnorm();
+                    let n = sync.as_ref().map_or(shape.0, |g| g.counts(shape.0).iter().sum()) as f64;
+                    let mean_of = |t: TapedRows<D>| -> Result<Tensor<(usize,), f32, D, OwnedTape<f32, D>>, D::Err> {
+                        match &sync {
+                            None => t.try_mean::<(usize,), Axis<0>>(),
+                            Some(g) => crate::dist::ops::all_reduce(g, t.try_sum::<(usize,), Axis<0>>()?)?.try_div(n as f32),
+                        }
+                    };
+                    let mean = mean_of(x.retaped::<OwnedTape<f32, D>>())?;
                     running_mean.try_axpy(1.0 - MOMENTUM, &mean, MOMENTUM)?;
                     let centered = x.try_sub(mean.try_broadcast_like::<_, Axis<0>>(&shape)?)?;
-                    let var = centered.retaped::<OwnedTape<f32, D>>().try_square()?.try_mean::<(usize,), Axis<0>>()?;
+                    let var = mean_of(centered.retaped::<OwnedTape<f32, D>>().try_square()?)?;
                     // The running variance is the unbiased estimate, as PyTorch.
                     running_var.try_axpy(1.0 - MOMENTUM, &var, MOMENTUM * n / (n - 1.0))?;
                     let std = var.try_add(EPSILON as f32)?.try_sqrt()?;

@@ -23,6 +23,7 @@ pub trait NnDevice:
     + pool2d::Pool2DKernel<f32>
     + batchnorm2d::BatchNorm2DKernel<f32>
     + relu::ReluKernel<f32>
+    + crate::dist::ops::HostGrad
     + dfdx::tensor::TensorFromVec<usize>
     + dfdx::tensor::TensorToArray<(), f32, Array = f32>
     + dfdx::nn::DeviceBuildExt
@@ -35,6 +36,7 @@ impl<D> NnDevice for D where
         + pool2d::Pool2DKernel<f32>
         + batchnorm2d::BatchNorm2DKernel<f32>
         + relu::ReluKernel<f32>
+        + crate::dist::ops::HostGrad
         + dfdx::tensor::TensorFromVec<usize>
         + dfdx::tensor::TensorToArray<(), f32, Array = f32>
         + dfdx::nn::DeviceBuildExt

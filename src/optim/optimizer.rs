@@ -84,7 +84,46 @@ impl Optim {
     /// step to step and across a resume.
     pub fn begin(&mut self) -> Update<'_> {
         self.steps += 1;
-        Update { opt: self, index: 0 }
+        Update { opt: self, index: 0, source: Source::Gradients }
+    }
+
+    /// Starts a pass that changes nothing and collects the gradients, flattened in the order
+    /// an update visits them ([`Update::into_collected`]); with the sum over ranks of that,
+    /// [`Optim::begin_from`] makes the update (data-parallel training).
+    pub fn collect(&mut self) -> Update<'_> {
+        Update { opt: self, index: 0, source: Source::Collect(Vec::new()) }
+    }
+
+    /// Starts an update whose gradients are read from `flat` (as [`Optim::collect`] laid them
+    /// out) instead of from the `Gradients` passed along.
+    pub fn begin_from(&mut self, flat: Vec<f32>) -> Update<'_> {
+        self.steps += 1;
+        Update { opt: self, index: 0, source: Source::Flat(flat, 0) }
+    }
+
+    /// One update of the parts `visit` passes to the [`Update`], if `finite` (the loss was).
+    /// Data-parallel ([`crate::dist`]): the gradients are first summed over ranks (each rank
+    /// backpropagated its share of the global loss, so the sum is the global loss's gradient),
+    /// in one collective that also tells every rank whether any rank's loss was not finite;
+    /// then every rank updates, or none does. `visit` is called once per pass with the same
+    /// parts in the same order. Whether the update was made.
+    pub fn apply(&mut self, finite: bool, mut visit: impl FnMut(&mut Update)) -> bool {
+        let Some(group) = crate::dist::current() else {
+            if finite {
+                visit(&mut self.begin());
+            }
+            return finite;
+        };
+        let mut collect = self.collect();
+        visit(&mut collect);
+        let mut flat = collect.into_collected();
+        flat.push(if finite { 0.0 } else { 1.0 });
+        group.all_reduce_sum(&mut flat);
+        let all_finite = flat.pop() == Some(0.0);
+        if all_finite {
+            visit(&mut self.begin_from(flat));
+        }
+        all_finite
     }
 
     /// Updates taken so far.
@@ -129,9 +168,28 @@ impl Optim {
 pub struct Update<'a> {
     opt: &'a mut Optim,
     index: usize,
+    source: Source,
+}
+
+/// Where an [`Update`] reads gradients from.
+enum Source {
+    /// The `Gradients` of each call.
+    Gradients,
+    /// Nowhere: the pass only appends them here.
+    Collect(Vec<f32>),
+    /// A flat buffer and the position of the next tensor's gradient in it.
+    Flat(Vec<f32>, usize),
 }
 
 impl Update<'_> {
+    /// The gradients a [`Optim::collect`] pass gathered (empty for an update).
+    pub fn into_collected(self) -> Vec<f32> {
+        match self.source {
+            Source::Collect(v) => v,
+            _ => Vec::new(),
+        }
+    }
+
     /// Updates every trainable tensor of a dfdx module, in its visiting order.
     pub fn module<D: Device<f32>, M: TensorCollection<f32, D>>(&mut self, module: &mut M, grads: &Gradients<f32, D>) {
         let mut v = Visit { update: self, grads };
@@ -142,11 +200,22 @@ impl Update<'_> {
     /// dimension are weights (weight decay, LARS trust ratio); 1-D ones are biases and
     /// BatchNorm parameters (neither).
     pub fn tensor<S: Shape, D: Device<f32>>(&mut self, p: &mut Tensor<S, f32, D>, grads: &Gradients<f32, D>) {
+        let mut g = match &mut self.source {
+            Source::Gradients => grads.get(p).as_vec(),
+            Source::Collect(all) => {
+                all.extend(grads.get(p).as_vec());
+                return;
+            }
+            Source::Flat(all, at) => {
+                let n = p.shape().num_elements();
+                *at += n;
+                all[*at - n..*at].to_vec()
+            }
+        };
         let index = self.index;
         self.index += 1;
         let cfg = self.opt.cfg;
         let mut w = p.as_vec();
-        let mut g = grads.get(p).as_vec();
         // Biases and BatchNorm parameters: no weight decay, no trust ratio.
         let matrix = S::NUM_DIMS > 1;
         let wd = if matrix { cfg.weight_decay } else { 0.0 };
@@ -302,6 +371,31 @@ mod tests {
             ob.set_state(state, steps).unwrap();
             step(&mut oa, &mut a, &x);
             step(&mut ob, &mut b, &x);
+            assert_eq!(a.weight.as_vec(), b.weight.as_vec(), "{kind:?}");
+            assert_eq!(a.bias.as_vec(), b.bias.as_vec(), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn an_update_from_collected_gradients_is_the_update() {
+        for kind in [OptimizerKind::Lars, OptimizerKind::Sgd, OptimizerKind::AdamW] {
+            let cfg = OptimConfig { kind, lr: 0.05, weight_decay: 0.01, ..Default::default() };
+            let (_dev, mut a, x) = setup();
+            let mut b = a.clone();
+            let (mut oa, mut ob) = (Optim::new(cfg), Optim::new(cfg));
+            for _ in 0..2 {
+                step(&mut oa, &mut a, &x);
+                let g = b.forward(x.trace(b.alloc_grads())).sum().backward();
+                let mut c = ob.collect();
+                c.module(&mut b, &g);
+                let flat = c.into_collected();
+                assert_eq!(flat.len(), 8, "weight then bias");
+                assert_eq!(ob.steps(), oa.steps() - 1, "collecting is no step");
+                // Gradients twice as large, halved: the same numbers.
+                let doubled: Vec<f32> = flat.iter().map(|v| 2.0 * v).collect();
+                let half: Vec<f32> = doubled.iter().map(|v| v / 2.0).collect();
+                ob.begin_from(half).module(&mut b, &g);
+            }
             assert_eq!(a.weight.as_vec(), b.weight.as_vec(), "{kind:?}");
             assert_eq!(a.bias.as_vec(), b.bias.as_vec(), "{kind:?}");
         }

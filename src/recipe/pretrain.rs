@@ -79,6 +79,11 @@ pub struct PretrainRecipe {
     pub batch_size: usize,
     /// Drop the last partial batch of an epoch (SimCLR, solo-learn) or train on it.
     pub drop_last: bool,
+    /// Data-parallel (`mpirun -np R ssl pretrain ...`): batch norm normalises with the global
+    /// batch's statistics, summed over ranks (SimCLR's global BN, PyTorch's SyncBatchNorm), so
+    /// R ranks train the model one process would; `false`: each rank's own part's statistics
+    /// (PyTorch DDP's default). No effect on one process.
+    pub sync_batchnorm: bool,
     pub epochs: usize,
     pub optimizer: OptimizerConfig,
     pub lr: LrConfig,
@@ -106,6 +111,7 @@ impl Default for PretrainRecipe {
             augment: AugmentConfig::simclr(),
             batch_size: 256,
             drop_last: true,
+            sync_batchnorm: true,
             epochs: 100,
             optimizer: OptimizerConfig::default(),
             lr: LrConfig::default(),

@@ -89,7 +89,7 @@ fn dir_of(run: &Path) -> PathBuf {
 pub fn write(run: &Path, state: &CheckpointState, keep: usize, save: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
     let dir = dir_of(run);
     std::fs::create_dir_all(&dir).at(&dir)?;
-    let target = dir.join(format!("step-{:08}", state.global_step));
+    let target = folder(run, state.global_step);
     crate::fsutil::replace_dir_atomic(&target, |tmp| {
         save(tmp)?;
         let json = serde_json::to_string_pretty(state).expect("state serialises");
@@ -100,6 +100,11 @@ pub fn write(run: &Path, state: &CheckpointState, keep: usize, save: impl FnOnce
         std::fs::remove_dir_all(old).at(old)?;
     }
     Ok(target)
+}
+
+/// The folder of the checkpoint at global step `step`.
+pub fn folder(run: &Path, step: u64) -> PathBuf {
+    dir_of(run).join(format!("step-{step:08}"))
 }
 
 /// The checkpoint folders of a run, oldest first.

@@ -88,10 +88,10 @@ pub fn read_steps_and_epochs(path: &Path) -> Result<(Vec<StepRecord>, Vec<EpochR
     Ok((steps, epochs))
 }
 
-/// An open metrics log.
+/// An open metrics log (or, on the ranks of a data-parallel job but the first, none).
 pub struct MetricsLog {
     path: PathBuf,
-    file: File,
+    file: Option<File>,
 }
 
 impl MetricsLog {
@@ -115,13 +115,19 @@ impl MetricsLog {
             }
         }
         let file = OpenOptions::new().create(true).append(true).open(path).at(path)?;
-        Ok(MetricsLog { path: path.to_path_buf(), file })
+        Ok(MetricsLog { path: path.to_path_buf(), file: Some(file) })
+    }
+
+    /// A log that writes nothing: the ranks of a data-parallel job that do not write files.
+    pub fn discard() -> Self {
+        MetricsLog { path: PathBuf::new(), file: None }
     }
 
     /// Appends one record.
     pub fn write(&mut self, record: &Record) -> Result<()> {
+        let Some(file) = &mut self.file else { return Ok(()) };
         let line = serde_json::to_string(record).expect("a record serialises");
-        writeln!(self.file, "{line}").at(&self.path)
+        writeln!(file, "{line}").at(&self.path)
     }
 }
 

@@ -67,12 +67,21 @@ pub struct Epoch<'a> {
     pub batching: Batching,
     pub seed: u64,
     pub epoch: usize,
+    /// (rank, ranks): data-parallel, this rank trains on its part of each batch
+    /// ([`crate::dist::shard`]); (0, 1) on one process.
+    pub part: (usize, usize),
 }
 
 impl Epoch<'_> {
-    /// The images of step `step`.
+    /// The images of step `step`: the global batch.
     pub fn indices(&self, step: usize) -> &[usize] {
         &self.order[self.batching.range(self.order.len(), step)]
+    }
+
+    /// This rank's images of step `step` (all of them on one process).
+    pub fn local_indices(&self, step: usize) -> &[usize] {
+        let batch = self.indices(step);
+        &batch[crate::dist::shard(batch.len(), self.part.0, self.part.1)]
     }
 
     /// Calls `train(step, views)` for each step in `steps`, views laid out [V N, C, H, W] with
@@ -85,7 +94,7 @@ impl Epoch<'_> {
             s.spawn(move || {
                 for step in steps {
                     let mut views = Vec::new();
-                    crate::augment::pipeline::views_into(self.pipelines, self.split, self.indices(step), self.seed, self.epoch as u64, &mut views);
+                    crate::augment::pipeline::views_into(self.pipelines, self.split, self.local_indices(step), self.seed, self.epoch as u64, &mut views);
                     if tx.send((step, views)).is_err() {
                         break;
                     }
@@ -133,7 +142,7 @@ mod tests {
         let split = Split::random(10, shape, 0);
         let pipeline = Pipeline::for_split(AugmentConfig::simclr(), &split).unwrap();
         let order = epoch_order(10, 3, 0);
-        let e = Epoch { pipelines: &[&pipeline, &pipeline], split: &split, order: &order, batching: Batching { batch: 4, drop_last: false, min_batch: 2 }, seed: 3, epoch: 0 };
+        let e = Epoch { pipelines: &[&pipeline, &pipeline], split: &split, order: &order, batching: Batching { batch: 4, drop_last: false, min_batch: 2 }, seed: 3, epoch: 0, part: (0, 1) };
         let mut seen = Vec::new();
         e.run(0..3, |step, views| {
             let mut want = Vec::new();

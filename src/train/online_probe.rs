@@ -60,10 +60,11 @@ impl OnlineProbe {
             let correct = scores.chunks(self.classes).zip(labels).take(counted).filter(|(row, &y)| crate::metrics::in_top_k(row, y as usize, 1)).count();
             let loss = smoothed_cross_entropy(logits, labels, 0.0);
             let finite = loss.array().is_finite();
-            let grads = loss.backward();
-            if finite {
-                self.linear.update(&mut self.opt.begin(), &grads);
-            }
+            // Data-parallel: this rank's share of the global batch's loss; the update sums
+            // the gradients over ranks, so every rank holds the same probe.
+            let grads = crate::dist::scale_loss(loss).backward();
+            let linear = &mut self.linear;
+            self.opt.apply(finite, |u| linear.update(u, &grads));
             Ok(correct)
         };
         run().map_err(|e| Error::device("an online probe step", e))

@@ -104,7 +104,21 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions, monitor: &MonitorFac
             return Err(Error::invalid("knn", format!("its splits give {} images, pretraining {}", m.input_shape(), shape)));
         }
     }
-    let batching = Batching { batch: recipe.batch_size, drop_last: recipe.drop_last, min_batch: method.min_batch() };
+    let (_, ranks) = crate::dist::rank_and_size();
+    if let Some(g) = crate::dist::current() {
+        if recipe.batch_size < ranks * method.min_batch() {
+            return Err(Error::invalid(
+                "batch_size",
+                format!("{} is the global batch: {ranks} ranks need at least {} images ({} each for {})", recipe.batch_size, ranks * method.min_batch(), method.min_batch(), method.name()),
+            ));
+        }
+        if recipe.sync_batchnorm && recipe.device != crate::device::DeviceSpec::Cpu {
+            return Err(Error::invalid("sync_batchnorm", format!("is on the CPU only so far; on {} set sync_batchnorm: false", recipe.device)));
+        }
+        g.set_sync_batchnorm(recipe.sync_batchnorm);
+    }
+    // A last partial batch too small for every rank's part is folded into the one before.
+    let batching = Batching { batch: recipe.batch_size, drop_last: recipe.drop_last, min_batch: method.min_batch() * ranks };
     let steps = batching.steps(split.len());
     if let Some((_, state, _)) = &resume_from {
         // Before format 1 a last batch of one image was a step of its own.
@@ -152,7 +166,9 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions, monitor: &MonitorFac
         End::Interrupted { checkpoint, step } => return Ok(Outcome::Interrupted { run, checkpoint, step }),
         End::Finished { last_loss, elapsed_s, .. } => (last_loss, elapsed_s),
     };
-    task.net.save_backbone(&run.join(BACKBONE_FILE))?;
+    if crate::dist::is_writer() {
+        task.net.save_backbone(&run.join(BACKBONE_FILE))?;
+    }
     let measured: String = task.last.iter().map(|m| format!(", {}", m.text())).collect();
     let summary = match last_loss {
         None => format!("nothing left to do: all {} epochs were done; backbone at {}", recipe.epochs, run.join(BACKBONE_FILE).display()),
@@ -190,7 +206,9 @@ impl Task for Pretraining<'_> {
     }
 
     fn end_epoch(&mut self, done: usize, last: bool) -> Result<EpochReport> {
-        let Some(m) = self.monitor.filter(|_| done % self.every.max(1) == 0 || last) else {
+        // Data-parallel, rank 0 measures (every rank holds the same weights).
+        let due = done % self.every.max(1) == 0 || last;
+        let Some(m) = self.monitor.filter(|_| due && crate::dist::is_writer()) else {
             return Ok(EpochReport::default());
         };
         let t = Instant::now();

@@ -128,7 +128,11 @@ impl Start {
 /// Opens the run folder (a new one, or the one resumed from `resume`, as
 /// [`RunOptions::resume_point`] found it) and its metrics log, and says where the run starts;
 /// a resume says so, and records the schedule changes it makes.
+/// Data-parallel, the ranks but the first touch no file: they start where the checkpoint says.
 pub fn open<R: serde::Serialize>(run: &Path, resume: Option<&(PathBuf, CheckpointState, Vec<Change>)>, force: bool, recipe: &R) -> Result<(MetricsLog, Start)> {
+    if !crate::dist::is_writer() {
+        return Ok((MetricsLog::discard(), resume.map_or_else(Start::default, |(_, s, _)| Start::from_checkpoint(s))));
+    }
     let log = run_dir::open(run, resume.map(|(_, s, _)| s), force, recipe)?;
     let Some((dir, state, changes)) = resume else { return Ok((log, Start::default())) };
     let start = Start::from_checkpoint(state);
@@ -164,16 +168,21 @@ pub fn train(plan: &Plan, task: &mut dyn Task, start: Start, log: &mut MetricsLo
     super::signal::install();
     while epoch < plan.epochs && !state.stopped_early {
         let order: Vec<usize> = epoch_order(pool.len(), plan.seed, epoch).into_iter().map(|i| pool[i]).collect();
-        let ep = Epoch { pipelines: plan.views, split: plan.split, order: &order, batching: plan.batching, seed: plan.seed, epoch };
+        let ep = Epoch { pipelines: plan.views, split: plan.split, order: &order, batching: plan.batching, seed: plan.seed, epoch, part: crate::dist::rank_and_size() };
         let bar = crate::progress::bar(steps as u64, &format!("epoch {}/{}", epoch + 1, plan.epochs));
         bar.set_position(first_step as u64);
         let (mut tick, epoch_clock, mut epoch_rows) = (Instant::now(), Instant::now(), 0usize);
         let mut stopped_at = None;
         ep.run(first_step..steps, |step, views| {
-            let indices = ep.indices(step);
-            let rows = indices.len() * nviews;
+            // This rank's images (all of the batch on one process) and the global batch's.
+            let (indices, batch) = (ep.local_indices(step), ep.indices(step).len());
+            let rows = batch * nviews;
             let lr = plan.schedule.lr(global as usize);
+            if let Some(g) = crate::dist::current() {
+                g.set_batch(indices.len(), batch);
+            }
             let r = task.step(views, indices, StepAt { lr, step: global, total_steps, steps_per_epoch: steps as u64 })?;
+            let (r, stop) = global_report(r, opts.stop_now(global + 1));
             if !r.loss.is_finite() {
                 let last = checkpoint::latest(plan.run)?.map_or("none".to_string(), |(d, _)| d.display().to_string());
                 return Err(Error::invalid(
@@ -190,7 +199,7 @@ pub fn train(plan: &Plan, task: &mut dyn Task, start: Start, log: &mut MetricsLo
             global += 1;
             state.epoch_loss_sum += r.loss as f64 * r.weight;
             state.epoch_weight += r.weight;
-            state.epoch_seen += indices.len();
+            state.epoch_seen += batch;
             if let Some(c) = r.correct {
                 state.epoch_correct += c;
             }
@@ -200,9 +209,9 @@ pub fn train(plan: &Plan, task: &mut dyn Task, start: Start, log: &mut MetricsLo
             log.write(&Record::Step(StepRecord {
                 epoch: epoch + 1,
                 step: global,
-                images: indices.len(),
+                images: batch,
                 loss: r.loss as f64,
-                accuracy: r.correct.map(|c| c as f64 / indices.len() as f64),
+                accuracy: r.correct.map(|c| c as f64 / batch as f64),
                 lr,
                 views_per_s: (nviews > 1).then_some(per_s),
                 images_per_s: (nviews == 1).then_some(per_s),
@@ -215,7 +224,7 @@ pub fn train(plan: &Plan, task: &mut dyn Task, start: Start, log: &mut MetricsLo
             bar.set_message(format!("epoch {}/{} loss {:.4}{acc} lr {lr:.4} {rate:.0} {unit}/s", epoch + 1, plan.epochs, r.loss));
             bar.inc(1);
             last_loss = Some(r.loss);
-            if opts.stop_now(global) {
+            if stop {
                 stopped_at = Some(step + 1);
                 return Ok(false);
             }
@@ -224,7 +233,7 @@ pub fn train(plan: &Plan, task: &mut dyn Task, start: Start, log: &mut MetricsLo
         bar.finish_and_clear();
         if let Some(step_in_epoch) = stopped_at {
             let st = checkpoint_state(epoch, step_in_epoch, global, &state);
-            let dir = checkpoint::write(plan.run, &st, plan.keep_checkpoints, |d| task.save(d))?;
+            let dir = save_checkpoint(plan, &st, task)?;
             return Ok(End::Interrupted { checkpoint: dir, step: global });
         }
         let done = epoch + 1;
@@ -270,8 +279,31 @@ pub fn train(plan: &Plan, task: &mut dyn Task, start: Start, log: &mut MetricsLo
         state = LoopState { epoch_loss_sum: 0.0, epoch_weight: 0.0, epoch_correct: 0, epoch_seen: 0, ..state };
         if epoch % plan.checkpoint_every.max(1) == 0 || epoch == plan.epochs || state.stopped_early {
             let st = checkpoint_state(epoch, 0, global, &state);
-            checkpoint::write(plan.run, &st, plan.keep_checkpoints, |d| task.save(d))?;
+            save_checkpoint(plan, &st, task)?;
         }
     }
     Ok(End::Finished { epochs_run: epoch, state, last_loss, last_values, elapsed_s: elapsed() })
+}
+
+/// Writes a checkpoint of `task` at `state` (data-parallel: rank 0 alone; every rank holds
+/// the same weights); its folder.
+fn save_checkpoint(plan: &Plan, state: &CheckpointState, task: &dyn Task) -> Result<PathBuf> {
+    if crate::dist::is_writer() {
+        checkpoint::write(plan.run, state, plan.keep_checkpoints, |d| task.save(d))
+    } else {
+        Ok(checkpoint::folder(plan.run, state.global_step))
+    }
+}
+
+/// A step's report for the global batch, and whether any rank was asked to stop (`stop`:
+/// this rank's answer): data-parallel, the loss is the global batch's (each rank's weighed
+/// by its share) and the correct predictions are summed, in one collective; on one process,
+/// `r` and `stop` as they are.
+fn global_report(mut r: StepReport, stop: bool) -> (StepReport, bool) {
+    let Some(g) = crate::dist::current() else { return (r, stop) };
+    let mut v = [r.loss as f64 * crate::dist::loss_share(), r.correct.unwrap_or(0) as f64, stop as u8 as f64];
+    g.all_reduce_sum_f64(&mut v);
+    r.loss = v[0] as f32;
+    r.correct = r.correct.map(|_| v[1] as usize);
+    (r, v[2] > 0.0)
 }

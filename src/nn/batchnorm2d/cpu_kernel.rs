@@ -64,16 +64,24 @@ fn factors<E: Real>(g: &BnGeom, mean: &[f64], var: &[f64], eps: f64, scale: &[E]
     (a, b)
 }
 
-/// Batch statistics of a training forward: per-channel mean and biased variance.
-pub fn batch_stats<E: Real>(g: &BnGeom, x: &[E]) -> (Vec<f64>, Vec<f64>) {
+/// Sums over the ranks of synchronised batch norm, in place (nothing on one process).
+pub type Reduce<'a> = &'a dyn Fn(&mut [f64]);
+
+/// Batch statistics of a training forward: per-channel mean and biased variance, and the
+/// values per channel they are over. `reduce` sums the per-channel sums (and the count) over
+/// ranks first: synchronised batch norm.
+pub fn batch_stats<E: Real>(g: &BnGeom, x: &[E], reduce: Reduce) -> (Vec<f64>, Vec<f64>, f64) {
     let (s, sq) = channel_sums(g, x, x, |v, _| {
         let v = v.to_f64().unwrap();
         (v, v * v)
     });
-    let m = (g.n * g.hw) as f64;
+    let mut all: Vec<f64> = s.into_iter().chain(sq).chain([(g.n * g.hw) as f64]).collect();
+    reduce(&mut all);
+    let m = all[2 * g.c];
+    let (s, sq) = all[..2 * g.c].split_at(g.c);
     let mean: Vec<f64> = s.iter().map(|v| v / m).collect();
     let var = sq.iter().zip(&mean).map(|(q, mu)| (q / m - mu * mu).max(0.0)).collect();
-    (mean, var)
+    (mean, var, m)
 }
 
 /// Normalises with the given per-channel mean and variance, then scales and shifts, then
@@ -94,8 +102,10 @@ pub fn normalize<E: Real>(
     affine(g, x, &a, &b, relu, y);
 }
 
-/// Backward of a training forward that used batch statistics `mean`, `var`: adds into `dx`,
-/// `dscale`, `dbias`. With `relu`, the output gradient is first masked where the forward's
+/// Backward of a training forward that used batch statistics `mean`, `var` over `m` values
+/// per channel: adds into `dx`, `dscale`, `dbias`. `reduce` sums the per-channel sums of the
+/// gradient over ranks (synchronised batch norm: `dx` is then the global batch's; `dscale`
+/// and `dbias` stay this rank's part, summed with the other parameters' gradients). With `relu`, the output gradient is first masked where the forward's
 /// output was zero (recomputed from `x`, so the output need not be kept); `dy` is then
 /// modified in place.
 #[allow(clippy::too_many_arguments)]
@@ -112,6 +122,8 @@ pub fn backward<E: Real>(
     dx: &mut [E],
     dscale: &mut [E],
     dbias: &mut [E],
+    m: f64,
+    reduce: Reduce,
 ) {
     if relu {
         let (a, b) = factors(g, mean, var, eps, scale, bias);
@@ -134,15 +146,19 @@ pub fn backward<E: Real>(
         let d = d.to_f64().unwrap();
         (d, d * v.to_f64().unwrap())
     });
-    let m = (g.n * g.hw) as f64;
+    for ch in 0..g.c {
+        dscale[ch] += E::from(invstd[ch] * (sdyx[ch] - mean[ch] * sdy[ch])).unwrap();
+        dbias[ch] += E::from(sdy[ch]).unwrap();
+    }
+    let mut all: Vec<f64> = sdy.into_iter().chain(sdyx).collect();
+    reduce(&mut all);
+    let (sdy, sdyx) = all.split_at(g.c);
     // dx = scale * invstd * (dy - sdy / m - xhat * sdyxhat / m), written as dy * k + x * u + v.
     let mut k = vec![E::zero(); g.c];
     let mut u = vec![E::zero(); g.c];
     let mut v = vec![E::zero(); g.c];
     for ch in 0..g.c {
         let sdyxhat = invstd[ch] * (sdyx[ch] - mean[ch] * sdy[ch]);
-        dscale[ch] += E::from(sdyxhat).unwrap();
-        dbias[ch] += E::from(sdy[ch]).unwrap();
         let kk = scale[ch].to_f64().unwrap() * invstd[ch];
         let uu = -kk * invstd[ch] * sdyxhat / m;
         k[ch] = E::from(kk).unwrap();

@@ -138,12 +138,18 @@ impl<E: Dtype + Real> BatchNorm2DKernel<E> for Cpu {
         let g = geom(x.shape());
         let (x, mut tape) = x.split_tape();
         let xv = to_vec(&x);
-        let (mean, var) = cpu_kernel::batch_stats(&g, &xv);
+        // Synchronised batch norm: the statistics (and, backward, their gradients) of every rank.
+        let sync = crate::dist::sync_batchnorm();
+        let reduce = move |v: &mut [f64]| {
+            if let Some(group) = &sync {
+                group.all_reduce_sum_f64(v);
+            }
+        };
+        let (mean, var, m) = cpu_kernel::batch_stats(&g, &xv, &reduce);
         let (scale, bias) = (to_vec(&layer.scale), to_vec(&layer.bias));
         let mut y = vec![E::zero(); xv.len()];
         cpu_kernel::normalize(&g, &xv, &mean, &var, layer.epsilon, &scale, &bias, RELU, &mut y);
         // Running statistics, off the tape.
-        let m = (g.n * g.hw) as f64;
         let unbias = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
         let mom = layer.momentum;
         let blend = |t: &mut Tensor<Rank1<C>, E, Cpu>, batch: &[f64], k: f64| {
@@ -163,7 +169,7 @@ impl<E: Dtype + Real> BatchNorm2DKernel<E> for Cpu {
             let mut dx = take_grad!(grads, &x_ghost);
             let mut ds = take_grad!(grads, &s_ghost);
             let mut db = take_grad!(grads, &b_ghost);
-            cpu_kernel::backward(&g, &xv, &mean, &var, eps, &scale, &bias, RELU, &mut dy, &mut dx, &mut ds, &mut db);
+            cpu_kernel::backward(&g, &xv, &mean, &var, eps, &scale, &bias, RELU, &mut dy, &mut dx, &mut ds, &mut db, m, &reduce);
             put_grad!(grads, &x_ghost, dx);
             put_grad!(grads, &s_ghost, ds);
             put_grad!(grads, &b_ghost, db);
