@@ -109,6 +109,16 @@ pub fn sync_batchnorm() -> Option<Rc<Group>> {
     current().filter(|g| g.sync_batchnorm.get())
 }
 
+/// Runs `f` with batch norm on each rank's own images, synchronised or not outside (MoCo's key
+/// encoder: its shuffled groups exist to keep per-device statistics).
+pub fn local_batchnorm<R>(f: impl FnOnce() -> R) -> R {
+    let Some(g) = current() else { return f() };
+    let was = g.sync_batchnorm.replace(false);
+    let out = f();
+    g.sync_batchnorm.set(was);
+    out
+}
+
 /// Rank `rank`'s part of `n` items among `size` ranks: contiguous, in rank order, sizes
 /// differing by at most one.
 pub fn shard(n: usize, rank: usize, size: usize) -> Range<usize> {

@@ -147,6 +147,43 @@ mod tests {
         }
     }
 
+    /// The same for the losses over columns of the global batch (Barlow Twins, VICReg).
+    #[test]
+    fn gathered_column_losses_give_each_rank_its_rows_of_the_global_gradient() {
+        use crate::loss::{barlow_twins_loss, vicreg_loss, VicRegWeights};
+        let (n, f) = (7, 5);
+        let z = embeddings(n);
+        type Loss = fn(Tensor<(usize, usize), f32, Cpu, OwnedTape<f32, Cpu>>) -> Tensor<Rank0, f32, Cpu, OwnedTape<f32, Cpu>>;
+        let losses: [(&str, Loss); 2] = [
+            ("barlow twins", |z| barlow_twins_loss(z, 0.0051)),
+            ("vicreg", |z| vicreg_loss(z, VicRegWeights { invariance: 25.0, variance: 25.0, covariance: 1.0 })),
+        ];
+        for (name, loss) in losses {
+            let dev = Cpu::default();
+            let whole = dev.tensor_from_vec(z.clone(), (2 * n, f));
+            let g = loss(whole.leaky_trace());
+            let want_loss = g.array();
+            let want_grad = g.backward().get(&whole).as_vec();
+            let out = threads::run(2, |rank| {
+                let part = shard(n, rank, 2);
+                crate::dist::current().unwrap().set_batch(part.len(), n);
+                let dev = Cpu::default();
+                let mine = dev.tensor_from_vec(local_rows(&z, n, f, part.clone()), (2 * part.len(), f));
+                let l = loss(gather_views(mine.leaky_trace(), 2).unwrap());
+                let value = l.array();
+                (value, scale_loss(l).backward().get(&mine).as_vec())
+            });
+            for (rank, (l, grad)) in out.into_iter().enumerate() {
+                assert!((l - want_loss).abs() < 1e-5 * want_loss.abs(), "{name}, rank {rank}: loss {l} vs {want_loss}");
+                let want = local_rows(&want_grad, n, f, shard(n, rank, 2));
+                let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                for (a, b) in grad.iter().zip(&want) {
+                    assert!((a - b).abs() < 1e-5 * scale, "{name}, rank {rank}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn all_reduce_sums_values_and_gradients() {
         let out = threads::run(2, |rank| {

@@ -12,7 +12,9 @@
 //! `shuffle_bn_groups` groups of a random permutation of the batch (drawn from the step
 //! number, so exact resume holds), each group normalised by its own statistics, the keys put
 //! back in order after. The queries are one group (the whole batch), where MoCo's are one
-//! GPU's share of it.
+//! GPU's share of it. Data-parallel, each rank does the same with its own images (the key
+//! encoder's batch norm is never synchronised); the keys of every rank enter the queue, in
+//! the global batch's order, so the ranks hold the same queue.
 //!
 //! Where this differs from the papers: the loss is MoCo's, one direction (queries from view 1,
 //! keys from view 2), not the symmetrised loss of MoCo v2+ / v3; the momentum may rise on a
@@ -237,7 +239,8 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Moco<B, 
         for g in 0..groups {
             let rows = &order[g * n / groups..(g + 1) * n / groups];
             let x: Vec<f32> = rows.iter().flat_map(|&i| images[i * per..(i + 1) * per].iter().copied()).collect();
-            let z = self.target.forward(self.online.images(x, (h, w))?)?.as_vec();
+            // Each rank's groups of its own images: per-device statistics, as MoCo's.
+            let z = crate::dist::local_batchnorm(|| self.target.forward(self.online.images(x, (h, w))?))?.as_vec();
             for (j, &i) in rows.iter().enumerate() {
                 keys[i * width..(i + 1) * width].copy_from_slice(&z[j * width..(j + 1) * width]);
             }

@@ -9,6 +9,8 @@
 
 pub mod barlow_twins;
 pub mod byol;
+#[cfg(test)]
+mod data_parallel_tests;
 pub mod dino;
 pub mod expander;
 pub mod moco;

@@ -567,4 +567,57 @@ mod tests {
             assert!((numeric - g[i] as f64).abs() <= 2e-2 * numeric.abs().max(1.0), "d/dx[{i}]: {} vs {numeric}", g[i]);
         }
     }
+
+    /// Synchronised batch norm (a 3-layer head, BatchNorm after the hidden layers) on ranks
+    /// holding parts of the rows equals the head on all rows in one process: outputs, input
+    /// gradients, and parameter gradients summed over ranks.
+    #[test]
+    fn synchronised_batch_norm_on_ranks_equals_one_process() {
+        use crate::dist::{current, shard, threads};
+        use crate::optim::{Optim, OptimConfig};
+        let (n, w) = (9, 5);
+        let spec = MlpSpec { input: w, hidden: 6, out: 4, layers: 3, norm: Norm::Hidden };
+        let xs: Vec<f32> = crate::nn::gradcheck::values(n * w, 3).iter().map(|&v| v as f32).collect();
+        let rs: Vec<f32> = crate::nn::gradcheck::values(n * 4, 4).iter().map(|&v| v as f32).collect();
+        // Loss: sum(y * r) over the rows (its part of them on a rank; the global loss is the sum).
+        let run = |rows: std::ops::Range<usize>| {
+            let dev = Cpu::seed_from_u64(5);
+            let mut m = Mlp::new(&dev, spec).unwrap();
+            let x = dev.tensor_from_vec(xs[rows.start * w..rows.end * w].to_vec(), (rows.len(), w));
+            let r = dev.tensor_from_vec(rs[rows.start * 4..rows.end * 4].to_vec(), (rows.len(), 4));
+            let mut grads = Gradients::leaky();
+            m.try_zero_grads(&mut grads).unwrap();
+            // The input's gradient is kept too.
+            let mut leaves = UnusedTensors::default();
+            leaves.add(&x);
+            grads.try_alloc_for(&x).unwrap();
+            grads.retain_leafs(&leaves.ids);
+            let y = m.try_forward_mut(x.trace(grads)).unwrap();
+            let out = y.as_vec();
+            let g = (y * r).sum::<Rank0, _>().backward();
+            let mut opt = Optim::new(OptimConfig::default());
+            let mut c = opt.collect();
+            m.update(&mut c, &g);
+            let running = m.tensors().into_iter().filter(|(name, _, _)| name.contains("running")).flat_map(|(_, p, _)| p.host()).collect::<Vec<f32>>();
+            (out, g.get(&x).as_vec(), c.into_collected(), running)
+        };
+        let (y, dx, dp, running) = run(0..n);
+        let parts = threads::run(2, |rank| {
+            current().unwrap().set_sync_batchnorm(true);
+            run(shard(n, rank, 2))
+        });
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+            for (p, q) in a.iter().zip(b) {
+                assert!((p - q).abs() <= 1e-5 * scale, "{what}: {p} vs {q}");
+            }
+        };
+        let cat = |f: &dyn Fn(&(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)) -> &Vec<f32>| parts.iter().flat_map(|p| f(p).clone()).collect::<Vec<f32>>();
+        close(&cat(&|p| &p.0), &y, "outputs");
+        close(&cat(&|p| &p.1), &dx, "input gradients");
+        let summed: Vec<f32> = parts[0].2.iter().zip(&parts[1].2).map(|(a, b)| a + b).collect();
+        close(&summed, &dp, "parameter gradients");
+        close(&parts[0].3, &running, "running statistics");
+        assert_eq!(parts[0].3, parts[1].3);
+    }
 }

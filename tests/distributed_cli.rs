@@ -1,0 +1,186 @@
+//! `mpirun -np 2 ssl pretrain`: data-parallel pretraining through the system's MPI, against one
+//! process on the same global batch, and a rank that dies.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// `mpirun -np NP ssl ARGS` (Open MPI; allowed as root, as in a container).
+fn mpirun(np: usize, args: &[&str]) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args(["-np", &np.to_string(), "--oversubscribe", env!("CARGO_BIN_EXE_ssl")]).args(args);
+    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1").env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
+    c
+}
+
+fn run_ok(mut c: Command) -> Run {
+    let out = c.output().expect("mpirun runs (scripts/setup.sh installs Open MPI)");
+    let r = Run { ok: out.status.success(), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() };
+    assert!(r.ok, "{c:?} failed:\n{}\n{}", r.stdout, r.stderr);
+    r
+}
+
+/// 64 labeled 12x12 images, a recipe of `method` for 20 steps of a global batch of 16.
+fn setup(dir: &Path, method: &str, extra: &str) -> std::path::PathBuf {
+    let data = labeled_store(dir, 64, 16);
+    let text = format!(
+        r#"(
+    run_dir: "{runs}",
+    data: (file: "{data}", split: "train"),
+    model: "small_fmnist",
+    method: {method},
+    augment: (blur_p: 0.0),
+    batch_size: 16,
+    epochs: 5,
+    lr: (warmup_epochs: 1),
+    checkpoint: (every_epochs: 1, keep: 2),
+    knn: (every_epochs: 0),
+    {extra}
+)"#,
+        runs = s(&dir.join("runs")),
+        data = s(&data)
+    );
+    let p = dir.join("recipe.ron");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn losses(run: &Path) -> Vec<f64> {
+    records(run, "step").iter().map(|r| r["loss"].as_f64().unwrap()).collect()
+}
+
+/// Every tensor of a safetensors file, by name.
+fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Vec<f32>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| (name, t.data().chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// max |a - b| / max |b| over every tensor.
+fn weights_differ(a: &Path, b: &Path) -> f32 {
+    let (ta, tb) = (tensors(a), tensors(b));
+    assert_eq!(ta.len(), tb.len());
+    ta.iter()
+        .zip(&tb)
+        .map(|((na, va), (nb, vb))| {
+            assert_eq!(na, nb);
+            let scale = vb.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+            va.iter().zip(vb).fold(0.0f32, |m, (x, y)| m.max((x - y).abs() / scale))
+        })
+        .fold(0.0, f32::max)
+}
+
+/// One process with a global batch of 16 against 2 ranks x 8, synchronised batch norm: the
+/// same losses and weights within 1e-5 relative over 20 steps, for `method`.
+fn two_ranks_train_as_one_process(method: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = setup(dir.path(), method, "");
+    ssl_ok(&["--threads", "1", "pretrain", s(&recipe), "--set", "name=\"one\""]);
+    let r = run_ok(mpirun(2, &["--threads", "1", "pretrain", s(&recipe), "--set", "name=\"two\""]));
+    assert!(r.stdout.contains("done in"), "rank 0 reports: {}", r.stdout);
+    let (one, two) = (dir.path().join("runs/one"), dir.path().join("runs/two"));
+    let (a, b) = (losses(&one), losses(&two));
+    assert_eq!(a.len(), 20);
+    assert_eq!(b.len(), 20, "rank 0 alone writes the metrics");
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "{method}: step {} loss {x} on one process, {y} on 2 ranks", i + 1);
+    }
+    let d = weights_differ(&two.join("backbone.safetensors"), &one.join("backbone.safetensors"));
+    assert!(d <= 1e-5, "{method}: backbones differ by {d:e} of their scale");
+    // The online probe too: its gradients are summed over ranks, its accuracy over the batch.
+    let acc = |run: &Path| records(run, "epoch").iter().map(|r| r["accuracy"].as_f64().unwrap()).collect::<Vec<_>>();
+    assert_eq!(acc(&one), acc(&two));
+}
+
+#[test]
+fn simclr_on_two_ranks_equals_one_process() {
+    two_ranks_train_as_one_process("SimClr(projector: (hidden: 64, out: 32, layers: 3))");
+}
+
+#[test]
+fn byol_on_two_ranks_equals_one_process() {
+    two_ranks_train_as_one_process("Byol(projector: (hidden: 64, out: 32), predictor: (hidden: 64))");
+}
+
+/// Without synchronised batch norm each rank normalises its 8 images alone: other losses from
+/// the first step (PyTorch DDP's default behaves the same), the run still trains.
+#[test]
+fn unsynchronised_batch_norm_is_another_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = setup(dir.path(), "SimClr(projector: (hidden: 64, out: 32, layers: 3))", "sync_batchnorm: false, epochs: 1,");
+    ssl_ok(&["--threads", "1", "pretrain", s(&recipe), "--set", "name=\"one\""]);
+    run_ok(mpirun(2, &["--threads", "1", "pretrain", s(&recipe), "--set", "name=\"two\""]));
+    let (a, b) = (losses(&dir.path().join("runs/one")), losses(&dir.path().join("runs/two")));
+    assert!((a[0] - b[0]).abs() > 1e-4 * a[0].abs(), "per-rank statistics change the first loss: {} vs {}", a[0], b[0]);
+}
+
+/// A rank killed mid-run brings the job down within a bounded time, no checkpoint is left
+/// half-written, and the run resumes from its last checkpoint.
+#[test]
+fn a_dead_rank_ends_the_job_and_the_run_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = setup(dir.path(), "SimClr(projector: (hidden: 64, out: 32, layers: 2))", "epochs: 200,");
+    let mut c = mpirun(2, &["--threads", "1", "pretrain", s(&recipe), "--set", "name=\"k\""]);
+    let mut job = c.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let run = dir.path().join("runs/k");
+    let t = Instant::now();
+    // Wait for a checkpoint (an epoch is 4 steps), then kill rank 1.
+    while !run.join("checkpoints").exists() || records(&run, "step").len() < 10 {
+        assert!(t.elapsed() < Duration::from_secs(120), "the job did not start");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let rank1 = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let has = |hay: &[u8], needle: &str| hay.windows(needle.len()).any(|w| w == needle.as_bytes());
+            has(&env, "OMPI_COMM_WORLD_RANK=1\0") && has(&cmd, "name=\"k\"")
+        })
+        .expect("rank 1 runs");
+    Command::new("kill").args(["-9", &rank1.to_string()]).status().unwrap();
+    let killed = Instant::now();
+    let status = loop {
+        if let Some(s) = job.try_wait().unwrap() {
+            break s;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(60), "the job outlived its rank by a minute");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(job.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(err.contains("rank 1") || err.contains("signal 9") || err.contains("Killed"), "the launcher names the dead rank: {err}");
+    // Every checkpoint is whole (one being written is a hidden temporary folder until it is
+    // complete), and the run resumes from the last.
+    for e in std::fs::read_dir(run.join("checkpoints")).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap().to_str().unwrap().starts_with("step-") {
+            assert!(p.join("state.json").exists() && p.join("backbone.safetensors").exists(), "a half-written checkpoint: {}", p.display());
+        }
+    }
+    let r = ssl_ok(&["--threads", "1", "pretrain", "--resume", s(&run), "--stop-after-steps", "2"]);
+    assert!(r.stdout.contains("resuming"), "{}", r.stdout);
+}
+
+/// A rank that fails on its own prints one line naming its rank, and the job ends.
+#[test]
+fn a_failing_command_under_mpirun_is_one_line_per_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = setup(dir.path(), "SimClr()", "batch_size: 1,");
+    let out = mpirun(2, &["pretrain", s(&recipe)]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error (rank 0 of 2): batch_size"), "{err}");
+}
