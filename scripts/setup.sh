@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what ssl needs when it is missing; safe to run again (it then does nothing).
 # Debian packages: libhdf5-dev (the HDF5 store), pkg-config (to find it), dataset-fashion-mnist
-# (the demo's data). Rust comes from rustup (stable, 1.85 or newer).
+# (the demo's data), libopenmpi-dev + openmpi-bin (data-parallel training under mpirun) and
+# libclang-dev (the MPI bindings are generated at build time). Rust comes from rustup (stable,
+# 1.85 or newer).
 set -euo pipefail
 
 need=()
-for pkg in libhdf5-dev pkg-config dataset-fashion-mnist; do
+for pkg in libhdf5-dev pkg-config dataset-fashion-mnist libopenmpi-dev openmpi-bin libclang-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -82,6 +82,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         d.check()?;
     }
+    let ranks = ssl::dist::rank_and_size().1;
+    if ranks > 1 && !matches!(cli.command, Command::Pretrain(_)) {
+        return Err(Error::invalid("mpirun", format!("{ranks} ranks: only `ssl pretrain` runs data-parallel so far; run this command as one process")));
+    }
     match cli.command {
         Command::Pretrain(a) => train_command(a, device, |r: &ssl::recipe::PretrainRecipe, o| {
             use ssl::models::encoder::Monitor;
@@ -112,12 +116,14 @@ fn train_command<R: serde::Serialize + serde::de::DeserializeOwned>(
     let opts = RunOptions { resume: a.resume, force: a.force, stop_after: a.stop_after_steps, extend: a.extend };
     match go(&recipe, &opts)? {
         Outcome::Finished { summary, .. } => {
-            println!("{summary}");
+            ssl::progress::message(&summary);
             Ok(ExitCode::SUCCESS)
         }
         Outcome::Interrupted { run, checkpoint, step } => {
-            let cmd = std::env::args().nth(1).unwrap_or_default();
-            eprintln!("stopped at step {step}: saved {}; continue with: ssl {cmd} --resume {}", checkpoint.display(), run.display());
+            let cmd = std::env::args().find(|a| a == "pretrain" || a == "finetune").unwrap_or_default();
+            if ssl::dist::is_writer() {
+                eprintln!("stopped at step {step}: saved {}; continue with: ssl {cmd} --resume {}", checkpoint.display(), run.display());
+            }
             Ok(ExitCode::from(130))
         }
     }

@@ -24,8 +24,9 @@ fn run_ok(mut c: Command) -> Run {
     r
 }
 
-/// 64 labeled 12x12 images, a recipe of `method` for 20 steps of a global batch of 16.
-fn setup(dir: &Path, method: &str, extra: &str) -> std::path::PathBuf {
+/// 64 labeled 12x12 images, a recipe of `method` for 5 epochs (at least 20 steps) of a
+/// global batch of 16.
+fn setup(dir: &Path, method: &str) -> std::path::PathBuf {
     let data = labeled_store(dir, 64, 16);
     let text = format!(
         r#"(
@@ -36,10 +37,12 @@ fn setup(dir: &Path, method: &str, extra: &str) -> std::path::PathBuf {
     augment: (blur_p: 0.0),
     batch_size: 16,
     epochs: 5,
-    lr: (warmup_epochs: 1),
+    // LARS at 0.1 (recipes use 0.3): at 0.3 this tiny run is so sensitive that one process
+    // against itself with the rate changed by one part in a million differs by 1e-3 in its
+    // losses within 20 steps, so no two summation orders could agree to 1e-5.
+    lr: (base: 0.1, warmup_epochs: 1),
     checkpoint: (every_epochs: 1, keep: 2),
     knn: (every_epochs: 0),
-    {extra}
 )"#,
         runs = s(&dir.join("runs")),
         data = s(&data)
@@ -66,15 +69,16 @@ fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
     out
 }
 
-/// max |a - b| / max |b| over every tensor.
+/// max |a - b| over every tensor, over the largest |b| of the file (a tensor that starts at
+/// zero, a BatchNorm shift, is not measured against its own tiny scale).
 fn weights_differ(a: &Path, b: &Path) -> f32 {
     let (ta, tb) = (tensors(a), tensors(b));
     assert_eq!(ta.len(), tb.len());
+    let scale = tb.iter().flat_map(|(_, v)| v).fold(1e-6f32, |m, v| m.max(v.abs()));
     ta.iter()
         .zip(&tb)
         .map(|((na, va), (nb, vb))| {
             assert_eq!(na, nb);
-            let scale = vb.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
             va.iter().zip(vb).fold(0.0f32, |m, (x, y)| m.max((x - y).abs() / scale))
         })
         .fold(0.0, f32::max)
@@ -84,14 +88,14 @@ fn weights_differ(a: &Path, b: &Path) -> f32 {
 /// same losses and weights within 1e-5 relative over 20 steps, for `method`.
 fn two_ranks_train_as_one_process(method: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let recipe = setup(dir.path(), method, "");
-    ssl_ok(&["--threads", "1", "pretrain", s(&recipe), "--set", "name=\"one\""]);
-    let r = run_ok(mpirun(2, &["--threads", "1", "pretrain", s(&recipe), "--set", "name=\"two\""]));
+    let recipe = setup(dir.path(), method);
+    ssl_ok(&["--threads", "1", "pretrain", s(&recipe), "--set", "name=one"]);
+    let r = run_ok(mpirun(2, &["--threads", "1", "pretrain", s(&recipe), "--set", "name=two"]));
     assert!(r.stdout.contains("done in"), "rank 0 reports: {}", r.stdout);
     let (one, two) = (dir.path().join("runs/one"), dir.path().join("runs/two"));
     let (a, b) = (losses(&one), losses(&two));
-    assert_eq!(a.len(), 20);
-    assert_eq!(b.len(), 20, "rank 0 alone writes the metrics");
+    assert!(a.len() >= 20, "{} steps", a.len());
+    assert_eq!(b.len(), a.len(), "rank 0 alone writes the metrics, every step once");
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         assert!((x - y).abs() <= 1e-5 * x.abs(), "{method}: step {} loss {x} on one process, {y} on 2 ranks", i + 1);
     }
@@ -117,9 +121,10 @@ fn byol_on_two_ranks_equals_one_process() {
 #[test]
 fn unsynchronised_batch_norm_is_another_model() {
     let dir = tempfile::tempdir().unwrap();
-    let recipe = setup(dir.path(), "SimClr(projector: (hidden: 64, out: 32, layers: 3))", "sync_batchnorm: false, epochs: 1,");
-    ssl_ok(&["--threads", "1", "pretrain", s(&recipe), "--set", "name=\"one\""]);
-    run_ok(mpirun(2, &["--threads", "1", "pretrain", s(&recipe), "--set", "name=\"two\""]));
+    let recipe = setup(dir.path(), "SimClr(projector: (hidden: 64, out: 32, layers: 3))");
+    let set = ["--set", "sync_batchnorm=false", "--set", "epochs=1"];
+    ssl_ok(&[&["--threads", "1", "pretrain", s(&recipe), "--set", "name=one"][..], &set].concat());
+    run_ok(mpirun(2, &[&["--threads", "1", "pretrain", s(&recipe), "--set", "name=two"][..], &set].concat()));
     let (a, b) = (losses(&dir.path().join("runs/one")), losses(&dir.path().join("runs/two")));
     assert!((a[0] - b[0]).abs() > 1e-4 * a[0].abs(), "per-rank statistics change the first loss: {} vs {}", a[0], b[0]);
 }
@@ -129,8 +134,8 @@ fn unsynchronised_batch_norm_is_another_model() {
 #[test]
 fn a_dead_rank_ends_the_job_and_the_run_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let recipe = setup(dir.path(), "SimClr(projector: (hidden: 64, out: 32, layers: 2))", "epochs: 200,");
-    let mut c = mpirun(2, &["--threads", "1", "pretrain", s(&recipe), "--set", "name=\"k\""]);
+    let recipe = setup(dir.path(), "SimClr(projector: (hidden: 64, out: 32, layers: 2))");
+    let mut c = mpirun(2, &["--threads", "1", "pretrain", s(&recipe), "--set", "name=k", "--set", "epochs=200"]);
     let mut job = c.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let run = dir.path().join("runs/k");
     let t = Instant::now();
@@ -146,7 +151,7 @@ fn a_dead_rank_ends_the_job_and_the_run_resumes() {
             let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let has = |hay: &[u8], needle: &str| hay.windows(needle.len()).any(|w| w == needle.as_bytes());
-            has(&env, "OMPI_COMM_WORLD_RANK=1\0") && has(&cmd, "name=\"k\"")
+            has(&env, "OMPI_COMM_WORLD_RANK=1\0") && has(&cmd, "name=k\0")
         })
         .expect("rank 1 runs");
     Command::new("kill").args(["-9", &rank1.to_string()]).status().unwrap();
@@ -178,8 +183,8 @@ fn a_dead_rank_ends_the_job_and_the_run_resumes() {
 #[test]
 fn a_failing_command_under_mpirun_is_one_line_per_rank() {
     let dir = tempfile::tempdir().unwrap();
-    let recipe = setup(dir.path(), "SimClr()", "batch_size: 1,");
-    let out = mpirun(2, &["pretrain", s(&recipe)]).output().unwrap();
+    let recipe = setup(dir.path(), "SimClr()");
+    let out = mpirun(2, &["pretrain", s(&recipe), "--set", "batch_size=2"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("error (rank 0 of 2): batch_size"), "{err}");
