@@ -83,8 +83,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         d.check()?;
     }
     let ranks = ssl::dist::rank_and_size().1;
-    if ranks > 1 && !matches!(cli.command, Command::Pretrain(_)) {
-        return Err(Error::invalid("mpirun", format!("{ranks} ranks: only `ssl pretrain` runs data-parallel so far; run this command as one process")));
+    if ranks > 1 && !matches!(cli.command, Command::Pretrain(_) | Command::Finetune(_)) {
+        return Err(Error::invalid("mpirun", format!("{ranks} ranks: only `ssl pretrain` and `ssl finetune` run data-parallel; run this command as one process")));
     }
     match cli.command {
         Command::Pretrain(a) => train_command(a, device, |r: &ssl::recipe::PretrainRecipe, o| {
@@ -116,7 +116,9 @@ fn train_command<R: serde::Serialize + serde::de::DeserializeOwned>(
     let opts = RunOptions { resume: a.resume, force: a.force, stop_after: a.stop_after_steps, extend: a.extend };
     match go(&recipe, &opts)? {
         Outcome::Finished { summary, .. } => {
-            ssl::progress::message(&summary);
+            if !summary.is_empty() {
+                ssl::progress::message(&summary);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Outcome::Interrupted { run, checkpoint, step } => {

@@ -116,6 +116,26 @@ fn byol_on_two_ranks_equals_one_process() {
     two_ranks_train_as_one_process("Byol(projector: (hidden: 64, out: 32), predictor: (hidden: 64))");
 }
 
+/// Fine-tuning (dropout drawn per row of the global batch, label smoothing, validation and
+/// early stopping) on 2 ranks as on one process; rank 0 writes the result.
+#[test]
+fn finetuning_on_two_ranks_equals_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = labeled_store(dir.path(), 64, 16);
+    let recipe = finetune_recipe(dir.path(), &data, "ft", "None", "dropout: 0.3,");
+    ssl_ok(&["--threads", "1", "finetune", s(&recipe), "--set", "name=one", "--set", "lr.base=0.05"]);
+    run_ok(mpirun(2, &["--threads", "1", "finetune", s(&recipe), "--set", "name=two", "--set", "lr.base=0.05"]));
+    let (one, two) = (dir.path().join("runs/one"), dir.path().join("runs/two"));
+    let (a, b) = (losses(&one), losses(&two));
+    assert!(a.len() >= 6 && a.len() == b.len(), "{} and {} steps", a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "step {} loss {x} on one process, {y} on 2 ranks", i + 1);
+    }
+    let result = |run: &Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap()).unwrap() };
+    assert_eq!(result(&one)["test"]["top1"], result(&two)["test"]["top1"]);
+    assert_eq!(result(&one)["best_epoch"], result(&two)["best_epoch"]);
+}
+
 /// Without synchronised batch norm each rank normalises its 8 images alone: other losses from
 /// the first step (PyTorch DDP's default behaves the same), the run still trains.
 #[test]
@@ -176,7 +196,91 @@ fn a_dead_rank_ends_the_job_and_the_run_resumes() {
         }
     }
     let r = ssl_ok(&["--threads", "1", "pretrain", "--resume", s(&run), "--stop-after-steps", "2"]);
-    assert!(r.stdout.contains("resuming"), "{}", r.stdout);
+    assert!(r.stdout.contains("resuming") && r.stdout.contains("written by 2 rank(s), this job has 1"), "{}", r.stdout);
+}
+
+/// Two "hosts": 2 ranks in 2 network namespaces joined by a veth pair, so the traffic is real
+/// TCP between two addresses (mpirun starts the remote rank through `ip netns exec`, as it
+/// would through ssh); where namespaces cannot be made (not root), over TCP on loopback.
+/// The same losses as one process.
+#[test]
+fn two_hosts_over_tcp_train_as_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = setup(dir.path(), "SimClr(projector: (hidden: 64, out: 32, layers: 3))");
+    ssl_ok(&["--threads", "1", "pretrain", s(&recipe), "--set", "name=one"]);
+    let tag = std::process::id() % 100_000;
+    let (a, b) = (format!("ssl{tag}a"), format!("ssl{tag}b"));
+    let sh = |cmd: &str| Command::new("sh").args(["-c", cmd]).status().is_ok_and(|s| s.success());
+    let netns = sh(&format!(
+        "ip netns add {a} && ip netns add {b} && ip link add {a}v type veth peer name {b}v && ip link set {a}v netns {a} && ip link set {b}v netns {b} \
+         && ip -n {a} addr add 10.77.0.1/24 dev {a}v && ip -n {b} addr add 10.77.0.2/24 dev {b}v \
+         && ip -n {a} link set {a}v up && ip -n {b} link set {b}v up && ip -n {a} link set lo up && ip -n {b} link set lo up"
+    ));
+    let ssl_bin = env!("CARGO_BIN_EXE_ssl");
+    let args = ["--threads", "1", "pretrain", s(&recipe), "--set", "name=two"];
+    let mut c = if netns {
+        // mpirun's remote launcher: `agent HOST COMMAND...` runs COMMAND in HOST's namespace.
+        let agent = dir.path().join("netns_agent.sh");
+        std::fs::write(&agent, format!("#!/bin/sh\nhost=$1; shift\ncase $host in 10.77.0.1) ns={a};; *) ns={b};; esac\nexec ip netns exec $ns sh -c \"$*\"\n")).unwrap();
+        Command::new("chmod").args(["+x", s(&agent)]).status().unwrap();
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &a, "mpirun", "-np", "2", "--host", "10.77.0.1,10.77.0.2", "--mca", "plm_rsh_agent", s(&agent)]);
+        c.args(["--mca", "btl_tcp_if_include", "10.77.0.0/24", "--mca", "oob_tcp_if_include", "10.77.0.0/24"]);
+        c.args(["-x", "OMPI_ALLOW_RUN_AS_ROOT", "-x", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"]);
+        c
+    } else {
+        eprintln!("no network namespaces here (root and `ip netns` needed): TCP over loopback");
+        let mut c = Command::new("mpirun");
+        c.args(["-np", "2", "--oversubscribe"]);
+        c
+    };
+    c.args(["--mca", "btl", "tcp,self", ssl_bin]).args(args);
+    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    let out = c.output().unwrap();
+    let received = netns.then(|| {
+        let o = Command::new("ip").args(["netns", "exec", &b, "cat", &format!("/sys/class/net/{b}v/statistics/rx_bytes")]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().parse::<u64>().unwrap_or(0)
+    });
+    if netns {
+        sh(&format!("ip netns del {a}; ip netns del {b}"));
+    }
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if let Some(rx) = received {
+        assert!(rx > 1_000_000, "the second host received {rx} bytes over the veth pair");
+    }
+    let (x, y) = (losses(&dir.path().join("runs/one")), losses(&dir.path().join("runs/two")));
+    assert_eq!(x.len(), y.len());
+    for (i, (p, q)) in x.iter().zip(&y).enumerate() {
+        assert!((p - q).abs() <= 1e-5 * p.abs(), "step {}: {p} on one process, {q} on two hosts", i + 1);
+    }
+}
+
+/// SIGUSR1 to `mpirun` (forwarded to every rank; Slurm's `--signal=USR1@60`) stops every rank
+/// at the same step with one checkpoint, and the job resumes from it on 2 ranks to the end.
+#[test]
+fn a_stop_request_checkpoints_and_the_job_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = setup(dir.path(), "SimClr(projector: (hidden: 64, out: 32, layers: 2))");
+    let args = ["--threads", "1", "pretrain", s(&recipe), "--set", "name=u", "--set", "epochs=40"];
+    let job = mpirun(2, &args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let run = dir.path().join("runs/u");
+    let t = Instant::now();
+    while !run.join("metrics.jsonl").exists() || records(&run, "step").len() < 6 {
+        assert!(t.elapsed() < Duration::from_secs(120), "the job did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Command::new("kill").args(["-USR1", &job.id().to_string()]).status().unwrap();
+    let out = job.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let stopped: u64 = err.split("stopped at step ").nth(1).and_then(|r| r.split(':').next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(err.matches("stopped at step").count(), 1, "rank 0 alone says so: {err}");
+    assert!(run.join(format!("checkpoints/step-{stopped:08}/state.json")).exists());
+    let steps = records(&run, "step").len() as u64;
+    assert_eq!(steps, stopped, "no step after the checkpoint was logged");
+    let r = run_ok(mpirun(2, &["--threads", "1", "pretrain", "--resume", s(&run)]));
+    assert!(r.stdout.contains("done in"), "{}", r.stdout);
+    let all: Vec<u64> = records(&run, "step").iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(all, (1..=all.len() as u64).collect::<Vec<_>>(), "every step once, in order");
 }
 
 /// A rank that fails on its own prints one line naming its rank, and the job ends.

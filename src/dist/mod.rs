@@ -68,6 +68,8 @@ pub struct Group {
     sync_batchnorm: Cell<bool>,
     /// This rank's images in the current step and the global batch's.
     batch: Cell<(usize, usize)>,
+    /// Seconds spent in collectives so far (waiting for the other ranks included).
+    comm_s: Cell<f64>,
 }
 
 thread_local! {
@@ -76,7 +78,7 @@ thread_local! {
 
 /// Runs `f` with `comm` as the running thread's group (restoring the previous one after).
 pub fn with_group<R>(comm: Box<dyn Collective>, f: impl FnOnce() -> R) -> R {
-    let group = Rc::new(Group { comm, sync_batchnorm: Cell::new(false), batch: Cell::new((1, 1)) });
+    let group = Rc::new(Group { comm, sync_batchnorm: Cell::new(false), batch: Cell::new((1, 1)), comm_s: Cell::new(0.0) });
     let before = CURRENT.with(|c| c.replace(Some(group)));
     struct Restore(Option<Option<Rc<Group>>>);
     impl Drop for Restore {
@@ -125,6 +127,19 @@ pub fn shard(n: usize, rank: usize, size: usize) -> Range<usize> {
     (rank * n / size)..((rank + 1) * n / size)
 }
 
+/// Where this rank's `local` rows sit in the global batch of the step, and the global batch's
+/// size: (0..local, local) on one process. For what is drawn per row of the global batch
+/// (fine-tuning's dropout masks), so that the ranks draw the rows one process would.
+pub fn batch_rows(local: usize) -> (Range<usize>, usize) {
+    match current() {
+        Some(g) => {
+            let global = g.batch.get().1;
+            (shard(global, g.rank(), g.size()), global)
+        }
+        None => (0..local, local),
+    }
+}
+
 /// The weight of this rank's loss in the global one, n_r / N (1 on one process).
 pub fn loss_share() -> f64 {
     current().map_or(1.0, |g| {
@@ -146,25 +161,38 @@ impl Group {
         &*self.comm
     }
 
+    /// Runs a collective, adding its time to [`Group::comm_seconds`].
+    fn timed<R>(&self, f: impl FnOnce(&dyn Collective) -> R) -> R {
+        let t = std::time::Instant::now();
+        let out = f(&*self.comm);
+        self.comm_s.set(self.comm_s.get() + t.elapsed().as_secs_f64());
+        out
+    }
+
+    /// Seconds this rank spent in collectives so far, waiting for slower ranks included.
+    pub fn comm_seconds(&self) -> f64 {
+        self.comm_s.get()
+    }
+
     pub fn all_reduce_sum(&self, buf: &mut [f32]) {
-        self.comm.all_reduce_sum(buf)
+        self.timed(|c| c.all_reduce_sum(buf))
     }
 
     pub fn all_reduce_sum_f64(&self, buf: &mut [f64]) {
-        self.comm.all_reduce_sum_f64(buf)
+        self.timed(|c| c.all_reduce_sum_f64(buf))
     }
 
     /// Every rank's `send` in rank order, each rank's length exchanged first.
     pub fn all_gather(&self, send: &[f32]) -> (Vec<f32>, Vec<usize>) {
         let counts = self.counts(send.len());
-        (self.comm.all_gather(send, &counts), counts)
+        (self.timed(|c| c.all_gather(send, &counts)), counts)
     }
 
     /// Every rank's `n`, in rank order.
     pub fn counts(&self, n: usize) -> Vec<usize> {
         let mut c = vec![0.0; self.size()];
         c[self.rank()] = n as f64;
-        self.comm.all_reduce_sum_f64(&mut c);
+        self.all_reduce_sum_f64(&mut c);
         c.into_iter().map(|v| v as usize).collect()
     }
 

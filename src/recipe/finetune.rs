@@ -110,6 +110,9 @@ pub struct FinetuneRecipe {
     #[serde(deserialize_with = "LightAugment::deserialize")]
     pub augment: AugmentConfig,
     pub batch_size: usize,
+    /// Data-parallel (`mpirun -np R ssl finetune ...`): batch norm over the global batch, as
+    /// in pretraining (see the pretraining recipe's `sync_batchnorm`). No effect on one process.
+    pub sync_batchnorm: bool,
     pub epochs: usize,
     /// The fewest optimiser steps the run takes (0: no minimum). With few labels (1%, 10%) an
     /// epoch is a handful of steps: the schedule's epochs (warmup, milestones, annealing) are
@@ -140,6 +143,7 @@ impl Default for FinetuneRecipe {
             model: "small_fmnist".into(),
             augment: AugmentConfig::light(),
             batch_size: 256,
+            sync_batchnorm: true,
             epochs: 30,
             min_steps: 0,
             optimizer: OptimizerConfig { kind: OptimizerKind::Sgd, nesterov: true, weight_decay: 5e-4, ..OptimizerConfig::default() },

@@ -39,6 +39,15 @@ pub struct CheckpointState {
     /// [`FORMAT`]. A resume refuses a checkpoint whose run would not continue exactly.
     #[serde(default)]
     pub format: u32,
+    /// The ranks of the data-parallel job that wrote it (1 on one process, and before jobs had
+    /// ranks). A resume on another number of ranks continues the same run (the global batch is
+    /// the recipe's); it says so.
+    #[serde(default = "one")]
+    pub ranks: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The checkpoint format this build writes (see [`CheckpointState::format`]).
@@ -58,6 +67,7 @@ impl CheckpointState {
             loop_state,
             tool_version: env!("CARGO_PKG_VERSION").into(),
             format: FORMAT,
+            ranks: crate::dist::rank_and_size().1,
         }
     }
 }
@@ -148,6 +158,7 @@ mod tests {
             loop_state: LoopState::default(),
             tool_version: "t".into(),
             format: FORMAT,
+            ranks: 1,
         };
         for s in 1..=4 {
             st.global_step = s * 10;

@@ -76,7 +76,10 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Net<B, D
     fn try_step(&mut self, images: Vec<f32>, shape: (usize, usize, usize), labels: &[u32], smoothing: f64, lr: f64, backbone_lr: f64, dropout_seed: u64) -> Result<(f32, Vec<f32>), D::Err> {
         let x = self.input(images, shape);
         let n = labels.len();
-        let mask = self.dev.try_tensor_from_vec(dropout_mask(n, F, self.dropout, dropout_seed), (n, F))?;
+        // Data-parallel: this rank's rows of the global batch's mask.
+        let (rows, global) = crate::dist::batch_rows(n);
+        let mask = dropout_mask(global, F, self.dropout, dropout_seed)[rows.start * F..rows.end * F].to_vec();
+        let mask = self.dev.try_tensor_from_vec(mask, (n, F))?;
         let mut grads = Gradients::leaky();
         self.head.try_zero_grads(&mut grads)?;
         let features = if self.frozen {
@@ -89,14 +92,15 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Net<B, D
         let scores = logits.retaped::<NoneTape>().as_vec();
         let loss = smoothed_cross_entropy(logits, labels, smoothing);
         let value = loss.array();
-        let grads = loss.backward();
-        if value.is_finite() {
-            self.opt_head.cfg.lr = lr;
-            self.head.update(&mut self.opt_head.begin(), &grads);
-            if !self.frozen {
-                self.opt_backbone.cfg.lr = backbone_lr;
-                self.opt_backbone.update(&mut self.backbone, &grads);
-            }
+        // Data-parallel: this rank's share of the global loss; `apply` sums the gradients.
+        let grads = crate::dist::scale_loss(loss).backward();
+        self.opt_head.cfg.lr = lr;
+        let head = &mut self.head;
+        self.opt_head.apply(value.is_finite(), |u| head.update(u, &grads));
+        if !self.frozen {
+            self.opt_backbone.cfg.lr = backbone_lr;
+            let backbone = &mut self.backbone;
+            self.opt_backbone.apply(value.is_finite(), |u| u.module(backbone, &grads));
         }
         Ok((value, scores))
     }

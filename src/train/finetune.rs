@@ -138,7 +138,17 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
     if let Some(f) = &backbone_file {
         net.load_backbone(f)?;
     }
-    let batching = Batching { batch: recipe.batch_size, drop_last: false, min_batch: MIN_BATCH };
+    let ranks = crate::dist::rank_and_size().1;
+    if let Some(g) = crate::dist::current() {
+        if recipe.batch_size < ranks * MIN_BATCH {
+            return Err(Error::invalid("batch_size", format!("{} is the global batch: {ranks} ranks need at least {}", recipe.batch_size, ranks * MIN_BATCH)));
+        }
+        if recipe.sync_batchnorm && recipe.device != crate::device::DeviceSpec::Cpu {
+            return Err(Error::invalid("sync_batchnorm", format!("is on the CPU only so far; on {} set sync_batchnorm: false", recipe.device)));
+        }
+        g.set_sync_batchnorm(recipe.sync_batchnorm);
+    }
+    let batching = Batching { batch: recipe.batch_size, drop_last: false, min_batch: MIN_BATCH * ranks };
     let steps = batching.steps(train_idx.len());
     // Few labels make short epochs: the schedule's epochs (warmup, milestones, annealing) are
     // stretched to `min_steps` steps in all, and as many real epochs are run as that takes.
@@ -206,6 +216,10 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
         End::Interrupted { checkpoint, step } => return Ok(Outcome::Interrupted { run, checkpoint, step }),
         End::Finished { epochs_run, state, elapsed_s, .. } => (epochs_run, state, elapsed_s),
     };
+    if !crate::dist::is_writer() {
+        // Rank 0 evaluates the kept weights and writes the result.
+        return Ok(Outcome::Finished { run, summary: String::new() });
+    }
     let mut net = task.net;
     let (best_val, best_epoch, stopped_early) = (state.best_val, state.best_epoch, state.stopped_early);
     if best_val.is_some() {
@@ -273,7 +287,10 @@ impl Task for FineTuning<'_> {
     }
 
     fn on_best(&mut self) -> Result<()> {
-        save_weights(self.net.as_ref(), self.best_dir)
+        match crate::dist::is_writer() {
+            true => save_weights(self.net.as_ref(), self.best_dir),
+            false => Ok(()),
+        }
     }
 
     fn save(&self, dir: &Path) -> Result<()> {

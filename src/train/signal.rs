@@ -1,5 +1,8 @@
 //! Ctrl-C: the first press asks the running loop to save a checkpoint and stop; a second one
-//! exits at once.
+//! exits at once. SIGTERM (what `mpirun` sends every rank on Ctrl-C, Slurm on `scancel` or at
+//! the time limit) and SIGUSR1 (which `mpirun` forwards, and `sbatch --signal=USR1@60` sends
+//! ahead of the limit) do the same. Data-parallel, a stop asked on any rank stops every rank at
+//! the same step.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -12,11 +15,13 @@ extern "C" fn on_interrupt(_: libc::c_int) {
     }
 }
 
-/// Installs the SIGINT handler.
+/// Installs the handler for SIGINT, SIGTERM and SIGUSR1.
 pub fn install() {
-    // SAFETY: the handler only touches an atomic and calls _exit.
-    unsafe {
-        libc::signal(libc::SIGINT, on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1] {
+        // SAFETY: the handler only touches an atomic and calls _exit.
+        unsafe {
+            libc::signal(sig, on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t);
+        }
     }
 }
 

@@ -137,6 +137,10 @@ pub fn open<R: serde::Serialize>(run: &Path, resume: Option<&(PathBuf, Checkpoin
     let Some((dir, state, changes)) = resume else { return Ok((log, Start::default())) };
     let start = Start::from_checkpoint(state);
     crate::progress::message(&format!("resuming {} at epoch {} step {} ({})", run.display(), start.epoch + 1, start.step_in_epoch, dir.display()));
+    let ranks = crate::dist::rank_and_size().1;
+    if state.ranks != ranks {
+        crate::progress::message(&format!("the checkpoint was written by {} rank(s), this job has {ranks}: the global batch is unchanged", state.ranks));
+    }
     if let Some(line) = run_dir::record_changes(run, start.global, changes)? {
         crate::progress::message(&line);
     }
@@ -178,11 +182,17 @@ pub fn train(plan: &Plan, task: &mut dyn Task, start: Start, log: &mut MetricsLo
             let (indices, batch) = (ep.local_indices(step), ep.indices(step).len());
             let rows = batch * nviews;
             let lr = plan.schedule.lr(global as usize);
-            if let Some(g) = crate::dist::current() {
+            let group = crate::dist::current();
+            let comm0 = group.as_ref().map_or(0.0, |g| g.comm_seconds());
+            if let Some(g) = &group {
                 g.set_batch(indices.len(), batch);
             }
             let r = task.step(views, indices, StepAt { lr, step: global, total_steps, steps_per_epoch: steps as u64 })?;
-            let (r, stop) = global_report(r, opts.stop_now(global + 1));
+            let (mut r, stop) = global_report(r, opts.stop_now(global + 1));
+            if let Some(g) = &group {
+                // Rank 0's time in collectives this step (data-parallel only).
+                r.logs.push(("comm_s", g.comm_seconds() - comm0));
+            }
             if !r.loss.is_finite() {
                 let last = checkpoint::latest(plan.run)?.map_or("none".to_string(), |(d, _)| d.display().to_string());
                 return Err(Error::invalid(
@@ -297,13 +307,14 @@ fn save_checkpoint(plan: &Plan, state: &CheckpointState, task: &dyn Task) -> Res
 
 /// A step's report for the global batch, and whether any rank was asked to stop (`stop`:
 /// this rank's answer): data-parallel, the loss is the global batch's (each rank's weighed
-/// by its share) and the correct predictions are summed, in one collective; on one process,
-/// `r` and `stop` as they are.
+/// by its share), the correct predictions and the weights are summed, in one collective; on
+/// one process, `r` and `stop` as they are.
 fn global_report(mut r: StepReport, stop: bool) -> (StepReport, bool) {
     let Some(g) = crate::dist::current() else { return (r, stop) };
-    let mut v = [r.loss as f64 * crate::dist::loss_share(), r.correct.unwrap_or(0) as f64, stop as u8 as f64];
+    let mut v = [r.loss as f64 * crate::dist::loss_share(), r.correct.unwrap_or(0) as f64, stop as u8 as f64, r.weight];
     g.all_reduce_sum_f64(&mut v);
     r.loss = v[0] as f32;
     r.correct = r.correct.map(|_| v[1] as usize);
+    r.weight = v[3];
     (r, v[2] > 0.0)
 }
