@@ -35,7 +35,7 @@ for name, n in [(f"data_batch_{i}.bin", 1024) for i in range(1, 6)] + [("test_ba
         for _ in range(n):
             f.write(bytes([random.randrange(10)]) + random.randbytes(3072))
 PY
-  $ssl data import cifar "$raw" "$cifar"
+  $ssl data import cifar10 "$raw" "$cifar"
   rm -rf "$raw"
 fi
 runs=$(mktemp -d)
