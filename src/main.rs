@@ -61,6 +61,11 @@ fn main_of_rank() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) if ranks > 1 => {
+            // An error every rank meets (a bad recipe) is said once, by rank 0: the others wait
+            // a moment, in which rank 0's abort ends them. A rank that fails alone says so.
+            if rank > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
             eprintln!("error (rank {rank} of {ranks}): {e}");
             match ssl::dist::current() {
                 Some(g) => g.comm().abort(1),
@@ -89,7 +94,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Pretrain(a) => train_command(a, device, |r: &ssl::recipe::PretrainRecipe, o| {
             use ssl::models::encoder::Monitor;
-            let knn = |store: &_, split: &_| Ok(ssl::eval::monitor::KnnMonitor::for_recipe(r, store, split)?.map(|m| Box::new(m) as Box<dyn Monitor>));
+            // Data-parallel, rank 0 alone measures.
+            let knn = |store: &_, split: &_| match ssl::dist::is_writer() {
+                true => Ok(ssl::eval::monitor::KnnMonitor::for_recipe(r, store, split)?.map(|m| Box::new(m) as Box<dyn Monitor>)),
+                false => Ok(None),
+            };
             ssl::train::pretrain(r, o, &knn)
         }),
         Command::Finetune(a) => train_command(a, device, ssl::train::finetune),

@@ -122,12 +122,16 @@ fn byol_on_two_ranks_equals_one_process() {
 fn finetuning_on_two_ranks_equals_one_process() {
     let dir = tempfile::tempdir().unwrap();
     let data = labeled_store(dir.path(), 64, 16);
+    // 48 training images in batches of 20: a last batch of 8; patience 1 over 6 epochs.
     let recipe = finetune_recipe(dir.path(), &data, "ft", "None", "dropout: 0.3,");
-    ssl_ok(&["--threads", "1", "finetune", s(&recipe), "--set", "name=one", "--set", "lr.base=0.05"]);
-    run_ok(mpirun(2, &["--threads", "1", "finetune", s(&recipe), "--set", "name=two", "--set", "lr.base=0.05"]));
+    let set = ["--set", "lr.base=0.05", "--set", "batch_size=20", "--set", "epochs=6", "--set", "early_stopping.patience=1"];
+    ssl_ok(&[&["--threads", "1", "finetune", s(&recipe), "--set", "name=one"][..], &set].concat());
+    run_ok(mpirun(2, &[&["--threads", "1", "finetune", s(&recipe), "--set", "name=two"][..], &set].concat()));
     let (one, two) = (dir.path().join("runs/one"), dir.path().join("runs/two"));
     let (a, b) = (losses(&one), losses(&two));
     assert!(a.len() >= 6 && a.len() == b.len(), "{} and {} steps", a.len(), b.len());
+    let epochs = |run: &Path| records(run, "epoch").iter().map(|r| (r["val_top1"].as_f64(), r["loss"].as_f64())).collect::<Vec<_>>();
+    assert_eq!(epochs(&one).len(), epochs(&two).len(), "the same early stop");
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         assert!((x - y).abs() <= 1e-5 * x.abs(), "step {} loss {x} on one process, {y} on 2 ranks", i + 1);
     }
@@ -283,13 +287,15 @@ fn a_stop_request_checkpoints_and_the_job_resumes() {
     assert_eq!(all, (1..=all.len() as u64).collect::<Vec<_>>(), "every step once, in order");
 }
 
-/// A rank that fails on its own prints one line naming its rank, and the job ends.
+/// An error every rank meets (a global batch smaller than the ranks) is one line, from rank 0,
+/// and the job ends.
 #[test]
-fn a_failing_command_under_mpirun_is_one_line_per_rank() {
+fn an_error_of_every_rank_is_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let recipe = setup(dir.path(), "SimClr()");
-    let out = mpirun(2, &["pretrain", s(&recipe), "--set", "batch_size=2"]).output().unwrap();
+    let out = mpirun(3, &["pretrain", s(&recipe), "--set", "batch_size=2"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("error (rank 0 of 2): batch_size"), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(lines, vec!["error (rank 0 of 3): batch_size: 2 is the global batch: 3 ranks need at least 3 images (1 each for SimCLR)"], "{err}");
 }

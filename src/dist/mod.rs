@@ -59,7 +59,7 @@ pub fn launched() -> bool {
 
 /// The job size a launcher announced (1 when none did, or it did not say).
 pub fn launched_ranks() -> usize {
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"].iter().find_map(|v| std::env::var(v).ok()?.parse().ok()).unwrap_or(1)
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"].iter().find_map(|v| std::env::var(v).ok()?.parse().ok()).unwrap_or(1)
 }
 
 /// A group of ranks as the running thread sees it.
@@ -125,6 +125,44 @@ pub fn local_batchnorm<R>(f: impl FnOnce() -> R) -> R {
 /// differing by at most one.
 pub fn shard(n: usize, rank: usize, size: usize) -> Range<usize> {
     (rank * n / size)..((rank + 1) * n / size)
+}
+
+/// Joins the job, if any, before a run: refuses a global batch (`batch_size`) too small for
+/// `min_batch` images a rank (`what` needs them), and turns synchronised batch norm on or off
+/// (CPU only so far). The number of ranks (1 on one process).
+pub fn join(batch_size: usize, min_batch: usize, what: &str, sync_batchnorm: bool, device: crate::device::DeviceSpec) -> crate::Result<usize> {
+    use crate::Error;
+    let Some(g) = current() else { return Ok(1) };
+    let ranks = g.size();
+    if batch_size < ranks * min_batch {
+        return Err(Error::invalid("batch_size", format!("{batch_size} is the global batch: {ranks} ranks need at least {} images ({min_batch} each for {what})", ranks * min_batch)));
+    }
+    if sync_batchnorm && device != crate::device::DeviceSpec::Cpu {
+        return Err(Error::invalid("sync_batchnorm", format!("is on the CPU only so far; on {device} set sync_batchnorm: false")));
+    }
+    g.set_sync_batchnorm(sync_batchnorm);
+    Ok(ranks)
+}
+
+/// Rank 0's `value` on every rank (one all-reduce; the others' values are ignored): for a
+/// measure rank 0 alone takes that decides what every rank does next (fine-tuning's
+/// validation, which early stopping follows). `value` itself on one process.
+pub fn from_rank0(value: f64) -> f64 {
+    match current() {
+        Some(g) => {
+            let mut v = [if g.rank() == 0 { value } else { 0.0 }];
+            g.all_reduce_sum_f64(&mut v);
+            v[0]
+        }
+        None => value,
+    }
+}
+
+/// Waits for every rank (nothing on one process).
+pub fn barrier() {
+    if let Some(g) = current() {
+        g.timed(|c| c.barrier());
+    }
 }
 
 /// Where this rank's `local` rows sit in the global batch of the step, and the global batch's

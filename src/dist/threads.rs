@@ -35,7 +35,20 @@ impl ThreadGroup {
 pub fn run<R: Send>(size: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
     let ranks = ThreadGroup::new(size);
     std::thread::scope(|s| {
-        let handles: Vec<_> = ranks.into_iter().map(|r| s.spawn(|| super::with_group(Box::new(r), || f(super::rank_and_size().0)))).collect();
+        let handles: Vec<_> = ranks
+            .into_iter()
+            .map(|r| {
+                s.spawn(|| {
+                    let rank = r.rank;
+                    // A rank that panics would leave the others waiting for it forever: end the
+                    // process, so a failing test fails instead of hanging.
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| super::with_group(Box::new(r), || f(rank)))).unwrap_or_else(|_| {
+                        eprintln!("thread rank {rank} panicked: the whole group ends");
+                        std::process::abort()
+                    })
+                })
+            })
+            .collect();
         handles.into_iter().map(|h| h.join().expect("a rank thread panicked")).collect()
     })
 }

@@ -182,8 +182,7 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Byol<B, 
         let loss = byol_loss(p, &target);
         let value = loss.array();
         let tau = self.cfg.tau(at.step, at.total_steps);
-        self.online.update(crate::dist::scale_loss(loss).backward(), at.lr, value.is_finite())?;
-        if value.is_finite() {
+        if self.online.update(crate::dist::scale_loss(loss).backward(), at.lr, value.is_finite())? {
             self.target.follow(&self.online.backbone, &self.online.heads[PROJECTOR].mlp, tau)?;
         }
         Ok((value, tau, features))

@@ -291,8 +291,7 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Dino<B, 
         let loss = dino_loss(student, &targets, self.cfg.student_temperature);
         let value = loss.array();
         let decay = cosine_decay(self.cfg.momentum, self.cfg.momentum_final, at.step, at.total_steps);
-        self.online.update(crate::dist::scale_loss(loss).backward(), at.lr, value.is_finite())?;
-        if value.is_finite() {
+        if self.online.update(crate::dist::scale_loss(loss).backward(), at.lr, value.is_finite())? {
             self.target.follow(&self.online.backbone, &self.online.heads[0].mlp, decay)?;
             // The mean of the global batch's teacher outputs, the same centre on every rank.
             self.center = updated_center(&self.center, &crate::dist::gather_host(teacher), self.cfg.center_momentum);

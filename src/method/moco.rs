@@ -263,8 +263,7 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Moco<B, 
         let loss = info_nce(q, &k, &queue, self.cfg.temperature);
         let value = loss.array();
         let m = self.cfg.momentum_at(at.step, at.total_steps);
-        self.online.update(crate::dist::scale_loss(loss).backward(), at.lr, value.is_finite())?;
-        if value.is_finite() {
+        if self.online.update(crate::dist::scale_loss(loss).backward(), at.lr, value.is_finite())? {
             self.target.follow(&self.online.backbone, &self.online.heads[0].mlp, m)?;
             // Every rank's keys, in the global batch's order, so every rank holds the same queue.
             self.queue.push(&crate::dist::gather_host(keys));

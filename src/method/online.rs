@@ -66,10 +66,12 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Online<B
 
     /// After the backward pass: with `finite` (the loss was), one optimiser update at `lr`
     /// (data-parallel: from the gradients summed over ranks, see [`Optim::apply`]); then the
-    /// gradients are zeroed and kept for the next step.
-    pub fn update(&mut self, mut g: Gradients<f32, D>, lr: f64, finite: bool) -> Result<(), D::Err> {
+    /// gradients are zeroed and kept for the next step. Whether the update was made (on every
+    /// rank alike): what a method's own updates after it (target, queue, centre) must follow, so
+    /// that the ranks call the same collectives.
+    pub fn update(&mut self, mut g: Gradients<f32, D>, lr: f64, finite: bool) -> Result<bool, D::Err> {
         self.opt.cfg.lr = lr;
-        self.opt.apply(finite, |u| {
+        let applied = self.opt.apply(finite, |u| {
             u.module(&mut self.backbone, &g);
             for h in &mut self.heads {
                 h.mlp.update(u, &g);
@@ -80,7 +82,7 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Online<B
             h.mlp.try_zero_grads(&mut g)?;
         }
         self.grads = Some(g);
-        Ok(())
+        Ok(applied)
     }
 
     /// Writes the backbone, the heads and the optimiser state into `dir`.

@@ -376,28 +376,44 @@ mod tests {
         }
     }
 
+    /// `apply` on 2 thread ranks, each with its rows' gradient, makes the update one process
+    /// makes with all rows (SGD with momentum and decay, LARS, AdamW; two steps, so the state
+    /// follows); one rank's non-finite loss stops the update on every rank.
     #[test]
-    fn an_update_from_collected_gradients_is_the_update() {
+    fn apply_sums_the_ranks_gradients_and_every_rank_skips_a_non_finite_step() {
+        let rows = [[1.0f32, 2.0, 3.0], [-1.0, 0.5, 2.0]];
         for kind in [OptimizerKind::Lars, OptimizerKind::Sgd, OptimizerKind::AdamW] {
             let cfg = OptimConfig { kind, lr: 0.05, weight_decay: 0.01, ..Default::default() };
-            let (_dev, mut a, x) = setup();
-            let mut b = a.clone();
-            let (mut oa, mut ob) = (Optim::new(cfg), Optim::new(cfg));
+            let (dev, mut one, _) = setup();
+            let mut o = Optim::new(cfg);
+            let both = dev.tensor(rows);
             for _ in 0..2 {
-                step(&mut oa, &mut a, &x);
-                let g = b.forward(x.trace(b.alloc_grads())).sum().backward();
-                let mut c = ob.collect();
-                c.module(&mut b, &g);
-                let flat = c.into_collected();
-                assert_eq!(flat.len(), 8, "weight then bias");
-                assert_eq!(ob.steps(), oa.steps() - 1, "collecting is no step");
-                // Gradients twice as large, halved: the same numbers.
-                let doubled: Vec<f32> = flat.iter().map(|v| 2.0 * v).collect();
-                let half: Vec<f32> = doubled.iter().map(|v| v / 2.0).collect();
-                ob.begin_from(half).module(&mut b, &g);
+                let g = one.forward(both.trace(one.alloc_grads())).sum().backward();
+                assert!(o.apply(true, |u| u.module(&mut one, &g)));
             }
-            assert_eq!(a.weight.as_vec(), b.weight.as_vec(), "{kind:?}");
-            assert_eq!(a.bias.as_vec(), b.bias.as_vec(), "{kind:?}");
+            let out = crate::dist::threads::run(2, |rank| {
+                let (dev, mut lin, _) = setup();
+                let mut o = Optim::new(cfg);
+                let x = dev.tensor([rows[rank]]);
+                for _ in 0..2 {
+                    let g = lin.forward(x.trace(lin.alloc_grads())).sum().backward();
+                    assert!(o.apply(true, |u| u.module(&mut lin, &g)));
+                }
+                let before = lin.weight.as_vec();
+                let g = lin.forward(x.trace(lin.alloc_grads())).sum().backward();
+                let applied = o.apply(rank == 0, |u| u.module(&mut lin, &g));
+                (before, lin.weight.as_vec(), lin.bias.as_vec(), applied)
+            });
+            for (before, weight, bias, applied) in out {
+                for (a, b) in before.iter().zip(one.weight.as_vec()) {
+                    assert!((a - b).abs() < 1e-6, "{kind:?}: {a} vs {b}");
+                }
+                assert_eq!(weight, before, "{kind:?}: no rank updates after a non-finite loss on one");
+                assert!(!applied);
+                for (a, b) in bias.iter().zip(one.bias.as_vec()) {
+                    assert!((a - b).abs() < 1e-6, "{kind:?}: bias {a} vs {b}");
+                }
+            }
         }
     }
 

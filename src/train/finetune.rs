@@ -20,7 +20,6 @@ use crate::run::folder as run_dir;
 use crate::run::BACKBONE_FILE;
 
 use super::classifier_net::{self, ClassifierNet, ClassifierSpec};
-use super::loader::Batching;
 use super::pretrain::Outcome;
 use super::trainer::{self, EarlyStopping, End, EpochReport, Plan, StepReport, Task};
 
@@ -138,17 +137,8 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
     if let Some(f) = &backbone_file {
         net.load_backbone(f)?;
     }
-    let ranks = crate::dist::rank_and_size().1;
-    if let Some(g) = crate::dist::current() {
-        if recipe.batch_size < ranks * MIN_BATCH {
-            return Err(Error::invalid("batch_size", format!("{} is the global batch: {ranks} ranks need at least {}", recipe.batch_size, ranks * MIN_BATCH)));
-        }
-        if recipe.sync_batchnorm && recipe.device != crate::device::DeviceSpec::Cpu {
-            return Err(Error::invalid("sync_batchnorm", format!("is on the CPU only so far; on {} set sync_batchnorm: false", recipe.device)));
-        }
-        g.set_sync_batchnorm(recipe.sync_batchnorm);
-    }
-    let batching = Batching { batch: recipe.batch_size, drop_last: false, min_batch: MIN_BATCH * ranks };
+    crate::dist::join(recipe.batch_size, 1, "fine-tuning", recipe.sync_batchnorm, recipe.device)?;
+    let batching = trainer::batching(recipe.batch_size, false, MIN_BATCH);
     let steps = batching.steps(train_idx.len());
     // Few labels make short epochs: the schedule's epochs (warmup, milestones, annealing) are
     // stretched to `min_steps` steps in all, and as many real epochs are run as that takes.
@@ -168,6 +158,7 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
             return Err(run_dir::stale_checkpoint(&run, "validation splits are now stratified and a last batch of one image is folded"));
         }
         run_dir::refuse_fewer_epochs(&run, epochs, state.epoch)?;
+        trainer::check_resume_ranks(&run, state, train_idx.len(), batching, MIN_BATCH)?;
         let stopped = state.loop_state.stopped_early;
         if (state.epoch >= epochs || stopped) && changes.is_empty() && run.join("result.json").exists() {
             let summary = format!("nothing left to do: the run is finished; results in {}", run.join("result.json").display());
@@ -278,7 +269,13 @@ impl Task for FineTuning<'_> {
         if self.val_idx.is_empty() {
             return Ok(EpochReport::default());
         }
-        let val = evaluate(&scores(self.net.as_ref(), self.eval_pipeline, self.split, self.val_idx, "validation")?, self.val_labels, self.classes).top1;
+        // Data-parallel, rank 0 validates and every rank follows its measure (without
+        // synchronised batch norm the ranks' running statistics, and so their measures, differ).
+        let val = match crate::dist::is_writer() {
+            true => evaluate(&scores(self.net.as_ref(), self.eval_pipeline, self.split, self.val_idx, "validation")?, self.val_labels, self.classes).top1,
+            false => 0.0,
+        };
+        let val = crate::dist::from_rank0(val);
         Ok(EpochReport { values: vec![("val_top1", val)], text: format!(", validation top-1 {:.2}%", 100.0 * val), validation: Some(val), warnings: Vec::new() })
     }
 

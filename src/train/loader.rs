@@ -160,5 +160,16 @@ mod tests {
         })
         .unwrap();
         assert_eq!(last, 4, "a partial last batch of 2 images when kept");
+        // Rank 1 of 2 takes the second half of each batch, and augments only its images.
+        let r1 = Epoch { part: (1, 2), ..e };
+        assert_eq!(r1.local_indices(0), &e.indices(0)[2..4]);
+        assert_eq!(r1.local_indices(2), &e.indices(2)[1..2]);
+        r1.run(0..1, |_, views| {
+            let mut want = Vec::new();
+            pipeline.views_into(&split, &e.indices(0)[2..4], 2, 3, 0, &mut want);
+            assert_eq!(views, want);
+            Ok(true)
+        })
+        .unwrap();
     }
 }

@@ -16,7 +16,6 @@ use crate::run::checkpoint::CheckpointState;
 use crate::run::folder as run_dir;
 use crate::run::BACKBONE_FILE;
 
-use super::loader::Batching;
 use super::online_probe::OnlineProbe;
 use super::signal;
 use super::trainer::{self, End, EpochReport, Plan, StepReport, Task};
@@ -104,23 +103,11 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions, monitor: &MonitorFac
             return Err(Error::invalid("knn", format!("its splits give {} images, pretraining {}", m.input_shape(), shape)));
         }
     }
-    let (_, ranks) = crate::dist::rank_and_size();
-    if let Some(g) = crate::dist::current() {
-        if recipe.batch_size < ranks * method.min_batch() {
-            return Err(Error::invalid(
-                "batch_size",
-                format!("{} is the global batch: {ranks} ranks need at least {} images ({} each for {})", recipe.batch_size, ranks * method.min_batch(), method.min_batch(), method.name()),
-            ));
-        }
-        if recipe.sync_batchnorm && recipe.device != crate::device::DeviceSpec::Cpu {
-            return Err(Error::invalid("sync_batchnorm", format!("is on the CPU only so far; on {} set sync_batchnorm: false", recipe.device)));
-        }
-        g.set_sync_batchnorm(recipe.sync_batchnorm);
-    }
-    // A last partial batch too small for every rank's part is folded into the one before.
-    let batching = Batching { batch: recipe.batch_size, drop_last: recipe.drop_last, min_batch: method.min_batch() * ranks };
+    crate::dist::join(recipe.batch_size, 1, method.name(), recipe.sync_batchnorm, recipe.device)?;
+    let batching = trainer::batching(recipe.batch_size, recipe.drop_last, method.min_batch());
     let steps = batching.steps(split.len());
     if let Some((_, state, _)) = &resume_from {
+        trainer::check_resume_ranks(&run, state, split.len(), batching, method.min_batch())?;
         // Before format 1 a last batch of one image was a step of its own.
         let old_steps = if recipe.drop_last { split.len() / recipe.batch_size } else { split.len().div_ceil(recipe.batch_size) };
         if state.format == 0 && old_steps != steps {
@@ -196,13 +183,16 @@ impl Task for Pretraining<'_> {
         let out = self.net.step(views, self.shape, at)?;
         let correct = match (&mut self.probe, self.labels) {
             // Row r of the features is a view of image indices[r mod N]; view 1's rows count.
-            (Some(p), Some(labels)) if out.loss.is_finite() => {
+            // Every step, whatever the loss (data-parallel, the ranks must all take part; the
+            // probe's update sees non-finite features and skips on every rank).
+            (Some(p), Some(labels)) => {
                 let rows: Vec<u32> = (0..out.features.len() / self.net.feature_width()).map(|r| labels[indices[r % indices.len()]]).collect();
                 Some(p.step(&out.features, &rows, indices.len())?)
             }
             _ => None,
         };
-        Ok(StepReport { loss: out.loss, weight: 1.0, correct, logs: out.logs })
+        // Weight 1 a step in all: data-parallel, each rank's share of it.
+        Ok(StepReport { loss: out.loss, weight: crate::dist::loss_share(), correct, logs: out.logs })
     }
 
     fn end_epoch(&mut self, done: usize, last: bool) -> Result<EpochReport> {

@@ -1,8 +1,10 @@
 //! Ctrl-C: the first press asks the running loop to save a checkpoint and stop; a second one
-//! exits at once. SIGTERM (what `mpirun` sends every rank on Ctrl-C, Slurm on `scancel` or at
-//! the time limit) and SIGUSR1 (which `mpirun` forwards, and `sbatch --signal=USR1@60` sends
-//! ahead of the limit) do the same. Data-parallel, a stop asked on any rank stops every rank at
-//! the same step.
+//! exits at once. SIGTERM (Slurm's `scancel` and time limit, `docker stop`) and SIGUSR1 do the
+//! same. Data-parallel, a stop asked on any rank stops every rank at the same step. Under
+//! `mpirun`, stop with `kill -USR1 <mpirun's pid>` (mpirun forwards SIGUSR1; Slurm:
+//! `sbatch --signal=USR1@60`): Ctrl-C there reaches the ranks twice (from the terminal, then
+//! mpirun's SIGTERM, then SIGKILL after a moment), which ends them at once; the last whole
+//! checkpoint then resumes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

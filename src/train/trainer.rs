@@ -130,6 +130,9 @@ impl Start {
 /// a resume says so, and records the schedule changes it makes.
 /// Data-parallel, the ranks but the first touch no file: they start where the checkpoint says.
 pub fn open<R: serde::Serialize>(run: &Path, resume: Option<&(PathBuf, CheckpointState, Vec<Change>)>, force: bool, recipe: &R) -> Result<(MetricsLog, Start)> {
+    // Every rank has read the run folder (the resume point, the recipe to compare) before
+    // rank 0 changes it.
+    crate::dist::barrier();
     if !crate::dist::is_writer() {
         return Ok((MetricsLog::discard(), resume.map_or_else(Start::default, |(_, s, _)| Start::from_checkpoint(s))));
     }
@@ -145,6 +148,26 @@ pub fn open<R: serde::Serialize>(run: &Path, resume: Option<&(PathBuf, Checkpoin
         crate::progress::message(&line);
     }
     Ok((log, start))
+}
+
+/// Batches of a run of `batch` images a step whose loss needs `min_batch`, on this job's ranks:
+/// a last partial batch too small for the loss, or for one image a rank, joins the batch
+/// before it (so with R ranks <= `min_batch` the steps are one process's).
+pub fn batching(batch: usize, drop_last: bool, min_batch: usize) -> Batching {
+    Batching { batch, drop_last, min_batch: min_batch.max(crate::dist::rank_and_size().1) }
+}
+
+/// Refuses to resume, from `state`, a run whose epochs of `n` images the job that wrote it cut
+/// into other steps than this one does (another number of ranks, see [`batching`]).
+pub fn check_resume_ranks(run: &Path, state: &CheckpointState, n: usize, now: Batching, min_batch: usize) -> Result<()> {
+    let then = Batching { min_batch: min_batch.max(state.ranks), ..now };
+    if then.steps(n) == now.steps(n) {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "--resume",
+        format!("{}: written by {} rank(s), whose epochs have {} steps, this job's {}: resume it on {} rank(s)", run.display(), state.ranks, then.steps(n), now.steps(n), state.ranks),
+    ))
 }
 
 /// How the loop ended.
