@@ -23,8 +23,12 @@ else
     cargo build --release
     ssl=target/release/ssl
 fi
-# The binary's version, read once at the start (the tree may change during a four-hour run).
+# The binary's version, read once at the start (the tree may change during a four-hour run);
+# for a kept binary, from SSL.version beside it when there is one (write it when copying).
 version="ssl $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' (modified)')"
+if [ -n "${SSL:-}" ]; then
+    version=$(cat "$SSL.version" 2>/dev/null || echo "$version (tree at the start; the binary $SSL may be older)")
+fi
 runs=${RUNS:-runs/compare}
 archive=${ARCHIVE:-benchmarks/compare_fmnist}
 all="simclr byol moco_v2 simsiam barlow_twins vicreg dino"

@@ -256,9 +256,17 @@ pub fn scale_loss<D: dfdx::tensor_ops::Device<f32>>(
     }
 }
 
+/// Sums `values` over ranks in place (nothing on one process): statistics of the global batch
+/// from each rank's part (DINO's centre).
+pub fn sum_over_ranks(values: &mut [f64]) {
+    if let Some(g) = current() {
+        g.all_reduce_sum_f64(values);
+    }
+}
+
 /// Every rank's `rows` (a host buffer of whole rows, not on the tape) concatenated in rank
-/// order: the global batch's rows when each rank passes its own (MoCo's keys for the queue,
-/// DINO's teacher outputs for the centre); `rows` itself on one process.
+/// order: the global batch's rows when each rank passes its own (MoCo's keys for the queue);
+/// `rows` itself on one process.
 pub fn gather_host(rows: Vec<f32>) -> Vec<f32> {
     match current() {
         Some(g) => g.all_gather(&rows).0,

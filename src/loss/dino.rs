@@ -22,15 +22,26 @@ pub fn teacher_targets(teacher: &[f32], center: &[f32], temperature: f64) -> Vec
 /// The centre after a step: momentum c + (1 - momentum) mean of the teacher's outputs [2N, K]
 /// over its rows (eq. 4).
 pub fn updated_center(center: &[f32], teacher: &[f32], momentum: f64) -> Vec<f32> {
-    let k = center.len();
-    let rows = (teacher.len() / k).max(1) as f64;
-    let mut mean = vec![0.0f64; k];
+    center_from_sums(center, &teacher_sums(teacher, center.len()), momentum)
+}
+
+/// The column sums of the teacher's outputs [rows, K], then the row count: K + 1 values, which
+/// add up over parts of a batch (data-parallel ranks).
+pub fn teacher_sums(teacher: &[f32], k: usize) -> Vec<f64> {
+    let mut sums = vec![0.0f64; k + 1];
     for row in teacher.chunks(k) {
-        for (m, &t) in mean.iter_mut().zip(row) {
+        for (m, &t) in sums.iter_mut().zip(row) {
             *m += t as f64;
         }
     }
-    center.iter().zip(&mean).map(|(&c, &m)| (momentum * c as f64 + (1.0 - momentum) * m / rows) as f32).collect()
+    sums[k] = (teacher.len() / k) as f64;
+    sums
+}
+
+/// [`updated_center`] from [`teacher_sums`].
+pub fn center_from_sums(center: &[f32], sums: &[f64], momentum: f64) -> Vec<f32> {
+    let rows = sums[center.len()].max(1.0);
+    center.iter().zip(sums).map(|(&c, &m)| (momentum * c as f64 + (1.0 - momentum) * m / rows) as f32).collect()
 }
 
 /// DINO's loss for the student's outputs `student` [V N, K] over V >= 2 views of N images

@@ -20,7 +20,8 @@ use crate::augment::AugmentConfig;
 use crate::data::ImageShape;
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
-use crate::loss::{dino_loss, teacher_targets, updated_center};
+use crate::loss::dino::{center_from_sums, teacher_sums};
+use crate::loss::{dino_loss, teacher_targets};
 use crate::models::backbone::Backbone;
 use crate::models::encoder::Encoder;
 use crate::models::mlp::Mlp;
@@ -293,8 +294,11 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Dino<B, 
         let decay = cosine_decay(self.cfg.momentum, self.cfg.momentum_final, at.step, at.total_steps);
         if self.online.update(crate::dist::scale_loss(loss).backward(), at.lr, value.is_finite())? {
             self.target.follow(&self.online.backbone, &self.online.heads[0].mlp, decay)?;
-            // The mean of the global batch's teacher outputs, the same centre on every rank.
-            self.center = updated_center(&self.center, &crate::dist::gather_host(teacher), self.cfg.center_momentum);
+            // The mean of the global batch's teacher outputs (their sums over ranks), the same
+            // centre on every rank.
+            let mut sums = teacher_sums(&teacher, self.center.len());
+            crate::dist::sum_over_ranks(&mut sums);
+            self.center = center_from_sums(&self.center, &sums, self.cfg.center_momentum);
         }
         Ok((value, [temperature, decay], features))
     }
@@ -413,7 +417,7 @@ mod tests {
             let batch = views(4, step);
             let mut before = Target::copy_of(&m.target.backbone, &m.target.projector);
             let teacher = before.forward(dev.tensor_from_vec(batch[..8 * 144].to_vec(), (8, Const::<1>, 12, 12))).unwrap().as_vec();
-            let want = updated_center(&m.center, &teacher, 0.9);
+            let want = crate::loss::updated_center(&m.center, &teacher, 0.9);
             let (old_b, old_h) = (tensors_of(&m.target.backbone), mlp_tensors(&m.target.projector));
             let at = StepAt { lr: 0.5, step, total_steps: 10, steps_per_epoch: 5 };
             let (loss, [t, decay], features) = m.try_step(batch, (1, 12, 12), at).unwrap();

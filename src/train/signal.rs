@@ -1,10 +1,11 @@
 //! Ctrl-C: the first press asks the running loop to save a checkpoint and stop; a second one
-//! exits at once. SIGTERM (Slurm's `scancel` and time limit, `docker stop`) and SIGUSR1 do the
-//! same. Data-parallel, a stop asked on any rank stops every rank at the same step. Under
-//! `mpirun`, stop with `kill -USR1 <mpirun's pid>` (mpirun forwards SIGUSR1; Slurm:
-//! `sbatch --signal=USR1@60`): Ctrl-C there reaches the ranks twice (from the terminal, then
-//! mpirun's SIGTERM, then SIGKILL after a moment), which ends them at once; the last whole
-//! checkpoint then resumes.
+//! exits at once. SIGUSR1 does the same, and on one process SIGTERM too (Slurm's `scancel` and
+//! time limit, `docker stop`). Data-parallel, a stop asked on any rank stops every rank at the
+//! same step: under `mpirun`, `kill -USR1 <mpirun's pid>` (mpirun forwards SIGUSR1; Slurm:
+//! `sbatch --signal=USR1@60`). There SIGTERM keeps its default and ends the rank at once: it is
+//! how `MPI_Abort` and mpirun end a job whose rank failed (a rank that caught it would wait in a
+//! collective for a rank that is gone). Ctrl-C under mpirun therefore ends the ranks at once,
+//! and the last whole checkpoint resumes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -17,9 +18,11 @@ extern "C" fn on_interrupt(_: libc::c_int) {
     }
 }
 
-/// Installs the handler for SIGINT, SIGTERM and SIGUSR1.
+/// Installs the handler for SIGINT and SIGUSR1, and SIGTERM on one process.
 pub fn install() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1] {
+    let alone = crate::dist::rank_and_size().1 == 1;
+    let signals: &[libc::c_int] = if alone { &[libc::SIGINT, libc::SIGTERM, libc::SIGUSR1] } else { &[libc::SIGINT, libc::SIGUSR1] };
+    for &sig in signals {
         // SAFETY: the handler only touches an atomic and calls _exit.
         unsafe {
             libc::signal(sig, on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t);
