@@ -8,13 +8,14 @@
 //!   one a single process would see.
 //! - The global loss is the mean over the global batch, L = sum_r (n_r / N) L_r; each rank
 //!   backpropagates its share (n_r / N) L_r ([`scale_loss`]), and the parameter gradients are
-//!   summed over ranks before the optimiser ([`Group::all_reduce_sum`] in the update), so every
-//!   rank applies dL/dθ and holds the same weights.
+//!   summed over ranks before the optimiser ([`crate::optim::Optim::apply`]), so every rank
+//!   applies dL/dθ and holds the same weights.
 //! - A loss over the global batch (NT-Xent's negatives, Barlow Twins' cross-correlation,
-//!   VICReg's variance and covariance, MoCo's keys) all-gathers the embeddings
-//!   ([`ops::gather_views`]); the backward of the gather sums every rank's gradient of the
-//!   gathered rows and returns each rank its own rows (solo-learn's `GatherLayer`, lightly's
-//!   fix of 2024), so each rank receives exactly its share of the global loss's gradient.
+//!   VICReg's variance and covariance) all-gathers the embeddings ([`ops::gather_views`]); the
+//!   backward of the gather sums every rank's gradient of the gathered rows and returns each
+//!   rank its own rows (solo-learn's `GatherLayer`; lightly's fix of 2024, PR #1531), so each
+//!   rank receives exactly its share of the global loss's gradient. MoCo's queue takes every
+//!   rank's keys ([`gather_host`]), DINO's centre every rank's sums ([`sum_over_ranks`]).
 //! - Synchronised batch norm (`sync_batchnorm: true`): batch statistics and their gradients
 //!   are summed over ranks ([`sync_batchnorm`]).
 //!
@@ -47,7 +48,7 @@ pub trait Collective {
     fn all_gather(&self, send: &[f32], counts: &[usize]) -> Vec<f32>;
     /// Waits for every rank.
     fn barrier(&self);
-    /// Ends the whole job with `code` (MPI_Abort); on one process, the process.
+    /// Ends the whole job with `code` (MPI_Abort; a thread rank panics).
     fn abort(&self, code: i32) -> !;
 }
 
