@@ -132,8 +132,10 @@ fn train_command<R: serde::Serialize + serde::de::DeserializeOwned>(
         }
         Outcome::Interrupted { run, checkpoint, step } => {
             let cmd = std::env::args().find(|a| a == "pretrain" || a == "finetune").unwrap_or_default();
-            if ssl::dist::is_writer() {
-                eprintln!("stopped at step {step}: saved {}; continue with: ssl {cmd} --resume {}", checkpoint.display(), run.display());
+            let (rank, ranks) = ssl::dist::rank_and_size();
+            let launcher = if ranks > 1 { format!("mpirun -np {ranks} ") } else { String::new() };
+            if rank == 0 {
+                eprintln!("stopped at step {step}: saved {}; continue with: {launcher}ssl {cmd} --resume {}", checkpoint.display(), run.display());
             }
             Ok(ExitCode::from(130))
         }

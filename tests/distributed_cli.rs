@@ -199,8 +199,10 @@ fn a_dead_rank_ends_the_job_and_the_run_resumes() {
             assert!(p.join("state.json").exists() && p.join("backbone.safetensors").exists(), "a half-written checkpoint: {}", p.display());
         }
     }
-    let r = ssl_ok(&["--threads", "1", "pretrain", "--resume", s(&run), "--stop-after-steps", "2"]);
+    // One step on one process (a stop asked for a step already passed comes after the next).
+    let r = ssl(&["--threads", "1", "pretrain", "--resume", s(&run), "--stop-after-steps", "2"]);
     assert!(r.stdout.contains("resuming") && r.stdout.contains("written by 2 rank(s), this job has 1"), "{}", r.stdout);
+    assert!(r.stderr.contains("stopped at step") && r.stderr.contains("continue with: ssl pretrain --resume"), "{}", r.stderr);
 }
 
 /// Two "hosts": 2 ranks in 2 network namespaces joined by a veth pair, so the traffic is real
@@ -278,6 +280,7 @@ fn a_stop_request_checkpoints_and_the_job_resumes() {
     let err = String::from_utf8_lossy(&out.stderr);
     let stopped: u64 = err.split("stopped at step ").nth(1).and_then(|r| r.split(':').next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{err}"));
     assert_eq!(err.matches("stopped at step").count(), 1, "rank 0 alone says so: {err}");
+    assert!(err.contains("continue with: mpirun -np 2 ssl pretrain --resume"), "{err}");
     assert!(run.join(format!("checkpoints/step-{stopped:08}/state.json")).exists());
     let steps = records(&run, "step").len() as u64;
     assert_eq!(steps, stopped, "no step after the checkpoint was logged");

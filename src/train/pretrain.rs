@@ -27,7 +27,8 @@ pub struct RunOptions {
     pub resume: Option<PathBuf>,
     /// Replace an existing run folder.
     pub force: bool,
-    /// Behave as if Ctrl-C came after this many steps of the whole run (for tests).
+    /// Behave as if Ctrl-C came after this many steps of the whole run, or after the first step
+    /// of a resume already past it (for tests).
     pub stop_after: Option<u64>,
     /// With `resume`: allow the recipe's `epochs` to change (the schedule is recomputed).
     pub extend: bool,
@@ -58,7 +59,7 @@ impl RunOptions {
 
     /// Whether to stop after step `global` (Ctrl-C, or the test hook).
     pub fn stop_now(&self, global: u64) -> bool {
-        signal::stop_requested() || self.stop_after == Some(global)
+        signal::stop_requested() || self.stop_after.is_some_and(|n| global >= n)
     }
 }
 
