@@ -222,6 +222,10 @@ fn two_hosts_over_tcp_train_as_one_process() {
          && ip -n {a} addr add 10.77.0.1/24 dev {a}v && ip -n {b} addr add 10.77.0.2/24 dev {b}v \
          && ip -n {a} link set {a}v up && ip -n {b} link set {b}v up && ip -n {a} link set lo up && ip -n {b} link set lo up"
     ));
+    if !netns {
+        // Whatever part of the set-up was made.
+        sh(&format!("ip netns del {a} 2>/dev/null; ip netns del {b} 2>/dev/null; true"));
+    }
     let ssl_bin = env!("CARGO_BIN_EXE_ssl");
     let args = ["--threads", "1", "pretrain", s(&recipe), "--set", "name=two"];
     let mut c = if netns {
