@@ -94,11 +94,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Pretrain(a) => train_command(a, device, |r: &ssl::recipe::PretrainRecipe, o| {
             use ssl::models::encoder::Monitor;
-            // Data-parallel, rank 0 alone measures.
-            let knn = |store: &_, split: &_| match ssl::dist::is_writer() {
-                true => Ok(ssl::eval::monitor::KnnMonitor::for_recipe(r, store, split)?.map(|m| Box::new(m) as Box<dyn Monitor>)),
-                false => Ok(None),
-            };
+            let knn = |store: &_, split: &_| Ok(ssl::eval::monitor::KnnMonitor::for_recipe(r, store, split)?.map(|m| Box::new(m) as Box<dyn Monitor>));
             ssl::train::pretrain(r, o, &knn)
         }),
         Command::Finetune(a) => train_command(a, device, ssl::train::finetune),

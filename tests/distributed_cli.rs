@@ -13,8 +13,13 @@ use common::*;
 fn mpirun(np: usize, args: &[&str]) -> Command {
     let mut c = Command::new("mpirun");
     c.args(["-np", &np.to_string(), "--oversubscribe", env!("CARGO_BIN_EXE_ssl")]).args(args);
-    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1").env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
+    as_root(&mut c);
     c
+}
+
+/// What Open MPI wants to run as root in a container.
+fn as_root(c: &mut Command) {
+    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1").env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
 }
 
 fn run_ok(mut c: Command) -> Run {
@@ -245,7 +250,7 @@ fn two_hosts_over_tcp_train_as_one_process() {
         c
     };
     c.args(["--mca", "btl", "tcp,self", ssl_bin]).args(args);
-    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    as_root(&mut c);
     let out = c.output().unwrap();
     let received = netns.then(|| {
         let o = Command::new("ip").args(["netns", "exec", &b, "cat", &format!("/sys/class/net/{b}v/statistics/rx_bytes")]).output().unwrap();

@@ -137,8 +137,8 @@ pub fn finetune(recipe: &FinetuneRecipe, opts: &super::RunOptions) -> Result<Out
     if let Some(f) = &backbone_file {
         net.load_backbone(f)?;
     }
-    crate::dist::join(recipe.batch_size, 1, "fine-tuning", recipe.sync_batchnorm, recipe.device)?;
-    let batching = trainer::batching(recipe.batch_size, false, MIN_BATCH);
+    let ranks = crate::dist::join(recipe.batch_size, 1, "fine-tuning", recipe.sync_batchnorm, recipe.device)?;
+    let batching = trainer::batching(recipe.batch_size, false, MIN_BATCH, ranks);
     let steps = batching.steps(train_idx.len());
     // Few labels make short epochs: the schedule's epochs (warmup, milestones, annealing) are
     // stretched to `min_steps` steps in all, and as many real epochs are run as that takes.

@@ -98,14 +98,15 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions, monitor: &MonitorFac
             format!("{} is larger than the dataset ({} images in {}:{})", recipe.batch_size, split.len(), recipe.data.file.display(), split.name),
         ));
     }
-    let monitor = monitor(&store, &split)?;
+    // Data-parallel, rank 0 alone measures (every rank holds the same weights).
+    let monitor = if crate::dist::is_writer() { monitor(&store, &split)? } else { None };
     if let Some(m) = &monitor {
         if m.input_shape() != shape {
             return Err(Error::invalid("knn", format!("its splits give {} images, pretraining {}", m.input_shape(), shape)));
         }
     }
-    crate::dist::join(recipe.batch_size, 1, method.name(), recipe.sync_batchnorm, recipe.device)?;
-    let batching = trainer::batching(recipe.batch_size, recipe.drop_last, method.min_batch());
+    let ranks = crate::dist::join(recipe.batch_size, 1, method.name(), recipe.sync_batchnorm, recipe.device)?;
+    let batching = trainer::batching(recipe.batch_size, recipe.drop_last, method.min_batch(), ranks);
     let steps = batching.steps(split.len());
     if let Some((_, state, _)) = &resume_from {
         trainer::check_resume_ranks(&run, state, split.len(), batching, method.min_batch())?;
@@ -197,9 +198,7 @@ impl Task for Pretraining<'_> {
     }
 
     fn end_epoch(&mut self, done: usize, last: bool) -> Result<EpochReport> {
-        // Data-parallel, rank 0 measures (every rank holds the same weights).
-        let due = done % self.every.max(1) == 0 || last;
-        let Some(m) = self.monitor.filter(|_| due && crate::dist::is_writer()) else {
+        let Some(m) = self.monitor.filter(|_| done % self.every.max(1) == 0 || last) else {
             return Ok(EpochReport::default());
         };
         let t = Instant::now();

@@ -150,17 +150,17 @@ pub fn open<R: serde::Serialize>(run: &Path, resume: Option<&(PathBuf, Checkpoin
     Ok((log, start))
 }
 
-/// Batches of a run of `batch` images a step whose loss needs `min_batch`, on this job's ranks:
+/// Batches of a run of `batch` images a step whose loss needs `min_batch`, on `ranks` ranks:
 /// a last partial batch too small for the loss, or for one image a rank, joins the batch
 /// before it (so with R ranks <= `min_batch` the steps are one process's).
-pub fn batching(batch: usize, drop_last: bool, min_batch: usize) -> Batching {
-    Batching { batch, drop_last, min_batch: min_batch.max(crate::dist::rank_and_size().1) }
+pub fn batching(batch: usize, drop_last: bool, min_batch: usize, ranks: usize) -> Batching {
+    Batching { batch, drop_last, min_batch: min_batch.max(ranks) }
 }
 
 /// Refuses to resume, from `state`, a run whose epochs of `n` images the job that wrote it cut
 /// into other steps than this one does (another number of ranks, see [`batching`]).
 pub fn check_resume_ranks(run: &Path, state: &CheckpointState, n: usize, now: Batching, min_batch: usize) -> Result<()> {
-    let then = Batching { min_batch: min_batch.max(state.ranks), ..now };
+    let then = batching(now.batch, now.drop_last, min_batch, state.ranks);
     if then.steps(n) == now.steps(n) {
         return Ok(());
     }
