@@ -85,7 +85,11 @@ fn sgd() -> OptimConfig {
 
 /// `m` on 2 (and 3) ranks as on one process, over `steps` steps. Barlow Twins and VICReg on
 /// 8 images are unstable enough (their losses jump by half from step to step) that rounding
-/// grows past the tolerance after the first step; their first update is compared.
+/// grows past the tolerance after the first step; their first update is compared. BYOL's third
+/// update on the GEMM's AVX2 path takes the weights from 3e-7 apart to 4e-4 apart in one step
+/// while the loss before it still agrees to 3e-7 (on the AVX-512 path they stay 5e-7 apart): a jump,
+/// not a drift, most likely an activation at a ReLU's kink that rounding puts on either side; so
+/// two updates are compared.
 fn agrees(m: MethodConfig, blocks: &[(usize, usize)], sizes: &[usize], steps: u64) {
     let all = views(blocks);
     let (want_losses, want_features) = one_process(&m, &all, sgd(), steps);
@@ -112,7 +116,7 @@ fn byol_on_ranks_is_byol_on_one_process() {
         predictor: byol::PredictorConfig { hidden: 64 },
         ..ByolConfig::default()
     };
-    agrees(MethodConfig::Byol(cfg), &[(2, SIDE)], &[2], 3);
+    agrees(MethodConfig::Byol(cfg), &[(2, SIDE)], &[2], 2);
 }
 
 #[test]
