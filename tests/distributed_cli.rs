@@ -42,10 +42,11 @@ fn setup(dir: &Path, method: &str) -> std::path::PathBuf {
     augment: (blur_p: 0.0),
     batch_size: 16,
     epochs: 5,
-    // LARS at 0.1 (recipes use 0.3): at 0.3 this tiny run is so sensitive that one process
+    // LARS at 0.01 (recipes use 0.3): at 0.3 this tiny run is so sensitive that one process
     // against itself with the rate changed by one part in a million differs by 1e-3 in its
-    // losses within 20 steps, so no two summation orders could agree to 1e-5.
-    lr: (base: 0.1, warmup_epochs: 1),
+    // losses within 20 steps; at 0.1, on the GEMM's AVX2 path, the 2 ranks' summation order
+    // alone puts the 14th loss 1.5e-4 from one process's (see `same_losses`).
+    lr: (base: 0.01, warmup_epochs: 1),
     checkpoint: (every_epochs: 1, keep: 2),
     knn: (every_epochs: 0),
 )"#,
@@ -74,6 +75,23 @@ fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
     out
 }
 
+/// One process's losses `a` against the ranks' `b`: the first step (the forward over the global
+/// batch: gathered negatives, synchronised statistics) within 1e-6 relative, every step within
+/// 1e-4. Not 1e-5 over 20 steps: the batch's reductions (weight gradients over N x H x W
+/// positions, batch statistics) are summed in another order on 2 ranks, and on one process in
+/// another order again by the GEMM's AVX2 kernels than by its AVX-512 ones (measured there: one
+/// process's 3rd loss 1.5e-6 apart between the two paths, while the 2 ranks' losses were equal
+/// on both); training grows that to 4.5e-5 by the 5th step of fine-tuning. The faults this
+/// catches are larger: per-rank statistics move the first loss by more than 1e-4
+/// (`unsynchronised_batch_norm_is_another_model`), local negatives change the loss itself.
+fn same_losses(what: &str, a: &[f64], b: &[f64]) {
+    assert_eq!(b.len(), a.len(), "{what}: rank 0 alone writes the metrics, every step once");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let tol = if i == 0 { 1e-6 } else { 1e-4 };
+        assert!((x - y).abs() <= tol * x.abs(), "{what}: step {} loss {x} on one process, {y} on 2 ranks", i + 1);
+    }
+}
+
 /// max |a - b| over every tensor, over the largest |b| of the file (a tensor that starts at
 /// zero, a BatchNorm shift, is not measured against its own tiny scale).
 fn weights_differ(a: &Path, b: &Path) -> f32 {
@@ -90,7 +108,7 @@ fn weights_differ(a: &Path, b: &Path) -> f32 {
 }
 
 /// One process with a global batch of 16 against 2 ranks x 8, synchronised batch norm: the
-/// same losses and weights within 1e-5 relative over 20 steps, for `method`.
+/// same losses (`same_losses`) and weights within 1e-4 relative over 20 steps, for `method`.
 fn two_ranks_train_as_one_process(method: &str) {
     let dir = tempfile::tempdir().unwrap();
     let recipe = setup(dir.path(), method);
@@ -100,12 +118,9 @@ fn two_ranks_train_as_one_process(method: &str) {
     let (one, two) = (dir.path().join("runs/one"), dir.path().join("runs/two"));
     let (a, b) = (losses(&one), losses(&two));
     assert!(a.len() >= 20, "{} steps", a.len());
-    assert_eq!(b.len(), a.len(), "rank 0 alone writes the metrics, every step once");
-    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert!((x - y).abs() <= 1e-5 * x.abs(), "{method}: step {} loss {x} on one process, {y} on 2 ranks", i + 1);
-    }
+    same_losses(method, &a, &b);
     let d = weights_differ(&two.join("backbone.safetensors"), &one.join("backbone.safetensors"));
-    assert!(d <= 1e-5, "{method}: backbones differ by {d:e} of their scale");
+    assert!(d <= 1e-4, "{method}: backbones differ by {d:e} of their scale");
     // The online probe too: its gradients are summed over ranks, its accuracy over the batch.
     let acc = |run: &Path| records(run, "epoch").iter().map(|r| r["accuracy"].as_f64().unwrap()).collect::<Vec<_>>();
     assert_eq!(acc(&one), acc(&two));
@@ -129,7 +144,7 @@ fn finetuning_on_two_ranks_equals_one_process() {
     let data = labeled_store(dir.path(), 64, 16);
     // 48 training images in batches of 20: a last batch of 8; patience 1 over 6 epochs.
     let recipe = finetune_recipe(dir.path(), &data, "ft", "None", "dropout: 0.3,");
-    let set = ["--set", "lr.base=0.05", "--set", "batch_size=20", "--set", "epochs=6", "--set", "early_stopping.patience=1"];
+    let set = ["--set", "lr.base=0.01", "--set", "batch_size=20", "--set", "epochs=6", "--set", "early_stopping.patience=1"];
     ssl_ok(&[&["--threads", "1", "finetune", s(&recipe), "--set", "name=one"][..], &set].concat());
     run_ok(mpirun(2, &[&["--threads", "1", "finetune", s(&recipe), "--set", "name=two"][..], &set].concat()));
     let (one, two) = (dir.path().join("runs/one"), dir.path().join("runs/two"));
@@ -137,9 +152,7 @@ fn finetuning_on_two_ranks_equals_one_process() {
     assert!(a.len() >= 6 && a.len() == b.len(), "{} and {} steps", a.len(), b.len());
     let epochs = |run: &Path| records(run, "epoch").iter().map(|r| (r["val_top1"].as_f64(), r["loss"].as_f64())).collect::<Vec<_>>();
     assert_eq!(epochs(&one).len(), epochs(&two).len(), "the same early stop");
-    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert!((x - y).abs() <= 1e-5 * x.abs(), "step {} loss {x} on one process, {y} on 2 ranks", i + 1);
-    }
+    same_losses("fine-tuning", &a, &b);
     let result = |run: &Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap()).unwrap() };
     assert_eq!(result(&one)["test"]["top1"], result(&two)["test"]["top1"]);
     assert_eq!(result(&one)["best_epoch"], result(&two)["best_epoch"]);
@@ -263,11 +276,7 @@ fn two_hosts_over_tcp_train_as_one_process() {
     if let Some(rx) = received {
         assert!(rx > 1_000_000, "the second host received {rx} bytes over the veth pair");
     }
-    let (x, y) = (losses(&dir.path().join("runs/one")), losses(&dir.path().join("runs/two")));
-    assert_eq!(x.len(), y.len());
-    for (i, (p, q)) in x.iter().zip(&y).enumerate() {
-        assert!((p - q).abs() <= 1e-5 * p.abs(), "step {}: {p} on one process, {q} on two hosts", i + 1);
-    }
+    same_losses("two hosts", &losses(&dir.path().join("runs/one")), &losses(&dir.path().join("runs/two")));
 }
 
 /// SIGUSR1 to `mpirun` (forwarded to every rank; Slurm's `--signal=USR1@60`) stops every rank
