@@ -71,12 +71,12 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Online<B
     /// that the ranks call the same collectives.
     pub fn update(&mut self, mut g: Gradients<f32, D>, lr: f64, finite: bool) -> Result<bool, D::Err> {
         self.opt.cfg.lr = lr;
-        let applied = self.opt.apply(finite, |u| {
+        let applied = self.opt.apply::<D::Err>(finite, |u| {
             u.module(&mut self.backbone, &g);
             for h in &mut self.heads {
                 h.mlp.update(u, &g);
             }
-        });
+        })?;
         self.backbone.try_zero_grads(&mut g)?;
         for h in &self.heads {
             h.mlp.try_zero_grads(&mut g)?;

@@ -599,7 +599,7 @@ mod tests {
             let mut c = opt.collect();
             m.update(&mut c, &g);
             let running = m.tensors().into_iter().filter(|(name, _, _)| name.contains("running")).flat_map(|(_, p, _)| p.host()).collect::<Vec<f32>>();
-            (out, g.get(&x).as_vec(), c.into_collected(), running)
+            (out, g.get(&x).as_vec(), c.into_collected::<CpuError>().unwrap(), running)
         };
         let (y, dx, dp, running) = run(0..n);
         let parts = threads::run(2, |rank| {

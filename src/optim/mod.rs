@@ -3,6 +3,7 @@
 //! BatchNorm parameters from weight decay and keep their state in checkpoints.
 
 pub mod optimizer;
+mod resident;
 pub mod schedule;
 
 pub use optimizer::{Update, Optim, OptimConfig, OptimizerKind};

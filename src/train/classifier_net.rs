@@ -96,11 +96,11 @@ impl<B: Backbone<C, F, D>, D: NnDevice, const C: usize, const F: usize> Net<B, D
         let grads = crate::dist::scale_loss(loss).backward();
         self.opt_head.cfg.lr = lr;
         let head = &mut self.head;
-        self.opt_head.apply(value.is_finite(), |u| head.update(u, &grads));
+        self.opt_head.apply::<D::Err>(value.is_finite(), |u| head.update(u, &grads))?;
         if !self.frozen {
             self.opt_backbone.cfg.lr = backbone_lr;
             let backbone = &mut self.backbone;
-            self.opt_backbone.apply(value.is_finite(), |u| u.module(backbone, &grads));
+            self.opt_backbone.apply::<D::Err>(value.is_finite(), |u| u.module(backbone, &grads))?;
         }
         Ok((value, scores))
     }

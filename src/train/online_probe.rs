@@ -64,7 +64,7 @@ impl OnlineProbe {
             // the gradients over ranks, so every rank holds the same probe.
             let grads = crate::dist::scale_loss(loss).backward();
             let linear = &mut self.linear;
-            self.opt.apply(finite, |u| linear.update(u, &grads));
+            self.opt.apply::<CpuError>(finite, |u| linear.update(u, &grads))?;
             Ok(correct)
         };
         run().map_err(|e| Error::device("an online probe step", e))
