@@ -69,6 +69,48 @@ impl DeviceSpec {
     }
 }
 
+/// Runs `f`, work on `device`. On a GPU, a panic inside it becomes
+/// `Error::device(what, message)` and prints nothing itself: cudarc and dfdx unwrap the CUDA
+/// driver's errors (out of memory, a failed kernel, a lost device) where their APIs return no
+/// `Result`, and the user should see one line while the files already written (the last
+/// checkpoint) stay as they were. On the CPU a panic is a defect of ssl and stays a panic.
+pub fn guarded<T>(device: DeviceSpec, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match device {
+        DeviceSpec::Cpu => f(),
+        DeviceSpec::Cuda(_) => catch_quietly(f).unwrap_or_else(|why| Err(Error::device(what, why))),
+    }
+}
+
+thread_local! {
+    /// Whether a panic on this thread is being caught by [`catch_quietly`].
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic into its message, which the panic hook does not print. The hook is
+/// installed once for the process and passes every other thread's panics (and this thread's
+/// outside `f`) to the hook it replaced.
+fn catch_quietly<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|q| q.get()) {
+                previous(info);
+            }
+        }));
+    });
+    let was = QUIET.with(|q| q.replace(true));
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was));
+    out.map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the device failed".into())
+    })
+}
+
 /// The error of a CPU-only binary asked for CUDA.
 fn without_cuda(ordinal: usize) -> Error {
     Error::invalid(
@@ -79,24 +121,13 @@ fn without_cuda(ordinal: usize) -> Error {
 
 /// The CUDA device `ordinal`, its random numbers drawn from `seed`. cudarc 0.9 panics (it
 /// unwraps) when the driver cannot start or the GPU does not exist; that becomes an error here,
-/// with the default panic message silenced meanwhile. The panic hook is process-wide, so calls
-/// take turns: two overlapping swaps could otherwise restore the silent hook for good.
+/// the panic's message unprinted.
 #[cfg(feature = "cuda")]
 pub fn cuda(ordinal: usize, seed: u64) -> Result<dfdx::tensor::Cuda> {
-    static HOOK_SWAP: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = HOOK_SWAP.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let built = std::panic::catch_unwind(|| dfdx::tensor::Cuda::try_build(ordinal, seed));
-    std::panic::set_hook(hook);
-    let why = match built {
+    let why = match catch_quietly(|| dfdx::tensor::Cuda::try_build(ordinal, seed)) {
         Ok(Ok(dev)) => return Ok(dev),
         Ok(Err(e)) => e.to_string(),
-        Err(panic) => panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "the CUDA driver failed".into()),
+        Err(why) => why,
     };
     Err(Error::invalid("device", format!("cuda:{ordinal} is not usable: {why}")))
 }
@@ -123,6 +154,19 @@ mod tests {
         let r: DeviceSpec = ron::from_str("\"cuda:1\"").unwrap();
         assert_eq!(r, DeviceSpec::Cuda(1));
         assert_eq!(ron::to_string(&DeviceSpec::Cpu).unwrap(), "\"cpu\"");
+    }
+
+    /// On a GPU a panic in the work (a CUDA error cudarc unwrapped) is an error naming the
+    /// work; on the CPU the work's own errors pass through.
+    #[test]
+    fn a_panic_of_gpu_work_is_an_error() {
+        let e = guarded(DeviceSpec::Cuda(0), "a SimCLR step", || -> Result<()> { panic!("DriverError(CUDA_ERROR_OUT_OF_MEMORY)") }).unwrap_err().to_string();
+        assert!(e.contains("a SimCLR step") && e.contains("CUDA_ERROR_OUT_OF_MEMORY"), "{e}");
+        assert_eq!(guarded(DeviceSpec::Cuda(0), "work", || Ok(3)).unwrap(), 3);
+        let e = guarded(DeviceSpec::Cpu, "work", || -> Result<()> { Err(Error::invalid("x", "y")) }).unwrap_err();
+        assert!(e.to_string().contains('y'));
+        // Outside the guard a panic is still a panic.
+        assert!(std::panic::catch_unwind(|| panic!("a defect")).is_err());
     }
 
     #[cfg(not(feature = "cuda"))]

@@ -140,7 +140,8 @@ pub fn split_features(run: &Path, model: &str, seed: u64, source: Source, pipeli
             let weights = (source == Source::Pretrained).then_some(backbone.as_path());
             let net = crate::models::encoder::load(model, weights, seed, device)?;
             let s = (shape.channels, shape.height, shape.width);
-            (extract(pipeline, split, idx, 256, label, |x| net.features(x, s))?, net.feature_width())
+            let forward = |x| crate::device::guarded(device, "feature extraction", || net.features(x, s));
+            (extract(pipeline, split, idx, 256, label, forward)?, net.feature_width())
         }
     })
 }

@@ -261,7 +261,8 @@ impl Task for FineTuning<'_> {
         let r = self.recipe;
         // Dropout masks from (seed, step): a resumed run draws the same ones.
         let dropout_seed = r.seed ^ (at.step + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let (loss, correct) = self.net.step(images, self.shape, &labels, r.label_smoothing, at.lr, at.lr * r.backbone.lr_factor, dropout_seed)?;
+        let net = &mut self.net;
+        let (loss, correct) = crate::device::guarded(r.device, "a fine-tuning step", || net.step(images, self.shape, &labels, r.label_smoothing, at.lr, at.lr * r.backbone.lr_factor, dropout_seed))?;
         Ok(StepReport { loss, weight: labels.len() as f64, correct: Some(correct), logs: Vec::new() })
     }
 

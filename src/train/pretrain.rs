@@ -150,7 +150,7 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions, monitor: &MonitorFac
     let shape = (shape.channels, shape.height, shape.width);
     let monitor = monitor.as_deref();
     let labels = split.labels.as_deref();
-    let mut task = Pretraining { net, shape, monitor, every: recipe.knn.every_epochs, probe, labels, last: Vec::new() };
+    let mut task = Pretraining { net, device: recipe.device, shape, monitor, every: recipe.knn.every_epochs, probe, labels, last: Vec::new() };
     let (last_loss, elapsed) = match trainer::train(&plan, &mut task, start, &mut log, opts)? {
         End::Interrupted { checkpoint, step } => return Ok(Outcome::Interrupted { run, checkpoint, step }),
         End::Finished { last_loss, elapsed_s, .. } => (last_loss, elapsed_s),
@@ -170,6 +170,7 @@ pub fn pretrain(recipe: &PretrainRecipe, opts: &RunOptions, monitor: &MonitorFac
 /// monitor after epochs.
 struct Pretraining<'a> {
     net: Box<dyn Method>,
+    device: crate::device::DeviceSpec,
     shape: (usize, usize, usize),
     monitor: Option<&'a dyn Monitor>,
     every: usize,
@@ -182,7 +183,8 @@ struct Pretraining<'a> {
 
 impl Task for Pretraining<'_> {
     fn step(&mut self, views: Vec<f32>, indices: &[usize], at: StepAt) -> Result<StepReport> {
-        let out = self.net.step(views, self.shape, at)?;
+        let net = &mut self.net;
+        let out = crate::device::guarded(self.device, "a pretraining step", || net.step(views, self.shape, at))?;
         let correct = match (&mut self.probe, self.labels) {
             // Row r of the features is a view of image indices[r mod N]; view 1's rows count.
             // Every step, whatever the loss (data-parallel, the ranks must all take part; the
