@@ -77,38 +77,39 @@ impl DeviceSpec {
 pub fn guarded<T>(device: DeviceSpec, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     match device {
         DeviceSpec::Cpu => f(),
-        DeviceSpec::Cuda(_) => catch_quietly(f).unwrap_or_else(|why| Err(Error::device(what, why))),
+        DeviceSpec::Cuda(_) => catch_quietly(f).unwrap_or_else(|why| Err(Error::Device { during: what.into(), reason: why })),
     }
 }
 
 thread_local! {
     /// Whether a panic on this thread is being caught by [`catch_quietly`].
     static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// What the hook saw of the last panic caught quietly: its message and where it was raised.
+    static CAUGHT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Runs `f`, turning a panic into its message, which the panic hook does not print. The hook is
-/// installed once for the process and passes every other thread's panics (and this thread's
-/// outside `f`) to the hook it replaced.
+/// Runs `f`, turning a panic into its message and location, which the panic hook does not
+/// print (unless `RUST_BACKTRACE` is set: then the usual report too, for a defect of ssl behind
+/// the failure). The hook is installed once for the process and passes every other thread's
+/// panics (and this thread's outside `f`) to the hook it replaced.
 fn catch_quietly<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
     static INSTALL: std::sync::Once = std::sync::Once::new();
     INSTALL.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if !QUIET.with(|q| q.get()) {
-                previous(info);
+            if QUIET.with(|q| q.get()) {
+                CAUGHT.with(|c| *c.borrow_mut() = Some(info.to_string().replace('\n', " ")));
+                if std::env::var_os("RUST_BACKTRACE").is_none_or(|v| v == "0") {
+                    return;
+                }
             }
+            previous(info);
         }));
     });
     let was = QUIET.with(|q| q.replace(true));
     let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     QUIET.with(|q| q.set(was));
-    out.map_err(|panic| {
-        panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "the device failed".into())
-    })
+    out.map_err(|_| CAUGHT.with(|c| c.borrow_mut().take()).unwrap_or_else(|| "the device failed".into()))
 }
 
 /// The error of a CPU-only binary asked for CUDA.
@@ -161,12 +162,20 @@ mod tests {
     #[test]
     fn a_panic_of_gpu_work_is_an_error() {
         let e = guarded(DeviceSpec::Cuda(0), "a SimCLR step", || -> Result<()> { panic!("DriverError(CUDA_ERROR_OUT_OF_MEMORY)") }).unwrap_err().to_string();
-        assert!(e.contains("a SimCLR step") && e.contains("CUDA_ERROR_OUT_OF_MEMORY"), "{e}");
+        assert!(e.contains("a SimCLR step") && e.contains("CUDA_ERROR_OUT_OF_MEMORY") && e.contains("src/device.rs"), "message and place: {e}");
+        assert!(!QUIET.with(|q| q.get()), "quiet only inside the guard, also after a panic");
+        // Nested: the inner failure is the inner guard's, the outer work goes on.
+        let out = guarded(DeviceSpec::Cuda(0), "outer", || {
+            let inner = guarded(DeviceSpec::Cuda(0), "inner", || -> Result<()> { panic!("kernel failed") });
+            assert!(QUIET.with(|q| q.get()), "still inside the outer guard");
+            Ok(inner.unwrap_err().to_string())
+        });
+        assert!(out.unwrap().contains("inner"));
         assert_eq!(guarded(DeviceSpec::Cuda(0), "work", || Ok(3)).unwrap(), 3);
         let e = guarded(DeviceSpec::Cpu, "work", || -> Result<()> { Err(Error::invalid("x", "y")) }).unwrap_err();
         assert!(e.to_string().contains('y'));
-        // Outside the guard a panic is still a panic.
-        assert!(std::panic::catch_unwind(|| panic!("a defect")).is_err());
+        // On the CPU a panic is a defect and stays a panic.
+        assert!(std::panic::catch_unwind(|| guarded(DeviceSpec::Cpu, "work", || -> Result<()> { panic!("a defect") })).is_err());
     }
 
     #[cfg(not(feature = "cuda"))]

@@ -119,6 +119,11 @@ fn two_ranks_train_as_one_process(method: &str) {
     let (a, b) = (losses(&one), losses(&two));
     assert!(a.len() >= 20, "{} steps", a.len());
     same_losses(method, &a, &b);
+    // The positive control: training moves the loss by 100 times the tolerance or more (1.8e-2
+    // for SimCLR, 0.10 for BYOL), so a fault in the update (a gradient not summed over ranks,
+    // or off by their number) shows as a share of that move, not within rounding.
+    let moved = (a[a.len() - 1] - a[0]).abs() / a[0].abs();
+    assert!(moved >= 1e-2, "{method}: the loss moved by {moved:e} only");
     let d = weights_differ(&two.join("backbone.safetensors"), &one.join("backbone.safetensors"));
     assert!(d <= 1e-4, "{method}: backbones differ by {d:e} of their scale");
     // The online probe too: its gradients are summed over ranks, its accuracy over the batch.

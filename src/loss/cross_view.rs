@@ -12,12 +12,11 @@ pub fn mean_cross_view_cosine<W: Dim, E: Dtype, Dev: Device<E>, T: Tape<E, Dev>>
     assert!(rows >= 2 && rows % 2 == 0, "a cross-view loss needs two views of each image (an even number of rows), got {rows}");
     assert_eq!(z.shape().0, rows, "a cross-view loss: predictions and targets differ in rows");
     let n = rows / 2;
-    // Row r of the target the prediction at row r is compared with: the other view of the same image.
-    let zv = z.as_vec();
-    let w = width.size();
-    let swapped: Vec<E> = (0..rows).flat_map(|r| zv[((r + n) % rows) * w..((r + n) % rows + 1) * w].iter().copied()).collect();
-    let z = p.device().tensor_from_vec(swapped, *p.shape());
-    cosine_rows(p, z).mean()
+    // Row r of the target the prediction at row r is compared with: the other view of the same
+    // image, the halves swapped on the device.
+    let other = (z.clone().slice((n.., ..)), z.clone().slice((..n, ..))).concat_along(Axis::<0>);
+    let other = other.reshape_like(&(rows, width));
+    cosine_rows(p, other).mean()
 }
 
 /// Cosine similarity of each row of `a` with the same row of the constant `b`: [N].

@@ -191,7 +191,9 @@ impl Optim {
     }
 }
 
-/// One optimiser update in progress (see [`Optim::begin`]).
+/// One optimiser update in progress (see [`Optim::begin`]); [`Update::finish`] says whether a
+/// device failed during it.
+#[must_use = "a device error is only reported by `finish` (or `Optim::apply`)"]
 pub struct Update<'a> {
     opt: &'a mut Optim,
     index: usize,
@@ -301,17 +303,23 @@ impl Update<'_> {
         let cfg = self.opt.cfg;
         let matrix = S::NUM_DIMS > 1;
         let opt = &mut *self.opt;
+        // The buffers go back whatever happens, so a failed update leaves no hole in the state.
         let mut first = resident::take(&mut opt.first, index, &dev, n)?;
-        if cfg.kind == OptimizerKind::AdamW {
+        let done = if cfg.kind == OptimizerKind::AdamW {
             let (step, inv_c2, decay) = adam_factors(&cfg, opt.steps, matrix);
-            let mut second = resident::take(&mut opt.second, index, &dev, n)?;
-            resident::adamw_step(&cfg, step, inv_c2, decay, p, g, &mut first, &mut second)?;
-            resident::put(&mut opt.second, index, second);
+            match resident::take(&mut opt.second, index, &dev, n) {
+                Ok(mut second) => {
+                    let done = resident::adamw_step(&cfg, step, inv_c2, decay, p, g, &mut first, &mut second);
+                    resident::put(&mut opt.second, index, second);
+                    done
+                }
+                Err(e) => Err(e),
+            }
         } else {
-            resident::momentum_step(&cfg, cfg.lr, matrix, p, g, &mut first)?;
-        }
+            resident::momentum_step(&cfg, cfg.lr, matrix, p, g, &mut first)
+        };
         resident::put(&mut opt.first, index, first);
-        Ok(())
+        done
     }
 
     /// The update of tensor `index` as a loop over host memory.
@@ -593,6 +601,11 @@ mod tests {
             let what = format!("{:?} nesterov {} wd {}", cfg.kind, cfg.nesterov, cfg.weight_decay);
             let dev = Cpu::seed_from_u64(0);
             let start: Net = dev.build_module::<(Linear<4, 6>, dfdx::nn::builders::ReLU, dfdx::nn::builders::BatchNorm1D<6>, Linear<6, 3>), f32>();
+            let mut start = start;
+            if cfg.kind == OptimizerKind::Lars {
+                // A zero matrix: LARS's trust ratio falls back to 1 there (|w| = 0).
+                start.3.weight = dev.zeros();
+            }
             let (mut host, mut device) = (start.clone(), start.clone());
             let mut oh = Optim::new(cfg).updating_on_device(false);
             let mut od = Optim::new(cfg).updating_on_device(true);

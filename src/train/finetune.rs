@@ -292,7 +292,7 @@ impl Task for FineTuning<'_> {
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
-        self.net.save(dir, true)
+        crate::device::guarded(self.recipe.device, "saving a checkpoint", || self.net.save(dir, true))
     }
 
     fn nan_advice(&self) -> &'static str {

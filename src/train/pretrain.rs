@@ -222,7 +222,8 @@ impl Task for Pretraining<'_> {
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
-        self.net.save(dir)?;
+        // The weights and moments come down from the device here.
+        crate::device::guarded(self.device, "saving a checkpoint", || self.net.save(dir))?;
         match &self.probe {
             Some(p) => p.save(dir),
             None => Ok(()),
