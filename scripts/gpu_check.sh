@@ -3,7 +3,7 @@
 # CUDA 13 libraries through PyTorch's wheels but no Rust):
 #   here:        bash scripts/gpu_check.sh build   # needs scripts/setup_cuda.sh; fills gpu/
 #   on the GPU:  bash scripts/gpu_check.sh run     # results in $OUT (or gpu/results)
-# `run` prints the GPU, runs the CPU-vs-CUDA parity tests (every owned layer, SimCLR and
+# `run` prints the GPU, runs the CPU-vs-CUDA parity tests (every owned layer, the optimisers, SimCLR and
 # fine-tuning steps), then the SimCLR step benchmark of both reference backbones at batch 256
 # and 1024 beside ../shared/bench/torch_simclr_step.py on CUDA (eager PyTorch), with ratios.
 set -euo pipefail
