@@ -6,8 +6,8 @@
 #           batch 256, 2 threads; PyTorch with a DataLoader of 2 workers), source images/s over
 #           EPOCH_STEPS steps after 3 warm-up steps (native instruction set only)
 # each for both reference backbones at 2 and 1 threads, at the machine's native instruction set
-# and with both sides capped at AVX2 (ssl: the build without its `avx512` feature, in
-# target/avx2; PyTorch: ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2). One line per figure:
+# and with both sides capped at AVX2 (ssl: SSL_CPU_ISA=avx2, gemm's AVX2 kernels in the same
+# binary; PyTorch: ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2). One line per figure:
 #   step MODEL threads=T[ avx2]: ssl X views/s, pytorch Y views/s, ratio R
 # Usage: scripts/compare_step.sh [BATCH] [STEPS] [EPOCH_STEPS]   (defaults 128, 3 and 20)
 # Sets up the PyTorch reference in ~/torchref when it is missing (a few GB).
@@ -19,18 +19,18 @@ epoch_steps=${3:-20}
 bench=../shared/bench
 source scripts/torchref.sh
 cargo build --release --example simclr_step --example forward_throughput --bin ssl
-cargo build --release --no-default-features --target-dir target/avx2 --example simclr_step --example forward_throughput
 out=$(mktemp -d)
 isas=(native)
 grep -q avx512f /proc/cpuinfo && isas+=(avx2)
 for isa in "${isas[@]}"; do
   bin=target/release/examples
   cap=()
-  if [ "$isa" = avx2 ]; then bin=target/avx2/release/examples; cap=(ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2); fi
+  ours=()
+  if [ "$isa" = avx2 ]; then ours=(SSL_CPU_ISA=avx2); cap=(ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2); fi
   for t in 2 1; do
     for b in resnet18_cifar small_fmnist; do
-      "$bin/simclr_step" "$t" "$batch" "$steps" "$b" | sed "s/^/$isa step /" | tee -a "$out/ssl"
-      "$bin/forward_throughput" "$t" 1000 3000 "$b" | sed "s/^/$isa forward /" | tee -a "$out/ssl"
+      env "${ours[@]}" "$bin/simclr_step" "$t" "$batch" "$steps" "$b" | sed "s/^/$isa step /" | tee -a "$out/ssl"
+      env "${ours[@]}" "$bin/forward_throughput" "$t" 1000 3000 "$b" | sed "s/^/$isa forward /" | tee -a "$out/ssl"
     done
     env "${cap[@]}" /usr/bin/time -f "pytorch $isa step peak RSS %M KiB, threads $t" "$py" "$bench/torch_simclr_step.py" "$t" "$batch" "$steps" \
       2>>"$out/torch_rss" | sed "s/^/$isa step /" | tee -a "$out/torch"
