@@ -48,6 +48,10 @@ fn main_of_rank() -> ExitCode {
     let message: Box<dyn Fn(&str) + Send + Sync> = if rank == 0 { Box::new(|line| println!("{line}")) } else { Box::new(|_| {}) };
     ssl::progress::set_reporter(ssl::progress::Reporter { message, bars: rank == 0 });
     let cli = Cli::parse();
+    if let Err(e) = ssl::nn::gemm::kernels_asked() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     if let Some(n) = cli.threads {
         if n == 0 {
             eprintln!("error: --threads: must be at least 1");

@@ -398,3 +398,16 @@ fn report_shows_the_probe_once_and_marks_results_of_an_earlier_backbone() {
     ssl_ok(&["probe", s(&run), "--epochs", "3"]);
     assert_eq!(report().matches("on an earlier backbone").count(), 1, "kNN only");
 }
+
+/// `SSL_CPU_ISA` takes `avx2` or `native`; anything else is refused in one line, not ignored.
+#[test]
+fn an_unknown_instruction_set_is_refused() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ssl")).arg("models").env("SSL_CPU_ISA", "avx512vnni").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.lines().count() == 1, "{err}");
+    assert!(err.contains("SSL_CPU_ISA") && err.contains("avx2, native"), "{err}");
+    for ok in ["avx2", "NATIVE"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ssl")).arg("models").env("SSL_CPU_ISA", ok).output().unwrap();
+        assert!(out.status.success(), "{ok}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}

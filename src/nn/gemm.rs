@@ -71,13 +71,31 @@ pub enum Kernels {
 }
 
 /// The kernels of this process: [`Kernels::Avx2`] when the environment has `SSL_CPU_ISA=avx2`
-/// (read once), else [`Kernels::Native`].
+/// (read once), else [`Kernels::Native`] (also for a value [`kernels_asked`] refuses).
 pub fn kernels() -> Kernels {
     static CHOSEN: OnceLock<Kernels> = OnceLock::new();
-    *CHOSEN.get_or_init(|| match std::env::var("SSL_CPU_ISA") {
-        Ok(v) if v.eq_ignore_ascii_case("avx2") => Kernels::Avx2,
-        _ => Kernels::Native,
-    })
+    *CHOSEN.get_or_init(|| kernels_asked().unwrap_or(Kernels::Native))
+}
+
+/// What `SSL_CPU_ISA` asks for: `avx2`, `native` or unset (any case).
+///
+/// # Errors
+/// Any other value, or `avx2` on a CPU without AVX2 and FMA.
+pub fn kernels_asked() -> crate::error::Result<Kernels> {
+    let bad = |why: String| crate::error::Error::invalid("SSL_CPU_ISA", why);
+    match std::env::var("SSL_CPU_ISA") {
+        Err(std::env::VarError::NotPresent) => Ok(Kernels::Native),
+        Ok(v) if v.eq_ignore_ascii_case("native") => Ok(Kernels::Native),
+        Ok(v) if v.eq_ignore_ascii_case("avx2") => {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                return Ok(Kernels::Avx2);
+            }
+            Err(bad("avx2 asked for, but this CPU has no AVX2 and FMA".into()))
+        }
+        Ok(v) => Err(bad(format!("'{v}' is not one of avx2, native"))),
+        Err(e) => Err(bad(e.to_string())),
+    }
 }
 
 /// What the products run on, for reports: "avx512" or "avx2" (or "generic" off x86-64).
