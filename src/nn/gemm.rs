@@ -98,21 +98,6 @@ pub fn kernels_asked() -> crate::error::Result<Kernels> {
     }
 }
 
-/// What the products run on, for reports: "avx512" or "avx2" (or "generic" off x86-64).
-pub fn kernels_name() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let wide = cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f");
-        match kernels() {
-            Kernels::Native if wide => "avx512",
-            _ if std::arch::is_x86_feature_detected!("fma") => "avx2",
-            _ => "generic",
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    "generic"
-}
-
 /// A strided read-only matrix: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
 pub struct Mat<'a, E> {
