@@ -37,6 +37,10 @@ fn time_step(model: &str, (c, hw): (usize, usize), batch: usize, steps: usize, t
 
 fn main() {
     ssl::alloc::keep_freed_memory();
+    if let Err(e) = ssl::nn::gemm::kernels_asked() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
     let args: Vec<String> = std::env::args().collect();
     let threads: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(2);
     let batch: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(128);

@@ -49,7 +49,10 @@ fn main_of_rank() -> ExitCode {
     ssl::progress::set_reporter(ssl::progress::Reporter { message, bars: rank == 0 });
     let cli = Cli::parse();
     if let Err(e) = ssl::nn::gemm::kernels_asked() {
-        eprintln!("error: {e}");
+        // Every rank meets it; rank 0 says it.
+        if rank == 0 {
+            eprintln!("error: {e}");
+        }
         return ExitCode::FAILURE;
     }
     if let Some(n) = cli.threads {

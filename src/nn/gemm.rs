@@ -35,6 +35,7 @@ macro_rules! real_with_avx2_gemm {
                     use gemm_common::simd::MixedSimd;
                     use $kernels as uk;
                     const N: usize = $lanes;
+                    const _: () = assert!(N == <gemm_common::simd::V3 as MixedSimd<$t, $t, $t, $t>>::SIMD_WIDTH);
                     let Some(simd) = <gemm_common::simd::V3 as MixedSimd<$t, $t, $t, $t>>::try_new() else { return false };
                     // SAFETY: as the caller promised.
                     unsafe {
@@ -77,25 +78,33 @@ pub fn kernels() -> Kernels {
     *CHOSEN.get_or_init(|| kernels_asked().unwrap_or(Kernels::Native))
 }
 
-/// What `SSL_CPU_ISA` asks for: `avx2`, `native` or unset (any case).
+/// What `SSL_CPU_ISA` asks for: `avx2`, `native`, or unset or empty (any case).
 ///
 /// # Errors
-/// Any other value, or `avx2` on a CPU without AVX2 and FMA.
+/// Any other value, or `avx2` on a CPU without gemm's AVX2 kernels ([`avx2_kernels_run_here`]).
 pub fn kernels_asked() -> crate::error::Result<Kernels> {
     let bad = |why: String| crate::error::Error::invalid("SSL_CPU_ISA", why);
     match std::env::var("SSL_CPU_ISA") {
         Err(std::env::VarError::NotPresent) => Ok(Kernels::Native),
-        Ok(v) if v.eq_ignore_ascii_case("native") => Ok(Kernels::Native),
-        Ok(v) if v.eq_ignore_ascii_case("avx2") => {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                return Ok(Kernels::Avx2);
-            }
-            Err(bad("avx2 asked for, but this CPU has no AVX2 and FMA".into()))
-        }
+        Ok(v) if v.is_empty() || v.eq_ignore_ascii_case("native") => Ok(Kernels::Native),
+        Ok(v) if v.eq_ignore_ascii_case("avx2") => match avx2_kernels_run_here() {
+            true => Ok(Kernels::Avx2),
+            false => Err(bad("avx2 asked for, but this CPU lacks what gemm's AVX2 kernels need (AVX2, FMA, F16C)".into())),
+        },
         Ok(v) => Err(bad(format!("'{v}' is not one of avx2, native"))),
         Err(e) => Err(bad(e.to_string())),
     }
+}
+
+/// Whether gemm's AVX2 kernels can run on this CPU: the same check gemm makes before it uses
+/// them (its `V3` instruction set: AVX2, FMA and F16C among others).
+pub fn avx2_kernels_run_here() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        <gemm_common::simd::V3 as gemm_common::simd::MixedSimd<f32, f32, f32, f32>>::try_new().is_some()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// A strided read-only matrix: element (i, j) is `data[i * rs + j * cs]`.
@@ -205,22 +214,28 @@ mod tests {
             let b: Vec<E> = (0..k * n).map(|i| val(i + 17)).collect();
             let av = if ta { Mat::rows(&a, k, m, m).t() } else { Mat::rows(&a, m, k, k) };
             let bv = if tb { Mat::rows(&b, n, k, k).t() } else { Mat::rows(&b, k, n, n) };
-            let start: Vec<E> = (0..m * n).map(|i| val(i + 5)).collect();
+            // A destination wider than the product (as the convolution's padded rows): its
+            // last 3 columns are left alone.
+            let ld = n + 3;
+            let start: Vec<E> = (0..m * ld).map(|i| val(i + 5)).collect();
             let run = |on| {
                 let mut d = start.clone();
-                matmul_on(on, &mut d, n, av, bv, acc);
+                matmul_on(on, &mut d, ld, av, bv, acc);
+                for i in 0..m {
+                    assert_eq!(&d[i * ld + n..(i + 1) * ld], &start[i * ld + n..(i + 1) * ld], "{on:?}: padding of row {i}");
+                }
                 d
             };
             let (wide, avx2) = (run(Kernels::Native), run(Kernels::Avx2));
             for i in 0..m {
                 for j in 0..n {
-                    let mut want = if acc { start[i * n + j].to_f64().unwrap() } else { 0.0 };
+                    let mut want = if acc { start[i * ld + j].to_f64().unwrap() } else { 0.0 };
                     for p in 0..k {
                         let x = if ta { a[p * m + i] } else { a[i * k + p] };
                         let y = if tb { b[j * k + p] } else { b[p * n + j] };
                         want += x.to_f64().unwrap() * y.to_f64().unwrap();
                     }
-                    for (what, got) in [("native", wide[i * n + j]), ("avx2", avx2[i * n + j])] {
+                    for (what, got) in [("native", wide[i * ld + j]), ("avx2", avx2[i * ld + j])] {
                         let err = (got.to_f64().unwrap() - want).abs() / want.abs().max(1.0);
                         assert!(err <= tol, "{what} {m}x{k}x{n} ta {ta} tb {tb} acc {acc} at ({i}, {j}): {got:?} vs {want}");
                     }
@@ -228,14 +243,13 @@ mod tests {
             }
         }
         // Forced, the AVX2 kernels do run (no silent fall-back) wherever the CPU has them.
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("avx2") {
+        if avx2_kernels_run_here() {
             let (a, b, mut d) = ([2.0f32], [3.0f32], [1.0f32]);
             // SAFETY: 1x1 matrices in live arrays.
             assert!(unsafe { f32::gemm_avx2(1, 1, 1, d.as_mut_ptr(), 1, 1, true, a.as_ptr(), 1, 1, b.as_ptr(), 1, 1) });
             assert_eq!(d[0], 7.0);
         }
-        for &(m, k, n) in &[(1, 1, 1), (1, 300, 7), (17, 1, 33), (37, 129, 300), (64, 576, 196), (5, 1000, 3)] {
+        for &(m, k, n) in &[(1, 1, 1), (1, 300, 7), (17, 300, 1), (17, 1, 33), (37, 129, 300), (64, 576, 196), (5, 1000, 3)] {
             for (ta, tb, acc) in [(false, false, false), (true, false, true), (false, true, false), (true, true, true)] {
                 case::<f32>(m, k, n, ta, tb, acc, 1e-5);
                 case::<f64>(m, k, n, ta, tb, acc, 1e-12);
