@@ -7,6 +7,7 @@ pub mod flatten;
 pub mod gemm;
 pub mod pool2d;
 pub mod relu;
+pub mod simd;
 pub mod residual;
 #[cfg(test)]
 pub mod gradcheck;

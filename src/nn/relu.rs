@@ -7,7 +7,8 @@ use dfdx::tensor::{Cpu, CpuError};
 use rayon::prelude::*;
 
 use super::gemm::Real;
-use super::tape::{put_grad, take_grad, to_vec};
+use super::simd;
+use super::tape::{copied, put_grad, take_grad};
 
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 15;
@@ -31,8 +32,10 @@ pub trait ReluKernel<E: Dtype>: Storage<E> {
 impl<E: Dtype + Real> ReluKernel<E> for Cpu {
     fn relu<S: Shape, T: Tape<E, Cpu>>(x: Tensor<S, E, Cpu, T>) -> Result<Tensor<S, E, Cpu, T>, CpuError> {
         let (x, mut tape) = x.split_tape();
-        let mut y = to_vec(&x);
-        y.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v = v.max(E::zero())));
+        let xv = copied(&x);
+        let mut y = Vec::with_capacity(xv.len());
+        y.par_extend(xv.par_iter().with_min_len(CHUNK).map(|v| v.max(E::zero())));
+        drop(xv);
         let out = x.device().tensor_from_vec(y, *x.shape());
         if T::OWNS_TAPE {
             let (x_ghost, kept) = (x.ghost(), out.clone());
@@ -40,13 +43,17 @@ impl<E: Dtype + Real> ReluKernel<E> for Cpu {
                 let out_ghost = kept.ghost();
                 let dy = take_grad!(grads, &out_ghost);
                 let mut dx = take_grad!(grads, &x_ghost);
-                let y = to_vec(&kept);
+                let y = copied(&kept);
                 dx.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK)).zip(y.par_chunks(CHUNK)).for_each(|((dx, dy), y)| {
-                    for ((d, &g), &v) in dx.iter_mut().zip(dy).zip(y) {
-                        if v > E::zero() {
-                            *d += g;
-                        }
-                    }
+                    simd::run(
+                        #[inline(always)]
+                        || {
+                            // A select, not a branch, so that it vectorises.
+                            for ((d, &g), &v) in dx.iter_mut().zip(dy).zip(y) {
+                                *d += if v > E::zero() { g } else { E::zero() };
+                            }
+                        },
+                    )
                 });
                 put_grad!(grads, &x_ghost, dx);
                 Ok(())
@@ -59,24 +66,28 @@ impl<E: Dtype + Real> ReluKernel<E> for Cpu {
         let (a, ta) = a.split_tape();
         let (b, tb) = b.split_tape();
         let mut tape = ta.merge(tb);
-        let mut y = to_vec(&a);
-        let bv = to_vec(&b);
-        y.par_chunks_mut(CHUNK).zip(bv.par_chunks(CHUNK)).for_each(|(y, b)| {
-            y.iter_mut().zip(b).for_each(|(y, &b)| *y = (*y + b).max(E::zero()));
-        });
+        let (av, bv) = (copied(&a), copied(&b));
+        let mut y = Vec::with_capacity(av.len());
+        y.par_extend(av.par_iter().zip(bv.par_iter()).with_min_len(CHUNK).map(|(&a, &b)| (a + b).max(E::zero())));
+        drop((av, bv));
         let out = a.device().tensor_from_vec(y, *a.shape());
         if T::OWNS_TAPE {
             let (a_ghost, b_ghost, kept) = (a.ghost(), b.ghost(), out.clone());
             tape.add_backward_op(move |grads| {
                 let out_ghost = kept.ghost();
                 let mut dy = take_grad!(grads, &out_ghost);
-                let y = to_vec(&kept);
+                let y = copied(&kept);
                 dy.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(d, y)| {
-                    d.iter_mut().zip(y).filter(|(_, &v)| v <= E::zero()).for_each(|(d, _)| *d = E::zero());
+                    simd::run(
+                        #[inline(always)]
+                        || d.iter_mut().zip(y).for_each(|(d, &v)| *d = if v <= E::zero() { E::zero() } else { *d }),
+                    )
                 });
                 for ghost in [&a_ghost, &b_ghost] {
                     let mut g = take_grad!(grads, ghost);
-                    g.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK)).for_each(|(g, d)| g.iter_mut().zip(d).for_each(|(g, &d)| *g += d));
+                    g.par_chunks_mut(CHUNK)
+                        .zip(dy.par_chunks(CHUNK))
+                        .for_each(|(g, d)| simd::run(#[inline(always)] || g.iter_mut().zip(d).for_each(|(g, &d)| *g += d)));
                     put_grad!(grads, ghost, g);
                 }
                 Ok(())

@@ -1,9 +1,13 @@
 //! Plumbing for the project's own ops on dfdx's tape: reading tensor data, and borrowing
 //! gradient buffers inside a backward op without copying them.
 
+use std::any::{Any, TypeId};
+use std::sync::Mutex;
+
 use dfdx::shapes::{Dtype, HasShape, Shape};
 use dfdx::tensor::{Cpu, Tensor};
 use dfdx::tensor_ops::ReshapeTo;
+use rayon::prelude::*;
 
 /// The tensor's elements in row-major order (a copy; a non-contiguous tensor is made
 /// contiguous first).
@@ -12,6 +16,78 @@ pub fn to_vec<S: Shape, E: Dtype, T>(t: &Tensor<S, E, Cpu, T>) -> Vec<E> {
     let mut v = vec![E::default(); t.shape().num_elements()];
     t.copy_into(&mut v);
     v
+}
+
+/// `n` zeros, written in parallel (a `vec!` of zeros is a serial memset over memory the
+/// allocator reuses): the output buffers of the kernels.
+pub fn zeros<E: Copy + Default + Send + Sync>(n: usize) -> Vec<E> {
+    let mut v = Vec::with_capacity(n);
+    v.par_extend(rayon::iter::repeat_n(E::default(), n));
+    v
+}
+
+/// A copy of a tensor's elements in a reused buffer, for kernels that only read them: the
+/// buffer comes from a pool of earlier ones (a step copies the same sizes again and again), so
+/// it is neither zero-filled nor freshly paged before the copy, as [`to_vec`]'s is. Dereferences
+/// to the elements; goes back to the pool when dropped.
+pub struct Copied<E: 'static + Send> {
+    buf: Vec<E>,
+    len: usize,
+}
+
+/// Buffers kept by the pool, at most (the smallest goes when one more comes back).
+const POOL_BUFFERS: usize = 64;
+
+/// The pool of one element type: buffers whose every element is initialised.
+fn with_pool<E: 'static + Send, R>(f: impl FnOnce(&mut Vec<Vec<E>>) -> R) -> R {
+    type Pools = Vec<(TypeId, Box<dyn Any + Send>)>;
+    static POOLS: Mutex<Pools> = Mutex::new(Vec::new());
+    let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+    let at = match pools.iter().position(|(t, _)| *t == TypeId::of::<E>()) {
+        Some(i) => i,
+        None => {
+            pools.push((TypeId::of::<E>(), Box::new(Vec::<Vec<E>>::new())));
+            pools.len() - 1
+        }
+    };
+    f(pools[at].1.downcast_mut::<Vec<Vec<E>>>().expect("pool of its type"))
+}
+
+/// The tensor's elements in row-major order in a pooled buffer.
+pub fn copied<S: Shape, E: Dtype, T>(t: &Tensor<S, E, Cpu, T>) -> Copied<E> {
+    let t = t.retaped::<dfdx::tensor::NoneTape>().reshape_like(t.shape());
+    let len = t.shape().num_elements();
+    // The smallest buffer that is long enough, else a new one.
+    let mut buf = with_pool(|pool: &mut Vec<Vec<E>>| {
+        let best = pool.iter().enumerate().filter(|(_, b)| b.len() >= len).min_by_key(|(_, b)| b.len()).map(|(i, _)| i);
+        best.map(|i| pool.swap_remove(i))
+    })
+    .unwrap_or_default();
+    if buf.len() < len {
+        buf = zeros(len);
+    }
+    t.copy_into(&mut buf[..len]);
+    Copied { buf, len }
+}
+
+impl<E: 'static + Send> std::ops::Deref for Copied<E> {
+    type Target = [E];
+    fn deref(&self) -> &[E] {
+        &self.buf[..self.len]
+    }
+}
+
+impl<E: 'static + Send> Drop for Copied<E> {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        with_pool(move |pool: &mut Vec<Vec<E>>| {
+            pool.push(buf);
+            if pool.len() > POOL_BUFFERS {
+                let smallest = (0..pool.len()).min_by_key(|&i| pool[i].len()).unwrap_or(0);
+                pool.swap_remove(smallest);
+            }
+        });
+    }
 }
 
 /// Moves the gradient buffer of a tensor or ghost out of `Gradients` (zeros if it had none),

@@ -5,6 +5,7 @@
 use rayon::prelude::*;
 
 use crate::nn::gemm::Real;
+use crate::nn::simd;
 
 /// Sizes of a call: `n` images of `c` channels of `hw` pixels.
 #[derive(Clone, Copy, Debug)]
@@ -14,21 +15,40 @@ pub struct BnGeom {
     pub hw: usize,
 }
 
+/// Lanes of the per-channel sums: independent f64 accumulators (one AVX-512 register), so
+/// the additions do not wait on each other; summed in a fixed order at the end.
+const LANES: usize = 8;
+
+/// Sums of `f(a[i], b[i])` over a slice, in f64: element i goes to lane i % LANES.
+#[inline(always)]
+fn lane_sums<E: Real>(a: &[E], b: &[E], f: &impl Fn(E, E) -> (f64, f64)) -> (f64, f64) {
+    let (mut s0, mut s1) = ([0.0f64; LANES], [0.0f64; LANES]);
+    let whole = a.len() / LANES * LANES;
+    for (ca, cb) in a[..whole].chunks_exact(LANES).zip(b[..whole].chunks_exact(LANES)) {
+        for j in 0..LANES {
+            let (u, v) = f(ca[j], cb[j]);
+            s0[j] += u;
+            s1[j] += v;
+        }
+    }
+    for (j, (&x, &y)) in a[whole..].iter().zip(&b[whole..]).enumerate() {
+        let (u, v) = f(x, y);
+        s0[j] += u;
+        s1[j] += v;
+    }
+    (s0.iter().sum(), s1.iter().sum())
+}
+
 /// Per-channel sums of `f(a, b)` over all images and pixels, accumulated in f64.
 fn channel_sums<E: Real>(g: &BnGeom, a: &[E], b: &[E], f: impl Fn(E, E) -> (f64, f64) + Sync) -> (Vec<f64>, Vec<f64>) {
     let per_image: Vec<Vec<(f64, f64)>> = a
         .par_chunks(g.c * g.hw)
         .zip(b.par_chunks(g.c * g.hw))
         .map(|(ai, bi)| {
-            (0..g.c)
-                .map(|ch| {
-                    let (pa, pb) = (&ai[ch * g.hw..][..g.hw], &bi[ch * g.hw..][..g.hw]);
-                    pa.iter().zip(pb).fold((0.0, 0.0), |(s0, s1), (&x, &y)| {
-                        let (u, v) = f(x, y);
-                        (s0 + u, s1 + v)
-                    })
-                })
-                .collect()
+            simd::run(
+                #[inline(always)]
+                || (0..g.c).map(|ch| lane_sums(&ai[ch * g.hw..][..g.hw], &bi[ch * g.hw..][..g.hw], &f)).collect(),
+            )
         })
         .collect();
     let mut s0 = vec![0.0; g.c];
@@ -45,15 +65,20 @@ fn channel_sums<E: Real>(g: &BnGeom, a: &[E], b: &[E], f: impl Fn(E, E) -> (f64,
 /// y = x * a[c] + b[c] (then max(0, y) when `relu`), parallel over images.
 fn affine<E: Real>(g: &BnGeom, x: &[E], a: &[E], b: &[E], relu: bool, y: &mut [E]) {
     y.par_chunks_mut(g.c * g.hw).zip(x.par_chunks(g.c * g.hw)).for_each(|(yi, xi)| {
-        for ch in 0..g.c {
-            let (s, t) = (a[ch], b[ch]);
-            let (yo, xs) = (&mut yi[ch * g.hw..][..g.hw], &xi[ch * g.hw..][..g.hw]);
-            if relu {
-                yo.iter_mut().zip(xs).for_each(|(o, &v)| *o = (v * s + t).max(E::zero()));
-            } else {
-                yo.iter_mut().zip(xs).for_each(|(o, &v)| *o = v * s + t);
-            }
-        }
+        simd::run(
+            #[inline(always)]
+            || {
+                for ch in 0..g.c {
+                    let (s, t) = (a[ch], b[ch]);
+                    let (yo, xs) = (&mut yi[ch * g.hw..][..g.hw], &xi[ch * g.hw..][..g.hw]);
+                    if relu {
+                        yo.iter_mut().zip(xs).for_each(|(o, &v)| *o = (v * s + t).max(E::zero()));
+                    } else {
+                        yo.iter_mut().zip(xs).for_each(|(o, &v)| *o = v * s + t);
+                    }
+                }
+            },
+        )
     });
 }
 
@@ -128,15 +153,20 @@ pub fn backward<E: Real>(
     if relu {
         let (a, b) = factors(g, mean, var, eps, scale, bias);
         dy.par_chunks_mut(g.c * g.hw).zip(x.par_chunks(g.c * g.hw)).for_each(|(di, xi)| {
-            for ch in 0..g.c {
-                let (s, t) = (a[ch], b[ch]);
-                let r = ch * g.hw..(ch + 1) * g.hw;
-                for (d, &v) in di[r.clone()].iter_mut().zip(&xi[r]) {
-                    if v * s + t <= E::zero() {
-                        *d = E::zero();
+            simd::run(
+                #[inline(always)]
+                || {
+                    for ch in 0..g.c {
+                        let (s, t) = (a[ch], b[ch]);
+                        let r = ch * g.hw..(ch + 1) * g.hw;
+                        for (d, &v) in di[r.clone()].iter_mut().zip(&xi[r]) {
+                            if v * s + t <= E::zero() {
+                                *d = E::zero();
+                            }
+                        }
                     }
-                }
-            }
+                },
+            )
         });
     }
     let dy: &[E] = dy;
@@ -167,13 +197,18 @@ pub fn backward<E: Real>(
     }
     dx.par_chunks_mut(g.c * g.hw).zip(dy.par_chunks(g.c * g.hw)).zip(x.par_chunks(g.c * g.hw)).for_each(
         |((dxi, dyi), xi)| {
-            for ch in 0..g.c {
-                let (kk, uu, vv) = (k[ch], u[ch], v[ch]);
-                let r = ch * g.hw..(ch + 1) * g.hw;
-                for ((o, &d), &xv) in dxi[r.clone()].iter_mut().zip(&dyi[r.clone()]).zip(&xi[r]) {
-                    *o += d * kk + xv * uu + vv;
-                }
-            }
+            simd::run(
+                #[inline(always)]
+                || {
+                    for ch in 0..g.c {
+                        let (kk, uu, vv) = (k[ch], u[ch], v[ch]);
+                        let r = ch * g.hw..(ch + 1) * g.hw;
+                        for ((o, &d), &xv) in dxi[r.clone()].iter_mut().zip(&dyi[r.clone()]).zip(&xi[r]) {
+                            *o += d * kk + xv * uu + vv;
+                        }
+                    }
+                },
+            )
         },
     );
 }

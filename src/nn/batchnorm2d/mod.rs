@@ -17,7 +17,7 @@ use dfdx::prelude::*;
 use dfdx::tensor::{Cpu, CpuError};
 
 use super::gemm::Real;
-use super::tape::{put_grad, take_grad, to_vec};
+use super::tape::{copied, put_grad, take_grad, to_vec, zeros};
 
 pub mod builder {
     /// Batch normalisation over `C` channels; with `RELU`, followed by a fused ReLU.
@@ -116,7 +116,7 @@ impl<E: Dtype + Real> BatchNorm2DKernel<E> for Cpu {
     ) -> Result<Map<B, C, H, W, E, Cpu>, CpuError> {
         let g = geom(x.shape());
         let as_f64 = |t: &Tensor<Rank1<C>, E, Cpu>| to_vec(t).iter().map(|v| v.to_f64().unwrap()).collect::<Vec<_>>();
-        let mut y = vec![E::zero(); x.shape().num_elements()];
+        let mut y = zeros(x.shape().num_elements());
         cpu_kernel::normalize(
             &g,
             &to_vec(&x),
@@ -137,7 +137,7 @@ impl<E: Dtype + Real> BatchNorm2DKernel<E> for Cpu {
     ) -> Result<Map<B, C, H, W, E, Cpu, OwnedTape<E, Cpu>>, CpuError> {
         let g = geom(x.shape());
         let (x, mut tape) = x.split_tape();
-        let xv = to_vec(&x);
+        let xv = copied(&x);
         // Synchronised batch norm: the statistics (and, backward, their gradients) of every rank.
         let sync = crate::dist::sync_batchnorm();
         let reduce = move |v: &mut [f64]| {
@@ -147,7 +147,7 @@ impl<E: Dtype + Real> BatchNorm2DKernel<E> for Cpu {
         };
         let (mean, var, m) = cpu_kernel::batch_stats(&g, &xv, &reduce);
         let (scale, bias) = (to_vec(&layer.scale), to_vec(&layer.bias));
-        let mut y = vec![E::zero(); xv.len()];
+        let mut y = zeros(xv.len());
         cpu_kernel::normalize(&g, &xv, &mean, &var, layer.epsilon, &scale, &bias, RELU, &mut y);
         // Running statistics, off the tape.
         let unbias = if m > 1.0 { m / (m - 1.0) } else { 1.0 };

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use super::depthwise;
 use crate::nn::gemm::{matmul, Mat, Real};
+use crate::nn::simd;
 
 /// GEMM columns (output pixels over the chunk's images) aimed at per chunk.
 const CHUNK_COLS: usize = 256;
@@ -79,6 +80,7 @@ impl ConvGeom {
     }
     /// The output columns `ox` whose input column `ox * stride + kx * dil - pad` lies in
     /// `0..w`, as a half-open range.
+    #[inline(always)]
     fn valid_cols(&self, kx: usize) -> (usize, usize) {
         let off = (kx * self.dil) as isize - self.pad as isize;
         let s = self.stride as isize;
@@ -86,12 +88,98 @@ impl ConvGeom {
         let hi = ((self.w as isize - off) + s - 1) / s;
         (lo.clamp(0, self.ow as isize) as usize, hi.clamp(0, self.ow as isize) as usize)
     }
+    /// Whether the output has the input's size at stride 1 ("same" padding, as every 3x3
+    /// convolution of a ResNet block): then an im2col row is its input plane shifted.
+    fn same_size(&self) -> bool {
+        self.stride == 1 && self.oh == self.h && self.ow == self.w
+    }
+    /// For a [`Self::same_size`] geometry, the im2col row of kernel tap (ky, kx) as a shift:
+    /// column j (= oy * W + ox) reads pixel j + `shift` of the plane for j in `start..end`,
+    /// except the columns of each row outside `valid_cols(kx)` (which wrap to the next or
+    /// previous row and are zero); the columns outside `start..end` are zero. `None` when the
+    /// tap reads only padding.
+    #[inline(always)]
+    fn shift(&self, ky: usize, kx: usize) -> Option<Shift> {
+        let dy = (ky * self.dil) as isize - self.pad as isize;
+        let dx = (kx * self.dil) as isize - self.pad as isize;
+        let rows = (-dy).clamp(0, self.oh as isize) as usize..(self.h as isize - dy).clamp(0, self.oh as isize) as usize;
+        let (lo, hi) = self.valid_cols(kx);
+        if rows.is_empty() || lo >= hi {
+            return None;
+        }
+        let (start, end) = (rows.start * self.ow + lo, (rows.end - 1) * self.ow + hi);
+        Some(Shift { rows, lo, hi, start, end, shift: dy * self.w as isize + dx })
+    }
+}
+
+/// One kernel tap of a same-size convolution as a shift of the plane ([`ConvGeom::shift`]).
+struct Shift {
+    /// Output rows that read inside the plane.
+    rows: std::ops::Range<usize>,
+    /// Output columns that read inside the plane: `lo..hi`.
+    lo: usize,
+    hi: usize,
+    /// The columns read as one block: from the first valid pixel to the last.
+    start: usize,
+    end: usize,
+    /// Plane index minus column index.
+    shift: isize,
+}
+
+impl Shift {
+    /// The block of the plane that columns `start..end` read.
+    #[inline(always)]
+    fn source(&self) -> std::ops::Range<usize> {
+        let from = (self.start as isize + self.shift) as usize;
+        from..from + self.end - self.start
+    }
+    /// Calls `f` with each range of columns inside `start..end` that wraps around a row edge.
+    #[inline(always)]
+    fn wrapped(&self, ow: usize, mut f: impl FnMut(std::ops::Range<usize>)) {
+        for oy in self.rows.clone() {
+            let row = oy * ow;
+            if oy > self.rows.start && self.lo > 0 {
+                f(row..row + self.lo);
+            }
+            if oy + 1 < self.rows.end && self.hi < ow {
+                f(row + self.hi..row + ow);
+            }
+        }
+    }
 }
 
 /// Writes the im2col rows of `group` for one image into `col` (row stride `ld`, columns from
 /// `off`): row (ci, ky, kx), column (oy, ox) holds x[ci, oy*s + ky*d - p, ox*s + kx*d - p].
 fn im2col<E: Real>(g: &ConvGeom, x: &[E], group: usize, col: &mut [E], ld: usize, off: usize) {
+    simd::run(
+        #[inline(always)]
+        || im2col_body(g, x, group, col, ld, off),
+    )
+}
+
+#[inline(always)]
+fn im2col_body<E: Real>(g: &ConvGeom, x: &[E], group: usize, col: &mut [E], ld: usize, off: usize) {
     let (k, p) = (g.k, g.out_pixels());
+    if g.same_size() {
+        // One block copy per tap, then zeros where a row wrapped.
+        for ci in 0..g.ipg() {
+            let plane = &x[(group * g.ipg() + ci) * g.h * g.w..][..g.h * g.w];
+            for ky in 0..k {
+                for kx in 0..k {
+                    let dst = &mut col[((ci * k + ky) * k + kx) * ld + off..][..p];
+                    let Some(s) = g.shift(ky, kx) else {
+                        dst.fill(E::zero());
+                        continue;
+                    };
+                    dst[..s.start].fill(E::zero());
+                    dst[s.end..].fill(E::zero());
+                    dst[s.start..s.end].copy_from_slice(&plane[s.source()]);
+                    s.wrapped(g.ow, |r| dst[r].fill(E::zero()));
+                }
+            }
+        }
+        return;
+    }
     for ci in 0..g.ipg() {
         let plane = &x[(group * g.ipg() + ci) * g.h * g.w..][..g.h * g.w];
         for ky in 0..k {
@@ -125,8 +213,35 @@ fn im2col<E: Real>(g: &ConvGeom, x: &[E], group: usize, col: &mut [E], ld: usize
 }
 
 /// The adjoint of [`im2col`]: adds each column entry back onto the input pixel it came from.
-fn col2im<E: Real>(g: &ConvGeom, col: &[E], ld: usize, off: usize, group: usize, dx: &mut [E]) {
+/// `col`'s entries that read padding may be overwritten.
+fn col2im<E: Real>(g: &ConvGeom, col: &mut [E], ld: usize, off: usize, group: usize, dx: &mut [E]) {
+    simd::run(
+        #[inline(always)]
+        || col2im_body(g, col, ld, off, group, dx),
+    )
+}
+
+#[inline(always)]
+fn col2im_body<E: Real>(g: &ConvGeom, col: &mut [E], ld: usize, off: usize, group: usize, dx: &mut [E]) {
     let (k, p) = (g.k, g.out_pixels());
+    if g.same_size() {
+        // The wrapped columns are zeroed in `col` (nothing reads them after), then one block
+        // addition per tap.
+        for ci in 0..g.ipg() {
+            let plane = &mut dx[(group * g.ipg() + ci) * g.h * g.w..][..g.h * g.w];
+            for ky in 0..k {
+                for kx in 0..k {
+                    let src = &mut col[((ci * k + ky) * k + kx) * ld + off..][..p];
+                    let Some(s) = g.shift(ky, kx) else { continue };
+                    s.wrapped(g.ow, |r| src[r].fill(E::zero()));
+                    for (d, v) in plane[s.source()].iter_mut().zip(&src[s.start..s.end]) {
+                        *d += *v;
+                    }
+                }
+            }
+        }
+        return;
+    }
     for ci in 0..g.ipg() {
         let plane = &mut dx[(group * g.ipg() + ci) * g.h * g.w..][..g.h * g.w];
         for ky in 0..k {
@@ -249,7 +364,7 @@ pub fn backward_im2col<E: Real>(g: &ConvGeom, x: &[E], w: &[E], dy: &[E], dx: Op
                     matmul(&mut dcol, ld, wg.t(), dym, false);
                     let dx_chunk = &mut dxs[c * ci * g.in_len()..][..b * g.in_len()];
                     for (i, dximg) in dx_chunk.chunks_exact_mut(g.in_len()).enumerate() {
-                        col2im(g, &dcol, ld, i * p, group, dximg);
+                        col2im(g, &mut dcol, ld, i * p, group, dximg);
                     }
                 }
             }
@@ -323,6 +438,11 @@ mod tests {
             (3, 6, 7, 7, 6, 3, 2, 1, 1, 6),
             (2, 4, 6, 5, 4, 3, 1, 2, 2, 4),
             (5, 2, 9, 9, 3, 5, 3, 2, 1, 1),
+            // Same size at stride 1: 1x1, a kernel larger than the image, one row, one column.
+            (3, 4, 5, 5, 4, 1, 1, 0, 1, 1),
+            (2, 2, 2, 2, 3, 5, 1, 2, 1, 1),
+            (2, 3, 1, 4, 2, 3, 1, 1, 1, 1),
+            (2, 3, 4, 1, 2, 3, 1, 1, 1, 1),
         ];
         for (b, c, h, w_, o, k, s, p, d, gr) in cases {
             let g = ConvGeom::new(b, c, h, w_, o, k, s, p, d, gr).unwrap();

@@ -34,7 +34,7 @@ use dfdx::tensor::{Cpu, CpuError};
 use rand_distr::Uniform;
 
 use super::gemm::Real;
-use super::tape::{put_grad, take_grad, to_vec};
+use super::tape::{copied, put_grad, take_grad, to_vec, zeros};
 
 pub mod builder {
     /// A grouped convolution: `IPG` input channels per group (groups = I / IPG).
@@ -188,9 +188,9 @@ impl<E: Dtype + Real> Conv2DKernel<E> for Cpu {
     ) -> Result<Tensor<(B, Const<O>, usize, usize), E, Cpu, T>, CpuError> {
         let b = x.shape().0;
         let (x, mut tape) = x.split_tape();
-        let xv = to_vec(&x);
+        let xv = copied(&x);
         let wv = to_vec(weight);
-        let mut y = vec![E::zero(); geom.batch * O * geom.oh * geom.ow];
+        let mut y = zeros(geom.batch * O * geom.oh * geom.ow);
         cpu_kernel::forward(&geom, &xv, &wv, &mut y);
         // The backward copies the input again rather than keep this copy: the tensor itself is
         // usually held by the op before (a ReLU), so keeping it costs no memory.
@@ -202,7 +202,7 @@ impl<E: Dtype + Real> Conv2DKernel<E> for Cpu {
                 let dy = take_grad!(grads, &out_ghost);
                 let mut dx = take_grad!(grads, &x_ghost);
                 let mut dw = take_grad!(grads, &w_ghost);
-                cpu_kernel::backward(&geom, &to_vec(&x), &wv, &dy, Some(&mut dx), &mut dw);
+                cpu_kernel::backward(&geom, &copied(&x), &wv, &dy, Some(&mut dx), &mut dw);
                 put_grad!(grads, &x_ghost, dx);
                 put_grad!(grads, &w_ghost, dw);
                 Ok(())

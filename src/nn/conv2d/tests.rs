@@ -73,6 +73,11 @@ fn gradients_match_finite_differences() {
     conv_grad_check!(builders::Conv2D<2, 3, 3, 1, 2>, 2, 2, 5, 3);
     // Many small images: multi-image chunks and several reduction tasks.
     conv_grad_check!(builders::Conv2D<2, 3, 3, 1, 1>, 2, 70, 3, 3);
+    // Same-size convolutions (the shifted-plane path): 1x1, a 5x5 kernel larger than the
+    // image, a one-row image.
+    conv_grad_check!(builders::Conv2D<2, 3, 1, 1, 0>, 2, 2, 4, 3);
+    conv_grad_check!(builders::Conv2D<2, 2, 5, 1, 2>, 2, 2, 2, 3);
+    conv_grad_check!(builders::Conv2D<2, 2, 3, 1, 1>, 2, 3, 1, 4);
 }
 
 /// Runs forward and backward of a small conv in a pool of `threads` threads.

@@ -20,7 +20,7 @@ use dfdx::prelude::*;
 use dfdx::tensor::{Cpu, CpuError};
 
 use super::gemm::Real;
-use super::tape::{put_grad, take_grad, to_vec};
+use super::tape::{copied, put_grad, take_grad, zeros};
 
 /// Max pooling: window `K`, stride `S`, padding `P` (padding never wins the max).
 #[derive(Debug, Default, Clone, Copy)]
@@ -92,8 +92,8 @@ fn pool<B: Dim, const C: usize, H: Dim, W: Dim, E: Dtype + Real, T: Tape<E, Cpu>
     let s = *x.shape();
     let g = geometry(&s, ksp);
     let (x, mut tape) = x.split_tape();
-    let mut y = vec![E::zero(); g.planes * g.oh * g.ow];
-    let state = forward(&g, &to_vec(&x), &mut y);
+    let mut y = zeros(g.planes * g.oh * g.ow);
+    let state = forward(&g, &copied(&x), &mut y);
     let out = x.device().tensor_from_vec(y, (s.0, Const::<C>, g.oh, g.ow));
     if T::OWNS_TAPE {
         let (x_ghost, out_ghost) = (x.ghost(), out.ghost());

@@ -1,0 +1,135 @@
+//! Run-time instruction-set dispatch for the project's own loops (batch norm, ReLU, col2im):
+//! the release binary is built for baseline x86-64, so without this they would run on SSE2
+//! whatever the CPU has.
+//!
+//! [`run`] calls a closure from a function compiled with AVX-512 (F, BW, VL) or AVX2 + FMA
+//! enabled, the widest the CPU has, so the closure's loops (inlined into it) use those vectors.
+//! `SSL_CPU_ISA=avx2` caps it at AVX2, as it does the GEMM ([`super::gemm::kernels`]).
+//!
+//! The results do not depend on the level: Rust never contracts `a * b + c` into an FMA, and
+//! no float reduction is reordered by the compiler, so every level computes the same
+//! operations in the same order, bit for bit (tested below); only the vector width changes.
+
+use std::sync::OnceLock;
+
+use super::gemm::{kernels, Kernels};
+
+/// The instruction sets [`run`] compiles for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// AVX-512 F, BW and VL (with AVX2 and FMA).
+    Avx512,
+    /// AVX2 and FMA.
+    Avx2,
+    /// What the binary was built for.
+    Baseline,
+}
+
+/// The level of this process: the widest the CPU has, at most AVX2 under `SSL_CPU_ISA=avx2`.
+pub fn level() -> Level {
+    static LEVEL: OnceLock<Level> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let widest = detect();
+        match (kernels(), widest) {
+            (Kernels::Avx2, Level::Avx512) => Level::Avx2,
+            _ => widest,
+        }
+    })
+}
+
+/// The widest level the CPU runs.
+fn detect() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        if avx2
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+        {
+            return Level::Avx512;
+        }
+        if avx2 {
+            return Level::Avx2;
+        }
+    }
+    Level::Baseline
+}
+
+/// Runs `f` compiled for this process's [`level`]. Mark the closure `#[inline(always)]` and
+/// keep its loops in it (or in `#[inline(always)]` functions): code it calls without inlining
+/// is compiled for the baseline.
+#[inline(always)]
+pub fn run<R>(f: impl FnOnce() -> R) -> R {
+    run_at(level(), f)
+}
+
+/// [`run`] at a given level, which the CPU must support (tests compare levels with it);
+/// a level the CPU lacks runs the baseline.
+#[inline(always)]
+pub fn run_at<R>(at: Level, f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+        fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        match at {
+            // SAFETY: `detect` found the features; a level above it falls to the baseline.
+            Level::Avx512 if detect() == Level::Avx512 => return unsafe { avx512(f) },
+            Level::Avx2 if detect() != Level::Baseline => return unsafe { avx2(f) },
+            _ => {}
+        }
+    }
+    f()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Element-wise and reduction work of the kind the kernels do, at one level.
+    fn work(at: Level, x: &[f32]) -> (Vec<f32>, f64) {
+        run_at(
+            at,
+            #[inline(always)]
+            || {
+                let y: Vec<f32> = x
+                    .iter()
+                    .map(|&v| (v * 1.7 + 0.3).max(0.0) / (v * v + 1.0).sqrt())
+                    .collect();
+                let mut lanes = [0.0f64; 8];
+                for c in y.chunks_exact(8) {
+                    for j in 0..8 {
+                        lanes[j] += c[j] as f64 * c[j] as f64;
+                    }
+                }
+                (y, lanes.iter().sum())
+            },
+        )
+    }
+
+    #[test]
+    fn every_level_gives_the_same_bits() {
+        let x: Vec<f32> = (0..10_000)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 37.0)
+            .collect();
+        let (y0, s0) = work(Level::Baseline, &x);
+        for at in [Level::Avx2, Level::Avx512] {
+            let (y, s) = work(at, &x);
+            assert!(
+                y.iter().zip(&y0).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{at:?}"
+            );
+            assert_eq!(s.to_bits(), s0.to_bits(), "{at:?}");
+        }
+        assert!(matches!(
+            level(),
+            Level::Avx512 | Level::Avx2 | Level::Baseline
+        ));
+    }
+}
