@@ -80,14 +80,25 @@ impl<E: Dtype + Real> ReluKernel<E> for Cpu {
                 dy.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(d, y)| {
                     simd::run(
                         #[inline(always)]
-                        || d.iter_mut().zip(y).for_each(|(d, &v)| *d = if v <= E::zero() { E::zero() } else { *d }),
+                        || {
+                            for (d, &v) in d.iter_mut().zip(y) {
+                                *d = if v <= E::zero() { E::zero() } else { *d };
+                            }
+                        },
                     )
                 });
                 for ghost in [&a_ghost, &b_ghost] {
                     let mut g = take_grad!(grads, ghost);
-                    g.par_chunks_mut(CHUNK)
-                        .zip(dy.par_chunks(CHUNK))
-                        .for_each(|(g, d)| simd::run(#[inline(always)] || g.iter_mut().zip(d).for_each(|(g, &d)| *g += d)));
+                    g.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK)).for_each(|(g, d)| {
+                        simd::run(
+                            #[inline(always)]
+                            || {
+                                for (g, &d) in g.iter_mut().zip(d) {
+                                    *g += d;
+                                }
+                            },
+                        )
+                    });
                     put_grad!(grads, ghost, g);
                 }
                 Ok(())

@@ -37,6 +37,20 @@ pub fn level() -> Level {
     })
 }
 
+/// `at`, or the widest level below it that this CPU runs.
+pub fn within(at: Level) -> Level {
+    match (at, detect()) {
+        (Level::Avx512, widest) => widest,
+        (Level::Avx2, Level::Avx512 | Level::Avx2) => Level::Avx2,
+        _ => Level::Baseline,
+    }
+}
+
+/// The levels this CPU runs, widest first (tests compare them).
+pub fn available() -> Vec<Level> {
+    [Level::Avx512, Level::Avx2, Level::Baseline].into_iter().filter(|&l| within(l) == l).collect()
+}
+
 /// The widest level the CPU runs.
 fn detect() -> Level {
     #[cfg(target_arch = "x86_64")]
@@ -57,15 +71,16 @@ fn detect() -> Level {
 }
 
 /// Runs `f` compiled for this process's [`level`]. Mark the closure `#[inline(always)]` and
-/// keep its loops in it (or in `#[inline(always)]` functions): code it calls without inlining
-/// is compiled for the baseline.
+/// keep its loops in it as plain `for` loops (or in `#[inline(always)]` functions): code it
+/// calls without inlining, such as an iterator adapter's `fold` behind `collect` or
+/// `for_each`, is compiled for the baseline.
 #[inline(always)]
 pub fn run<R>(f: impl FnOnce() -> R) -> R {
     run_at(level(), f)
 }
 
-/// [`run`] at a given level, which the CPU must support (tests compare levels with it);
-/// a level the CPU lacks runs the baseline.
+/// [`run`] at a given level (tests compare levels with it), or at the widest below it that
+/// the CPU runs ([`within`]).
 #[inline(always)]
 pub fn run_at<R>(at: Level, f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
@@ -78,11 +93,11 @@ pub fn run_at<R>(at: Level, f: impl FnOnce() -> R) -> R {
         fn avx2<R>(f: impl FnOnce() -> R) -> R {
             f()
         }
-        match at {
-            // SAFETY: `detect` found the features; a level above it falls to the baseline.
-            Level::Avx512 if detect() == Level::Avx512 => return unsafe { avx512(f) },
-            Level::Avx2 if detect() != Level::Baseline => return unsafe { avx2(f) },
-            _ => {}
+        match within(at) {
+            // SAFETY: `detect` found the features.
+            Level::Avx512 => return unsafe { avx512(f) },
+            Level::Avx2 => return unsafe { avx2(f) },
+            Level::Baseline => {}
         }
     }
     f()

@@ -19,36 +19,121 @@ pub struct BnGeom {
 /// the additions do not wait on each other; summed in a fixed order at the end.
 const LANES: usize = 8;
 
-/// Sums of `f(a[i], b[i])` over a slice, in f64: element i goes to lane i % LANES.
+/// `(sum a, sum a * b)` over two slices, in f64: element i goes to lane i % LANES, the lanes
+/// are summed in order at the end. On f32 at the AVX-512 and AVX2 levels the whole lanes are
+/// computed with intrinsics (the compiler leaves this loop scalar), the same operations in the
+/// same order, so the same bits at every level.
 #[inline(always)]
-fn lane_sums<E: Real>(a: &[E], b: &[E], f: &impl Fn(E, E) -> (f64, f64)) -> (f64, f64) {
-    let (mut s0, mut s1) = ([0.0f64; LANES], [0.0f64; LANES]);
+fn sum_and_dot<E: Real>(a: &[E], b: &[E], at: simd::Level) -> (f64, f64) {
     let whole = a.len() / LANES * LANES;
-    for (ca, cb) in a[..whole].chunks_exact(LANES).zip(b[..whole].chunks_exact(LANES)) {
-        for j in 0..LANES {
-            let (u, v) = f(ca[j], cb[j]);
-            s0[j] += u;
-            s1[j] += v;
-        }
-    }
+    let (mut s0, mut s1) = lanes_f32(&a[..whole], &b[..whole], at).unwrap_or_else(|| lanes(&a[..whole], &b[..whole]));
     for (j, (&x, &y)) in a[whole..].iter().zip(&b[whole..]).enumerate() {
-        let (u, v) = f(x, y);
-        s0[j] += u;
-        s1[j] += v;
+        let (x, y) = (x.to_f64().unwrap_or(f64::NAN), y.to_f64().unwrap_or(f64::NAN));
+        s0[j] += x;
+        s1[j] += x * y;
     }
     (s0.iter().sum(), s1.iter().sum())
 }
 
-/// Per-channel sums of `f(a, b)` over all images and pixels, accumulated in f64.
-fn channel_sums<E: Real>(g: &BnGeom, a: &[E], b: &[E], f: impl Fn(E, E) -> (f64, f64) + Sync) -> (Vec<f64>, Vec<f64>) {
+/// The lanes of [`sum_and_dot`] over whole lanes, portably.
+#[inline(always)]
+fn lanes<E: Real>(a: &[E], b: &[E]) -> ([f64; LANES], [f64; LANES]) {
+    let (mut s0, mut s1) = ([0.0f64; LANES], [0.0f64; LANES]);
+    for (ca, cb) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+        for j in 0..LANES {
+            let (x, y) = (ca[j].to_f64().unwrap_or(f64::NAN), cb[j].to_f64().unwrap_or(f64::NAN));
+            s0[j] += x;
+            s1[j] += x * y;
+        }
+    }
+    (s0, s1)
+}
+
+/// The lanes of [`sum_and_dot`] by intrinsics, where `E` is f32 and `at` has them.
+#[inline(always)]
+fn lanes_f32<E: Real>(a: &[E], b: &[E], at: simd::Level) -> Option<([f64; LANES], [f64; LANES])> {
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>() {
+        // SAFETY: E is f32, so the slices are f32 slices of the same length.
+        let (a, b) = unsafe {
+            (std::slice::from_raw_parts(a.as_ptr().cast::<f32>(), a.len()), std::slice::from_raw_parts(b.as_ptr().cast::<f32>(), b.len()))
+        };
+        // SAFETY: `simd::within` checked that the CPU has the instructions.
+        return match simd::within(at) {
+            simd::Level::Avx512 => Some(unsafe { x86::lanes_avx512(a, b) }),
+            simd::Level::Avx2 => Some(unsafe { x86::lanes_avx2(a, b) }),
+            simd::Level::Baseline => None,
+        };
+    }
+    let _ = (a, b, at);
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::LANES;
+
+    /// [`super::lanes`] on f32 with one 8-lane f64 register a sum (a multiply, then an add:
+    /// no FMA, as the portable loop).
+    #[target_feature(enable = "avx512f")]
+    pub fn lanes_avx512(a: &[f32], b: &[f32]) -> ([f64; LANES], [f64; LANES]) {
+        let (mut s0, mut s1) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+        for (ca, cb) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+            // SAFETY: each chunk holds 8 f32.
+            let (x, y) = unsafe { (_mm512_cvtps_pd(_mm256_loadu_ps(ca.as_ptr())), _mm512_cvtps_pd(_mm256_loadu_ps(cb.as_ptr()))) };
+            s0 = _mm512_add_pd(s0, x);
+            s1 = _mm512_add_pd(s1, _mm512_mul_pd(x, y));
+        }
+        let (mut o0, mut o1) = ([0.0; LANES], [0.0; LANES]);
+        // SAFETY: each array holds 8 f64.
+        unsafe {
+            _mm512_storeu_pd(o0.as_mut_ptr(), s0);
+            _mm512_storeu_pd(o1.as_mut_ptr(), s1);
+        }
+        (o0, o1)
+    }
+
+    /// [`super::lanes`] on f32 with two 4-lane f64 registers a sum.
+    #[target_feature(enable = "avx2")]
+    pub fn lanes_avx2(a: &[f32], b: &[f32]) -> ([f64; LANES], [f64; LANES]) {
+        let (mut s0lo, mut s0hi, mut s1lo, mut s1hi) = (_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd());
+        for (ca, cb) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+            // SAFETY: each chunk holds 8 f32.
+            let (xlo, xhi, ylo, yhi) = unsafe {
+                (
+                    _mm256_cvtps_pd(_mm_loadu_ps(ca.as_ptr())),
+                    _mm256_cvtps_pd(_mm_loadu_ps(ca.as_ptr().add(4))),
+                    _mm256_cvtps_pd(_mm_loadu_ps(cb.as_ptr())),
+                    _mm256_cvtps_pd(_mm_loadu_ps(cb.as_ptr().add(4))),
+                )
+            };
+            s0lo = _mm256_add_pd(s0lo, xlo);
+            s0hi = _mm256_add_pd(s0hi, xhi);
+            s1lo = _mm256_add_pd(s1lo, _mm256_mul_pd(xlo, ylo));
+            s1hi = _mm256_add_pd(s1hi, _mm256_mul_pd(xhi, yhi));
+        }
+        let (mut o0, mut o1) = ([0.0; LANES], [0.0; LANES]);
+        // SAFETY: each array holds 8 f64.
+        unsafe {
+            _mm256_storeu_pd(o0.as_mut_ptr(), s0lo);
+            _mm256_storeu_pd(o0.as_mut_ptr().add(4), s0hi);
+            _mm256_storeu_pd(o1.as_mut_ptr(), s1lo);
+            _mm256_storeu_pd(o1.as_mut_ptr().add(4), s1hi);
+        }
+        (o0, o1)
+    }
+}
+
+/// Per-channel `(sum a, sum a * b)` over all images and pixels, accumulated in f64.
+fn channel_sums<E: Real>(g: &BnGeom, a: &[E], b: &[E]) -> (Vec<f64>, Vec<f64>) {
     let per_image: Vec<Vec<(f64, f64)>> = a
         .par_chunks(g.c * g.hw)
         .zip(b.par_chunks(g.c * g.hw))
         .map(|(ai, bi)| {
-            simd::run(
-                #[inline(always)]
-                || (0..g.c).map(|ch| lane_sums(&ai[ch * g.hw..][..g.hw], &bi[ch * g.hw..][..g.hw], &f)).collect(),
-            )
+            let at = simd::level();
+            (0..g.c).map(|ch| sum_and_dot(&ai[ch * g.hw..][..g.hw], &bi[ch * g.hw..][..g.hw], at)).collect()
         })
         .collect();
     let mut s0 = vec![0.0; g.c];
@@ -72,9 +157,13 @@ fn affine<E: Real>(g: &BnGeom, x: &[E], a: &[E], b: &[E], relu: bool, y: &mut [E
                     let (s, t) = (a[ch], b[ch]);
                     let (yo, xs) = (&mut yi[ch * g.hw..][..g.hw], &xi[ch * g.hw..][..g.hw]);
                     if relu {
-                        yo.iter_mut().zip(xs).for_each(|(o, &v)| *o = (v * s + t).max(E::zero()));
+                        for (o, &v) in yo.iter_mut().zip(xs) {
+                            *o = (v * s + t).max(E::zero());
+                        }
                     } else {
-                        yo.iter_mut().zip(xs).for_each(|(o, &v)| *o = v * s + t);
+                        for (o, &v) in yo.iter_mut().zip(xs) {
+                            *o = v * s + t;
+                        }
                     }
                 }
             },
@@ -96,10 +185,7 @@ pub type Reduce<'a> = &'a dyn Fn(&mut [f64]);
 /// values per channel they are over. `reduce` sums the per-channel sums (and the count) over
 /// ranks first: synchronised batch norm.
 pub fn batch_stats<E: Real>(g: &BnGeom, x: &[E], reduce: Reduce) -> (Vec<f64>, Vec<f64>, f64) {
-    let (s, sq) = channel_sums(g, x, x, |v, _| {
-        let v = v.to_f64().unwrap();
-        (v, v * v)
-    });
+    let (s, sq) = channel_sums(g, x, x);
     let mut all: Vec<f64> = s.into_iter().chain(sq).chain([(g.n * g.hw) as f64]).collect();
     reduce(&mut all);
     let m = all[2 * g.c];
@@ -172,10 +258,7 @@ pub fn backward<E: Real>(
     let dy: &[E] = dy;
     let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
     // sum(dy) and sum(dy * x) per channel; sum(dy * xhat) = invstd * (sum(dy x) - mean sum(dy)).
-    let (sdy, sdyx) = channel_sums(g, dy, x, |d, v| {
-        let d = d.to_f64().unwrap();
-        (d, d * v.to_f64().unwrap())
-    });
+    let (sdy, sdyx) = channel_sums(g, dy, x);
     for ch in 0..g.c {
         dscale[ch] += E::from(invstd[ch] * (sdyx[ch] - mean[ch] * sdy[ch])).unwrap();
         dbias[ch] += E::from(sdy[ch]).unwrap();
@@ -211,4 +294,24 @@ pub fn backward<E: Real>(
             )
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_are_the_same_bits_at_every_level() {
+        let a: Vec<f32> = (0..1000).map(|i| ((i * 7919 % 1009) as f32 - 500.0) / 37.0).collect();
+        let b: Vec<f32> = (0..1000).map(|i| ((i * 104729 % 997) as f32 - 400.0) / 53.0).collect();
+        for n in [0, 5, 8, 49, 196, 1000] {
+            let want = sum_and_dot(&a[..n], &b[..n], simd::Level::Baseline);
+            for at in simd::available() {
+                let got = sum_and_dot(&a[..n], &b[..n], at);
+                assert_eq!((got.0.to_bits(), got.1.to_bits()), (want.0.to_bits(), want.1.to_bits()), "{at:?}, {n} values");
+            }
+            let exact: (f64, f64) = a[..n].iter().zip(&b[..n]).fold((0.0, 0.0), |(s, d), (&x, &y)| (s + x as f64, d + x as f64 * y as f64));
+            assert!((want.0 - exact.0).abs() < 1e-9 && (want.1 - exact.1).abs() < 1e-9, "{n} values");
+        }
+    }
 }

@@ -133,16 +133,19 @@ impl Shift {
         let from = (self.start as isize + self.shift) as usize;
         from..from + self.end - self.start
     }
-    /// Calls `f` with each range of columns inside `start..end` that wraps around a row edge.
+    /// Zeroes the columns inside `start..end` that wrap around a row edge (one or two a row
+    /// for a 3x3 kernel). Column by column down the rows: a per-row `fill` of one element
+    /// would be a `memset` call each.
     #[inline(always)]
-    fn wrapped(&self, ow: usize, mut f: impl FnMut(std::ops::Range<usize>)) {
-        for oy in self.rows.clone() {
-            let row = oy * ow;
-            if oy > self.rows.start && self.lo > 0 {
-                f(row..row + self.lo);
+    fn zero_wrapped<E: Real>(&self, ow: usize, cols: &mut [E]) {
+        for c in 0..self.lo {
+            for oy in self.rows.start + 1..self.rows.end {
+                cols[oy * ow + c] = E::zero();
             }
-            if oy + 1 < self.rows.end && self.hi < ow {
-                f(row + self.hi..row + ow);
+        }
+        for c in self.hi..ow {
+            for oy in self.rows.start..self.rows.end - 1 {
+                cols[oy * ow + c] = E::zero();
             }
         }
     }
@@ -174,7 +177,7 @@ fn im2col_body<E: Real>(g: &ConvGeom, x: &[E], group: usize, col: &mut [E], ld: 
                     dst[..s.start].fill(E::zero());
                     dst[s.end..].fill(E::zero());
                     dst[s.start..s.end].copy_from_slice(&plane[s.source()]);
-                    s.wrapped(g.ow, |r| dst[r].fill(E::zero()));
+                    s.zero_wrapped(g.ow, dst);
                 }
             }
         }
@@ -188,22 +191,27 @@ fn im2col_body<E: Real>(g: &ConvGeom, x: &[E], group: usize, col: &mut [E], ld: 
                 let dst = &mut col[row * ld + off..][..p];
                 let (lo, hi) = g.valid_cols(kx);
                 let x0 = (kx * g.dil) as isize - g.pad as isize;
+                // Zeros first, then the valid part of each row: no per-row fills of an element
+                // or two (a `memset` call each).
+                dst.fill(E::zero());
+                if lo >= hi {
+                    continue;
+                }
                 for oy in 0..g.oh {
                     let iy = (oy * g.stride + ky * g.dil) as isize - g.pad as isize;
-                    let drow = &mut dst[oy * g.ow..][..g.ow];
-                    if iy < 0 || iy >= g.h as isize || lo >= hi {
-                        drow.fill(E::zero());
+                    if iy < 0 || iy >= g.h as isize {
                         continue;
                     }
+                    let drow = &mut dst[oy * g.ow..][..g.ow];
                     let src = &plane[iy as usize * g.w..][..g.w];
-                    drow[..lo].fill(E::zero());
-                    drow[hi..].fill(E::zero());
                     if g.stride == 1 {
                         let start = (lo as isize + x0) as usize;
                         drow[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
                     } else {
-                        for (ox, d) in drow[lo..hi].iter_mut().enumerate() {
-                            *d = src[(((ox + lo) * g.stride) as isize + x0) as usize];
+                        // Strided reads without an index product or bounds check each.
+                        let first = ((lo * g.stride) as isize + x0) as usize;
+                        for (d, s) in drow[lo..hi].iter_mut().zip(src[first..].iter().step_by(g.stride)) {
+                            *d = *s;
                         }
                     }
                 }
@@ -233,7 +241,7 @@ fn col2im_body<E: Real>(g: &ConvGeom, col: &mut [E], ld: usize, off: usize, grou
                 for kx in 0..k {
                     let src = &mut col[((ci * k + ky) * k + kx) * ld + off..][..p];
                     let Some(s) = g.shift(ky, kx) else { continue };
-                    s.wrapped(g.ow, |r| src[r].fill(E::zero()));
+                    s.zero_wrapped(g.ow, src);
                     for (d, v) in plane[s.source()].iter_mut().zip(&src[s.start..s.end]) {
                         *d += *v;
                     }
@@ -263,8 +271,9 @@ fn col2im_body<E: Real>(g: &ConvGeom, col: &mut [E], ld: usize, off: usize, grou
                             *d += *s;
                         }
                     } else {
-                        for (ox, s) in srow[lo..hi].iter().enumerate() {
-                            drow[(((ox + lo) * g.stride) as isize + x0) as usize] += *s;
+                        let first = ((lo * g.stride) as isize + x0) as usize;
+                        for (d, s) in drow[first..].iter_mut().step_by(g.stride).zip(&srow[lo..hi]) {
+                            *d += *s;
                         }
                     }
                 }
