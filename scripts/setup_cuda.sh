@@ -63,7 +63,8 @@ export CUDA_ROOT=$cuda
 export CUDA_COMPUTE_CAP=$cap
 export PATH=$root/bin:$cuda/bin:\$PATH
 export LIBRARY_PATH=$root/stubs:$cuda/lib\${LIBRARY_PATH:+:\$LIBRARY_PATH}
-export RUSTFLAGS="-L native=$root/stubs -L native=$cuda/lib\${RUSTFLAGS:+ \$RUSTFLAGS}"
+# The same baseline as .cargo/config.toml, which a RUSTFLAGS variable replaces.
+export RUSTFLAGS="-C target-cpu=x86-64-v3 -L native=$root/stubs -L native=$cuda/lib\${RUSTFLAGS:+ \$RUSTFLAGS}"
 # A target folder of its own: other flags and features would rebuild everything in target/.
 export CARGO_TARGET_DIR=$PWD/target/cuda
 EOF
