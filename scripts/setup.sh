@@ -3,7 +3,7 @@
 # Debian packages: libhdf5-dev (the HDF5 store), pkg-config (to find it), dataset-fashion-mnist
 # (the demo's data), libopenmpi-dev + openmpi-bin (data-parallel training under mpirun) and
 # libclang-dev (the MPI bindings are generated at build time). Rust comes from rustup (stable,
-# 1.85 or newer).
+# 1.89 or newer: AVX-512 intrinsics).
 set -euo pipefail
 
 need=()

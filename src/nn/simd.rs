@@ -1,6 +1,6 @@
-//! Run-time instruction-set dispatch for the project's own loops (batch norm, ReLU, col2im):
-//! the release binary is built for baseline x86-64, so without this they would run on SSE2
-//! whatever the CPU has.
+//! Run-time instruction-set dispatch for the project's own loops (batch norm, ReLU, im2col,
+//! col2im): everything is built for x86-64-v3 (AVX2, `.cargo/config.toml`), so without this
+//! they would not use AVX-512 where the CPU has it.
 //!
 //! [`run`] calls a closure from a function compiled with AVX-512 (F, BW, VL) or AVX2 + FMA
 //! enabled, the widest the CPU has, so the closure's loops (inlined into it) use those vectors.
@@ -107,25 +107,30 @@ pub fn run_at<R>(at: Level, f: impl FnOnce() -> R) -> R {
 mod tests {
     use super::*;
 
-    /// Element-wise and reduction work of the kind the kernels do, at one level.
+    /// Element-wise and reduction work of the kind the kernels do, at one level, in plain
+    /// loops (what `run` compiles at the level).
     fn work(at: Level, x: &[f32]) -> (Vec<f32>, f64) {
+        let mut y = vec![0.0f32; x.len()];
+        let mut lanes = [0.0f64; 8];
         run_at(
             at,
             #[inline(always)]
             || {
-                let y: Vec<f32> = x
-                    .iter()
-                    .map(|&v| (v * 1.7 + 0.3).max(0.0) / (v * v + 1.0).sqrt())
-                    .collect();
-                let mut lanes = [0.0f64; 8];
+                for (o, &v) in y.iter_mut().zip(x) {
+                    *o = (v * 1.7 + 0.3).max(0.0) / (v * v + 1.0).sqrt();
+                }
                 for c in y.chunks_exact(8) {
                     for j in 0..8 {
                         lanes[j] += c[j] as f64 * c[j] as f64;
                     }
                 }
-                (y, lanes.iter().sum())
             },
-        )
+        );
+        let mut sum = 0.0;
+        for l in lanes {
+            sum += l;
+        }
+        (y, sum)
     }
 
     #[test]

@@ -35,8 +35,10 @@ pub struct Copied<E: 'static + Send> {
     len: usize,
 }
 
-/// Buffers kept by the pool, at most (the smallest goes when one more comes back).
-const POOL_BUFFERS: usize = 64;
+/// Bytes the pool of one element type keeps, at most: the largest buffers go first when one
+/// more comes back past it. A training step's copies (one batch norm input each until the
+/// backward, a few more in flight) fit; memory beyond it goes back to the allocator.
+const POOL_BYTES: usize = 1 << 30;
 
 /// The pool of one element type: buffers whose every element is initialised.
 fn with_pool<E: 'static + Send, R>(f: impl FnOnce(&mut Vec<Vec<E>>) -> R) -> R {
@@ -57,12 +59,17 @@ fn with_pool<E: 'static + Send, R>(f: impl FnOnce(&mut Vec<Vec<E>>) -> R) -> R {
 pub fn copied<S: Shape, E: Dtype, T>(t: &Tensor<S, E, Cpu, T>) -> Copied<E> {
     let t = t.retaped::<dfdx::tensor::NoneTape>().reshape_like(t.shape());
     let len = t.shape().num_elements();
-    // The smallest buffer that is long enough, else a new one.
-    let mut buf = with_pool(|pool: &mut Vec<Vec<E>>| {
-        let best = pool.iter().enumerate().filter(|(_, b)| b.len() >= len).min_by_key(|(_, b)| b.len()).map(|(i, _)| i);
-        best.map(|i| pool.swap_remove(i))
-    })
-    .unwrap_or_default();
+    // The smallest buffer that is long enough and at most twice as long (a small copy holding
+    // a large buffer until its backward would make others allocate), else a new one.
+    let mut buf = match len {
+        0 => Vec::new(),
+        _ => with_pool(|pool: &mut Vec<Vec<E>>| {
+            let fits = |b: &Vec<E>| b.len() >= len && b.len() <= 2 * len;
+            let best = pool.iter().enumerate().filter(|(_, b)| fits(b)).min_by_key(|(_, b)| b.len()).map(|(i, _)| i);
+            best.map(|i| pool.swap_remove(i))
+        })
+        .unwrap_or_default(),
+    };
     if buf.len() < len {
         buf = zeros(len);
     }
@@ -80,11 +87,16 @@ impl<E: 'static + Send> std::ops::Deref for Copied<E> {
 impl<E: 'static + Send> Drop for Copied<E> {
     fn drop(&mut self) {
         let buf = std::mem::take(&mut self.buf);
+        if buf.is_empty() {
+            return;
+        }
         with_pool(move |pool: &mut Vec<Vec<E>>| {
             pool.push(buf);
-            if pool.len() > POOL_BUFFERS {
-                let smallest = (0..pool.len()).min_by_key(|&i| pool[i].len()).unwrap_or(0);
-                pool.swap_remove(smallest);
+            let cap = POOL_BYTES / std::mem::size_of::<E>().max(1);
+            let mut kept: usize = pool.iter().map(Vec::len).sum();
+            while kept > cap {
+                let largest = (0..pool.len()).max_by_key(|&i| pool[i].len()).unwrap_or(0);
+                kept -= pool.swap_remove(largest).len();
             }
         });
     }

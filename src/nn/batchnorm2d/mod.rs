@@ -119,7 +119,7 @@ impl<E: Dtype + Real> BatchNorm2DKernel<E> for Cpu {
         let mut y = zeros(x.shape().num_elements());
         cpu_kernel::normalize(
             &g,
-            &to_vec(&x),
+            &copied(&x),
             &as_f64(&layer.running_mean),
             &as_f64(&layer.running_var),
             layer.epsilon,

@@ -468,6 +468,72 @@ mod tests {
         }
     }
 
+    /// im2col by its definition, in f64.
+    fn naive_im2col(g: &ConvGeom, x: &[f64], group: usize) -> Vec<f64> {
+        let (k, p) = (g.k, g.out_pixels());
+        let mut col = vec![0.0; g.rows() * p];
+        for ci in 0..g.ipg() {
+            for (ky, kx) in (0..k).flat_map(|ky| (0..k).map(move |kx| (ky, kx))) {
+                for (oy, ox) in (0..g.oh).flat_map(|oy| (0..g.ow).map(move |ox| (oy, ox))) {
+                    let iy = (oy * g.stride + ky * g.dil) as isize - g.pad as isize;
+                    let ix = (ox * g.stride + kx * g.dil) as isize - g.pad as isize;
+                    if iy >= 0 && ix >= 0 && iy < g.h as isize && ix < g.w as isize {
+                        col[((ci * k + ky) * k + kx) * p + oy * g.ow + ox] =
+                            x[((group * g.ipg() + ci) * g.h + iy as usize) * g.w + ix as usize];
+                    }
+                }
+            }
+        }
+        col
+    }
+
+    /// Geometries of both im2col paths: (c_in, h, w, c_out, k, stride, pad, dil, groups).
+    const IM2COL_CASES: [(usize, usize, usize, usize, usize, usize, usize, usize, usize); 14] = [
+        (2, 5, 6, 2, 3, 1, 1, 1, 1),
+        (2, 4, 4, 2, 1, 1, 0, 1, 1),
+        (1, 2, 2, 1, 5, 1, 2, 1, 1),
+        (2, 1, 4, 2, 3, 1, 1, 1, 1),
+        (2, 4, 1, 2, 3, 1, 1, 1, 1),
+        (2, 5, 5, 2, 2, 1, 1, 2, 1),
+        (1, 6, 5, 1, 4, 1, 3, 2, 1),
+        (1, 2, 2, 1, 3, 1, 3, 3, 1),
+        (4, 5, 5, 4, 3, 1, 1, 1, 2),
+        (2, 7, 7, 2, 3, 2, 1, 1, 1),
+        (2, 6, 5, 2, 1, 2, 0, 1, 1),
+        (2, 7, 6, 2, 3, 1, 0, 1, 1),
+        (1, 9, 9, 1, 7, 2, 3, 1, 1),
+        (2, 6, 6, 2, 3, 1, 2, 2, 2),
+    ];
+
+    #[test]
+    fn im2col_writes_every_column_and_col2im_is_its_adjoint() {
+        for (c, h, w_, o, k, s, p, d, gr) in IM2COL_CASES {
+            let g = ConvGeom::new(1, c, h, w_, o, k, s, p, d, gr).unwrap();
+            let x: Vec<f64> = (0..c * h * w_).map(|i| ((i * 37 % 23) as f64 - 11.0) / 7.0).collect();
+            let (n, ld, off) = (g.out_pixels(), g.out_pixels() + 3, 2);
+            for group in 0..gr {
+                // Into a buffer of NaN with other columns around: every column of the image is
+                // written (padding as zeros), nothing else.
+                let mut col = vec![f64::NAN; g.rows() * ld];
+                im2col(&g, &x, group, &mut col, ld, off);
+                let want = naive_im2col(&g, &x, group);
+                for r in 0..g.rows() {
+                    assert_eq!(&col[r * ld + off..][..n], &want[r * n..][..n], "{g:?} group {group} row {r}");
+                    assert!(col[r * ld..][..off].iter().chain(&col[r * ld + off + n..][..ld - off - n]).all(|v| v.is_nan()));
+                }
+                // <im2col(x), c> = <x, col2im(c)> for any c, its padding entries included.
+                let cv: Vec<f64> = (0..g.rows() * ld).map(|i| ((i * 53 % 29) as f64 - 14.0) / 5.0).collect();
+                let lhs: f64 = (0..g.rows()).flat_map(|r| (0..n).map(move |j| (r, j))).map(|(r, j)| want[r * n + j] * cv[r * ld + off + j]).sum();
+                let mut dx = vec![0.0; x.len()];
+                col2im(&g, &mut cv.clone(), ld, off, group, &mut dx);
+                let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
+                assert!((lhs - rhs).abs() < 1e-9 * (1.0 + lhs.abs()), "{g:?} group {group}: {lhs} vs {rhs}");
+                let others = (0..c).filter(|ch| ch / g.ipg() != group).flat_map(|ch| dx[ch * h * w_..][..h * w_].to_vec());
+                assert!(others.into_iter().all(|v| v == 0.0), "{g:?}: col2im touched another group");
+            }
+        }
+    }
+
     #[test]
     fn output_size_and_rejection() {
         let g = ConvGeom::new(1, 1, 32, 32, 1, 3, 2, 1, 1, 1).unwrap();

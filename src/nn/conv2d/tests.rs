@@ -78,6 +78,11 @@ fn gradients_match_finite_differences() {
     conv_grad_check!(builders::Conv2D<2, 3, 1, 1, 0>, 2, 2, 4, 3);
     conv_grad_check!(builders::Conv2D<2, 2, 5, 1, 2>, 2, 2, 2, 3);
     conv_grad_check!(builders::Conv2D<2, 2, 3, 1, 1>, 2, 3, 1, 4);
+    conv_grad_check!(builders::Conv2D<2, 2, 3, 1, 1>, 2, 3, 4, 1);
+    // Even kernels with dilation 2, and a dilation wider than the image.
+    conv_grad_check!(builders::Conv2D<2, 2, 2, 1, 1, 2>, 2, 2, 4, 5);
+    conv_grad_check!(builders::Conv2D<1, 2, 4, 1, 3, 2>, 1, 2, 5, 4);
+    conv_grad_check!(builders::Conv2D<1, 2, 3, 1, 3, 3>, 1, 2, 2, 2);
 }
 
 /// Runs forward and backward of a small conv in a pool of `threads` threads.
