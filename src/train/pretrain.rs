@@ -204,7 +204,8 @@ impl Task for Pretraining<'_> {
             return Ok(EpochReport::default());
         };
         let t = Instant::now();
-        let measures = m.measure(&*self.net, self.probe.as_ref().map(|p| p as &dyn FeatureClassifier))?;
+        let probe = self.probe.as_ref().map(|p| p as &dyn FeatureClassifier);
+        let measures = crate::device::guarded(self.device, "the kNN monitor", || m.measure(&*self.net, probe))?;
         let mut text: String = measures.iter().map(|m| format!(", {}", m.text())).collect();
         text += &format!(" ({:.0} s)", t.elapsed().as_secs_f64());
         let values = measures.iter().map(|m| (m.key, m.value)).collect();
