@@ -4,6 +4,7 @@
 pub mod batchnorm2d;
 pub mod conv2d;
 pub mod flatten;
+pub mod fused;
 pub mod gemm;
 pub mod pool2d;
 pub mod relu;
@@ -23,7 +24,7 @@ pub trait NnDevice:
     + conv2d::Conv2DKernel<f32>
     + pool2d::Pool2DKernel<f32>
     + batchnorm2d::BatchNorm2DKernel<f32>
-    + relu::ReluKernel<f32>
+    + residual::ResidualKernel<f32>
     + crate::dist::ops::HostGrad
     + dfdx::tensor::TensorFromVec<usize>
     + dfdx::tensor::TensorToArray<(), f32, Array = f32>
@@ -36,7 +37,7 @@ impl<D> NnDevice for D where
         + conv2d::Conv2DKernel<f32>
         + pool2d::Pool2DKernel<f32>
         + batchnorm2d::BatchNorm2DKernel<f32>
-        + relu::ReluKernel<f32>
+        + residual::ResidualKernel<f32>
         + crate::dist::ops::HostGrad
         + dfdx::tensor::TensorFromVec<usize>
         + dfdx::tensor::TensorToArray<(), f32, Array = f32>

@@ -29,10 +29,13 @@ pub fn zeros<E: Copy + Default + Send + Sync>(n: usize) -> Vec<E> {
 /// A copy of a tensor's elements in a reused buffer, for kernels that only read them: the
 /// buffer comes from a pool of earlier ones (a step copies the same sizes again and again), so
 /// it is neither zero-filled nor freshly paged before the copy, as [`to_vec`]'s is. Dereferences
-/// to the elements; goes back to the pool when dropped.
+/// to the elements; goes back to the pool when dropped. [`Copied::unpooled`] wraps a kernel's
+/// output the same way (an activation inside a fused op, `super::fused`).
 pub struct Copied<E: 'static + Send> {
     buf: Vec<E>,
     len: usize,
+    /// Whether the buffer goes back to the pool when dropped (else to the allocator).
+    pooled: bool,
 }
 
 /// Bytes the pool of one element type keeps, at most: the largest buffers go first when one
@@ -55,26 +58,38 @@ fn with_pool<E: 'static + Send, R>(f: impl FnOnce(&mut Vec<Vec<E>>) -> R) -> R {
     f(pools[at].1.downcast_mut::<Vec<Vec<E>>>().expect("pool of its type"))
 }
 
-/// The tensor's elements in row-major order in a pooled buffer.
-pub fn copied<S: Shape, E: Dtype, T>(t: &Tensor<S, E, Cpu, T>) -> Copied<E> {
-    let t = t.retaped::<dfdx::tensor::NoneTape>().reshape_like(t.shape());
-    let len = t.shape().num_elements();
-    // The smallest buffer that is long enough and at most twice as long (a small copy holding
-    // a large buffer until its backward would make others allocate), else a new one.
-    let mut buf = match len {
-        0 => Vec::new(),
+/// A buffer of `len` elements from the pool (their values are whatever an earlier user left).
+/// The smallest pooled buffer that is long enough and at most
+/// twice as long (a small buffer holding a large one until its backward would make others
+/// allocate), else a new one.
+fn buffer<E: Copy + Default + Send + Sync + 'static>(len: usize) -> Copied<E> {
+    let buf = match len {
+        0 => None,
         _ => with_pool(|pool: &mut Vec<Vec<E>>| {
             let fits = |b: &Vec<E>| b.len() >= len && b.len() <= 2 * len;
             let best = pool.iter().enumerate().filter(|(_, b)| fits(b)).min_by_key(|(_, b)| b.len()).map(|(i, _)| i);
             best.map(|i| pool.swap_remove(i))
-        })
-        .unwrap_or_default(),
+        }),
     };
-    if buf.len() < len {
-        buf = zeros(len);
+    Copied { buf: buf.unwrap_or_else(|| zeros(len)), len, pooled: true }
+}
+
+/// The tensor's elements in row-major order in a pooled buffer.
+pub fn copied<S: Shape, E: Dtype, T>(t: &Tensor<S, E, Cpu, T>) -> Copied<E> {
+    let t = t.retaped::<dfdx::tensor::NoneTape>().reshape_like(t.shape());
+    let mut buf = buffer(t.shape().num_elements());
+    t.copy_into(&mut buf);
+    buf
+}
+
+impl<E: 'static + Send> Copied<E> {
+    /// A buffer that goes back to the allocator, not the pool, when dropped: an activation
+    /// inside a fused op. (Memory the allocator gets back, e.g. from dfdx tensors freed after
+    /// their copy, is what it hands out next; memory parked in the pool is not.)
+    pub fn unpooled(buf: Vec<E>) -> Self {
+        let len = buf.len();
+        Copied { buf, len, pooled: false }
     }
-    t.copy_into(&mut buf[..len]);
-    Copied { buf, len }
 }
 
 impl<E: 'static + Send> std::ops::Deref for Copied<E> {
@@ -84,10 +99,16 @@ impl<E: 'static + Send> std::ops::Deref for Copied<E> {
     }
 }
 
+impl<E: 'static + Send> std::ops::DerefMut for Copied<E> {
+    fn deref_mut(&mut self) -> &mut [E] {
+        &mut self.buf[..self.len]
+    }
+}
+
 impl<E: 'static + Send> Drop for Copied<E> {
     fn drop(&mut self) {
         let buf = std::mem::take(&mut self.buf);
-        if buf.is_empty() {
+        if buf.is_empty() || !self.pooled {
             return;
         }
         with_pool(move |pool: &mut Vec<Vec<E>>| {

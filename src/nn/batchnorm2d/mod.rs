@@ -13,11 +13,14 @@ pub(crate) mod cuda_kernel;
 
 pub use cpu_kernel::BnGeom;
 
+use std::sync::Arc;
+
 use dfdx::prelude::*;
 use dfdx::tensor::{Cpu, CpuError};
 
+use super::fused::{Act, CpuLayer, FusableLayers, LayerBackward};
 use super::gemm::Real;
-use super::tape::{copied, put_grad, take_grad, to_vec, zeros};
+use super::tape::{copied, put_grad, take_grad, to_vec, zeros, Copied};
 
 pub mod builder {
     /// Batch normalisation over `C` channels; with `RELU`, followed by a fused ReLU.
@@ -138,44 +141,93 @@ impl<E: Dtype + Real> BatchNorm2DKernel<E> for Cpu {
         let g = geom(x.shape());
         let (x, mut tape) = x.split_tape();
         let xv = copied(&x);
-        // Synchronised batch norm: the statistics (and, backward, their gradients) of every rank.
-        let sync = crate::dist::sync_batchnorm();
-        let reduce = move |v: &mut [f64]| {
-            if let Some(group) = &sync {
-                group.all_reduce_sum_f64(v);
-            }
-        };
-        let (mean, var, m) = cpu_kernel::batch_stats(&g, &xv, &reduce);
-        let (scale, bias) = (to_vec(&layer.scale), to_vec(&layer.bias));
         let mut y = zeros(xv.len());
-        cpu_kernel::normalize(&g, &xv, &mean, &var, layer.epsilon, &scale, &bias, RELU, &mut y);
-        // Running statistics, off the tape.
-        let unbias = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
-        let mom = layer.momentum;
-        let blend = |t: &mut Tensor<Rank1<C>, E, Cpu>, batch: &[f64], k: f64| {
-            let old = to_vec(t);
-            let new: Vec<E> =
-                old.iter().zip(batch).map(|(o, b)| E::from((1.0 - mom) * o.to_f64().unwrap() + mom * b * k).unwrap()).collect();
-            t.copy_from(&new);
-        };
-        blend(&mut layer.running_mean, &mean, 1.0);
-        blend(&mut layer.running_var, &var, unbias);
-
+        let backward = train_step(layer, g, &xv, &mut y);
         let out = x.device().tensor_from_vec(y, *x.shape());
-        let (x_ghost, out_ghost, s_ghost, b_ghost) = (x.ghost(), out.ghost(), layer.scale.ghost(), layer.bias.ghost());
-        let eps = layer.epsilon;
+        let (x_ghost, out_ghost) = (x.ghost(), out.ghost());
         tape.add_backward_op(move |grads| {
             let mut dy = take_grad!(grads, &out_ghost);
             let mut dx = take_grad!(grads, &x_ghost);
-            let mut ds = take_grad!(grads, &s_ghost);
-            let mut db = take_grad!(grads, &b_ghost);
-            cpu_kernel::backward(&g, &xv, &mean, &var, eps, &scale, &bias, RELU, &mut dy, &mut dx, &mut ds, &mut db, m, &reduce);
+            backward(&xv, &mut dy, &mut dx, grads)?;
             put_grad!(grads, &x_ghost, dx);
-            put_grad!(grads, &s_ghost, ds);
-            put_grad!(grads, &b_ghost, db);
             Ok(())
         });
         Ok(out.put_tape(tape))
+    }
+}
+
+/// A training forward of `layer` on `xv` (geometry `g`) into `y`: normalised with the batch
+/// statistics (those of every rank under synchronised batch norm), the running statistics moved
+/// towards them. Returns the backward: given `xv` again and the output gradient (masked in
+/// place by a fused ReLU), it adds the input gradient into `dx` and the scale and bias
+/// gradients into `Gradients`.
+fn train_step<const C: usize, const RELU: bool, E: Dtype + Real>(
+    layer: &mut BatchNorm2DImpl<C, RELU, E, Cpu>,
+    g: BnGeom,
+    xv: &[E],
+    y: &mut [E],
+) -> impl FnOnce(&[E], &mut [E], &mut [E], &mut Gradients<E, Cpu>) -> Result<(), CpuError> + 'static {
+    // Synchronised batch norm: the statistics (and, backward, their gradients) of every rank.
+    let sync = crate::dist::sync_batchnorm();
+    let reduce = move |v: &mut [f64]| {
+        if let Some(group) = &sync {
+            group.all_reduce_sum_f64(v);
+        }
+    };
+    let (mean, var, m) = cpu_kernel::batch_stats(&g, xv, &reduce);
+    let (scale, bias) = (to_vec(&layer.scale), to_vec(&layer.bias));
+    cpu_kernel::normalize(&g, xv, &mean, &var, layer.epsilon, &scale, &bias, RELU, y);
+    // Running statistics, off the tape.
+    let unbias = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
+    let mom = layer.momentum;
+    let blend = |t: &mut Tensor<Rank1<C>, E, Cpu>, batch: &[f64], k: f64| {
+        let old = to_vec(t);
+        let new: Vec<E> =
+            old.iter().zip(batch).map(|(o, b)| E::from((1.0 - mom) * o.to_f64().unwrap() + mom * b * k).unwrap()).collect();
+        t.copy_from(&new);
+    };
+    blend(&mut layer.running_mean, &mean, 1.0);
+    blend(&mut layer.running_var, &var, unbias);
+    let (s_ghost, b_ghost) = (layer.scale.ghost(), layer.bias.ghost());
+    let eps = layer.epsilon;
+    move |xv: &[E], dy: &mut [E], dx: &mut [E], grads: &mut Gradients<E, Cpu>| {
+        let mut ds = take_grad!(grads, &s_ghost);
+        let mut db = take_grad!(grads, &b_ghost);
+        cpu_kernel::backward(&g, xv, &mean, &var, eps, &scale, &bias, RELU, dy, dx, &mut ds, &mut db, m, &reduce);
+        put_grad!(grads, &s_ghost, ds);
+        put_grad!(grads, &b_ghost, db);
+        Ok(())
+    }
+}
+
+impl<const C: usize, const RELU: bool, E: Dtype + Real> CpuLayer<E> for BatchNorm2DImpl<C, RELU, E, Cpu> {
+    fn forward_train(&mut self, x: &Act<E>) -> Result<(Act<E>, LayerBackward<E>), CpuError> {
+        let g = BnGeom { n: x.shape[0], c: C, hw: x.shape[2] * x.shape[3] };
+        if x.shape[1] != C || x.data.len() != g.n * g.c * g.hw {
+            return Err(CpuError::WrongNumElements);
+        }
+        let mut y = zeros(x.data.len());
+        let backward = train_step(self, g, &x.data, &mut y);
+        let input = x.data.clone();
+        let run = move |dy: &mut [E], dx: &mut [E], grads: &mut Gradients<E, Cpu>| backward(&input, dy, dx, grads);
+        Ok((Act { data: Arc::new(Copied::unpooled(y)), shape: x.shape }, LayerBackward { input_len: x.data.len(), run: Box::new(run) }))
+    }
+}
+
+impl<const C: usize, const RELU: bool, E: Dtype + Real> FusableLayers<E, Cpu> for BatchNorm2DImpl<C, RELU, E, Cpu> {
+    fn cpu_layers<'a>(&'a mut self, out: &mut Vec<&'a mut dyn CpuLayer<E>>) -> bool {
+        out.push(self);
+        true
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl<const C: usize, const RELU: bool, E: Dtype> FusableLayers<E, dfdx::tensor::Cuda> for BatchNorm2DImpl<C, RELU, E, dfdx::tensor::Cuda>
+where
+    dfdx::tensor::Cuda: Storage<E>,
+{
+    fn cpu_layers<'a>(&'a mut self, _: &mut Vec<&'a mut dyn CpuLayer<E>>) -> bool {
+        false
     }
 }
 

@@ -29,12 +29,15 @@ mod depthwise;
 
 pub use cpu_kernel::ConvGeom;
 
+use std::sync::Arc;
+
 use dfdx::prelude::*;
 use dfdx::tensor::{Cpu, CpuError};
 use rand_distr::Uniform;
 
+use super::fused::{Act, CpuLayer, FusableLayers, LayerBackward};
 use super::gemm::Real;
-use super::tape::{copied, put_grad, take_grad, to_vec, zeros};
+use super::tape::{copied, put_grad, take_grad, to_vec, zeros, Copied};
 
 pub mod builder {
     /// A grouped convolution: `IPG` input channels per group (groups = I / IPG).
@@ -102,6 +105,14 @@ impl<
     /// not fit.
     pub fn geometry(batch: usize, h: usize, w: usize) -> Option<ConvGeom> {
         ConvGeom::new(batch, I, h, w, O, K, S, P, L, Self::GROUPS)
+    }
+
+    /// [`Self::geometry`]; panics when the kernel does not fit (model registries check input
+    /// shapes before any work starts).
+    fn fitting_geometry(batch: usize, h: usize, w: usize) -> ConvGeom {
+        Self::geometry(batch, h, w).unwrap_or_else(|| {
+            panic!("Conv2D<{I}, {O}, kernel {K}, dilation {L}, padding {P}>: input {h}x{w} is smaller than the kernel")
+        })
     }
 }
 
@@ -212,6 +223,54 @@ impl<E: Dtype + Real> Conv2DKernel<E> for Cpu {
     }
 }
 
+impl<const I: usize, const O: usize, const K: usize, const S: usize, const P: usize, const L: usize, const IPG: usize, E>
+    CpuLayer<E> for GroupedConv2D<I, O, K, S, P, L, IPG, E, Cpu>
+where
+    E: Dtype + Real,
+{
+    fn forward_train(&mut self, x: &Act<E>) -> Result<(Act<E>, LayerBackward<E>), CpuError> {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::CHECK;
+        let [b, _, h, w] = x.shape;
+        let geom = Self::fitting_geometry(b, h, w);
+        let wv = to_vec(&self.weight);
+        let mut y = zeros(geom.batch * O * geom.oh * geom.ow);
+        cpu_kernel::forward(&geom, &x.data, &wv, &mut y);
+        let (input, w_ghost) = (x.data.clone(), self.weight.ghost());
+        let run = move |dy: &mut [E], dx: &mut [E], grads: &mut Gradients<E, Cpu>| {
+            let mut dw = take_grad!(grads, &w_ghost);
+            cpu_kernel::backward(&geom, &input, &wv, dy, Some(dx), &mut dw);
+            put_grad!(grads, &w_ghost, dw);
+            Ok(())
+        };
+        let out = Act { data: Arc::new(Copied::unpooled(y)), shape: [b, O, geom.oh, geom.ow] };
+        Ok((out, LayerBackward { input_len: x.data.len(), run: Box::new(run) }))
+    }
+}
+
+impl<const I: usize, const O: usize, const K: usize, const S: usize, const P: usize, const L: usize, const IPG: usize, E>
+    FusableLayers<E, Cpu> for GroupedConv2D<I, O, K, S, P, L, IPG, E, Cpu>
+where
+    E: Dtype + Real,
+{
+    fn cpu_layers<'a>(&'a mut self, out: &mut Vec<&'a mut dyn CpuLayer<E>>) -> bool {
+        out.push(self);
+        true
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl<const I: usize, const O: usize, const K: usize, const S: usize, const P: usize, const L: usize, const IPG: usize, E>
+    FusableLayers<E, dfdx::tensor::Cuda> for GroupedConv2D<I, O, K, S, P, L, IPG, E, dfdx::tensor::Cuda>
+where
+    E: Dtype,
+    dfdx::tensor::Cuda: Storage<E>,
+{
+    fn cpu_layers<'a>(&'a mut self, _: &mut Vec<&'a mut dyn CpuLayer<E>>) -> bool {
+        false
+    }
+}
+
 #[cfg(feature = "cuda")]
 impl<E: Dtype> Conv2DKernel<E> for dfdx::tensor::Cuda
 where
@@ -270,10 +329,7 @@ impl<
         #[allow(clippy::let_unit_value)]
         let () = Self::CHECK;
         let (b, _, h, w) = *x.shape();
-        let geom = Self::geometry(b.size(), h.size(), w.size()).unwrap_or_else(|| {
-            panic!("Conv2D<{I}, {O}, kernel {K}, dilation {L}, padding {P}>: input {}x{} is smaller than the kernel", h.size(), w.size())
-        });
-        D::conv2d(x, &self.weight, geom)
+        D::conv2d(x, &self.weight, Self::fitting_geometry(b.size(), h.size(), w.size()))
     }
 }
 
