@@ -37,7 +37,7 @@ macro_rules! time_forward {
 
 fn main() {
     ssl::alloc::keep_freed_memory();
-    if let Err(e) = ssl::nn::gemm::kernels_asked() {
+    if let Err(e) = ssl::simd::kernels_asked() {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

@@ -37,7 +37,7 @@ fn time_step(model: &str, (c, hw): (usize, usize), batch: usize, steps: usize, t
 
 fn main() {
     ssl::alloc::keep_freed_memory();
-    if let Err(e) = ssl::nn::gemm::kernels_asked() {
+    if let Err(e) = ssl::simd::kernels_asked() {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

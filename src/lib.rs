@@ -21,6 +21,7 @@ pub mod progress;
 pub mod recipe;
 pub mod report;
 pub mod run;
+pub mod simd;
 pub mod tensors_file;
 pub mod train;
 pub mod viz;

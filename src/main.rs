@@ -48,7 +48,7 @@ fn main_of_rank() -> ExitCode {
     let message: Box<dyn Fn(&str) + Send + Sync> = if rank == 0 { Box::new(|line| println!("{line}")) } else { Box::new(|_| {}) };
     ssl::progress::set_reporter(ssl::progress::Reporter { message, bars: rank == 0 });
     let cli = Cli::parse();
-    if let Err(e) = ssl::nn::gemm::kernels_asked() {
+    if let Err(e) = ssl::simd::kernels_asked() {
         // Every rank meets it; rank 0 says it.
         if rank == 0 {
             eprintln!("error: {e}");

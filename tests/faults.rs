@@ -413,5 +413,5 @@ fn an_unknown_instruction_set_is_refused() {
     // avx2 where the CPU has gemm's AVX2 kernels, refused in one line where it has not.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ssl")).arg("models").env("SSL_CPU_ISA", "avx2").output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.success(), ssl::nn::gemm::avx2_kernels_run_here(), "{err}");
+    assert_eq!(out.status.success(), ssl::simd::avx2_kernels_run_here(), "{err}");
 }

@@ -1,12 +1,14 @@
 //! Gaussian blur: separable, reflect padding (as torchvision), kernel size given odd.
 
 use super::Image;
+use crate::simd;
 
 /// The kernel size SimCLR uses: about 10% of the image side, made odd, at least 3.
 pub fn kernel_size(side: usize, fraction: f32) -> usize {
     (((side as f32 * fraction) as usize) | 1).max(3)
 }
 
+#[inline(always)]
 fn reflect(i: isize, n: usize) -> usize {
     let n = n as isize;
     if n == 1 {
@@ -33,35 +35,40 @@ pub fn gaussian_blur(img: &mut Image, k: usize, sigma: f32) {
     let (h, wd) = (img.height, img.width);
     let mut padded = vec![0.0f32; wd + 2 * half];
     let mut tmp = vec![0.0f32; h * wd];
-    for plane in img.data.chunks_exact_mut(h * wd) {
-        // Horizontal: out[x] = sum_t w[t] * padded[x + t].
-        for y in 0..h {
-            let row = &plane[y * wd..][..wd];
-            padded[half..half + wd].copy_from_slice(row);
-            for e in 0..half {
-                padded[e] = row[reflect(e as isize - half as isize, wd)];
-                padded[half + wd + e] = row[reflect((wd + e) as isize, wd)];
-            }
-            let out = &mut tmp[y * wd..][..wd];
-            out.fill(0.0);
-            for (t, &wt) in w.iter().enumerate() {
-                for (o, &p) in out.iter_mut().zip(&padded[t..t + wd]) {
-                    *o += wt * p;
+    simd::run(
+        #[inline(always)]
+        || {
+            for plane in img.data.chunks_exact_mut(h * wd) {
+                // Horizontal: out[x] = sum_t w[t] * padded[x + t].
+                for y in 0..h {
+                    let row = &plane[y * wd..][..wd];
+                    padded[half..half + wd].copy_from_slice(row);
+                    for e in 0..half {
+                        padded[e] = row[reflect(e as isize - half as isize, wd)];
+                        padded[half + wd + e] = row[reflect((wd + e) as isize, wd)];
+                    }
+                    let out = &mut tmp[y * wd..][..wd];
+                    out.fill(0.0);
+                    for (t, &wt) in w.iter().enumerate() {
+                        for (o, &p) in out.iter_mut().zip(&padded[t..t + wd]) {
+                            *o += wt * p;
+                        }
+                    }
+                }
+                // Vertical: each output row is a weighted sum of reflected rows.
+                for y in 0..h {
+                    let out = &mut plane[y * wd..][..wd];
+                    out.fill(0.0);
+                    for (t, &wt) in w.iter().enumerate() {
+                        let sy = reflect(y as isize + t as isize - half as isize, h);
+                        for (o, &p) in out.iter_mut().zip(&tmp[sy * wd..][..wd]) {
+                            *o += wt * p;
+                        }
+                    }
                 }
             }
-        }
-        // Vertical: each output row is a weighted sum of reflected rows.
-        for y in 0..h {
-            let out = &mut plane[y * wd..][..wd];
-            out.fill(0.0);
-            for (t, &wt) in w.iter().enumerate() {
-                let sy = reflect(y as isize + t as isize - half as isize, h);
-                for (o, &p) in out.iter_mut().zip(&tmp[sy * wd..][..wd]) {
-                    *o += wt * p;
-                }
-            }
-        }
-    }
+        },
+    )
 }
 
 #[cfg(test)]

@@ -6,25 +6,50 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 
 use super::Image;
+use crate::simd;
 
 /// ITU-R 601 luma weights, as torchvision and PIL.
 const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
 
 /// Multiplies every value by `factor`.
 pub fn brightness(img: &mut Image, factor: f32) {
-    img.data.iter_mut().for_each(|v| *v = (*v * factor).clamp(0.0, 1.0));
+    simd::run(
+        #[inline(always)]
+        || {
+            for v in img.data.iter_mut() {
+                *v = (*v * factor).clamp(0.0, 1.0);
+            }
+        },
+    )
 }
 
 /// Blends with the mean gray level of the whole image.
 pub fn contrast(img: &mut Image, factor: f32) {
     let n = (img.height * img.width) as f32;
-    let mean = if img.channels == 3 {
-        (0..3).map(|ch| LUMA[ch] * img.plane(ch).iter().sum::<f32>()).sum::<f32>() / n
-    } else {
-        img.data.iter().sum::<f32>() / n
-    };
-    let shift = (1.0 - factor) * mean;
-    img.data.iter_mut().for_each(|v| *v = (factor * *v + shift).clamp(0.0, 1.0));
+    simd::run(
+        #[inline(always)]
+        || {
+            // Sums in order, one value after another (what `Iterator::sum` does).
+            let mut total = 0.0f32;
+            if img.channels == 3 {
+                for (ch, luma) in LUMA.iter().enumerate() {
+                    let mut s = 0.0f32;
+                    for &v in img.plane(ch) {
+                        s += v;
+                    }
+                    total += luma * s;
+                }
+            } else {
+                for &v in &img.data {
+                    total += v;
+                }
+            }
+            let shift = (1.0 - factor) * (total / n);
+            for v in img.data.iter_mut() {
+                *v = (factor * *v + shift).clamp(0.0, 1.0);
+            }
+        },
+    )
 }
 
 /// Blends each pixel with its own gray level.
@@ -34,15 +59,21 @@ pub fn saturation(img: &mut Image, factor: f32) {
     }
     let (r, g, b) = img.rgb_mut();
     let keep = 1.0 - factor;
-    for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
-        let gray = keep * (LUMA[0] * *r + LUMA[1] * *g + LUMA[2] * *b);
-        *r = (factor * *r + gray).clamp(0.0, 1.0);
-        *g = (factor * *g + gray).clamp(0.0, 1.0);
-        *b = (factor * *b + gray).clamp(0.0, 1.0);
-    }
+    simd::run(
+        #[inline(always)]
+        || {
+            for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+                let gray = keep * (LUMA[0] * *r + LUMA[1] * *g + LUMA[2] * *b);
+                *r = (factor * *r + gray).clamp(0.0, 1.0);
+                *g = (factor * *g + gray).clamp(0.0, 1.0);
+                *b = (factor * *b + gray).clamp(0.0, 1.0);
+            }
+        },
+    )
 }
 
 /// x mod 1 in [0, 1), without a libm call (floorf is not inlined on baseline x86-64).
+#[inline(always)]
 fn fract01(x: f32) -> f32 {
     let f = x - (x as i32) as f32;
     if f < 0.0 {
@@ -59,29 +90,41 @@ pub fn hue(img: &mut Image, shift: f32) {
     if img.channels != 3 {
         return;
     }
-    let sel = |c: bool, a: f32, b: f32| if c { a } else { b };
-    let (r, g, b) = img.rgb_mut();
-    for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
-        let (rv, gv, bv) = (*r, *g, *b);
-        let maxc = rv.max(gv).max(bv);
-        let minc = rv.min(gv).min(bv);
-        let cr = maxc - minc;
-        // Gray pixels (cr = 0) have s = 0 and come back unchanged whatever the hue.
-        let s = cr / sel(maxc > 0.0, maxc, 1.0);
-        let inv = 1.0 / sel(cr > 0.0, cr, 1.0);
-        let (rc, gc, bc) = ((maxc - rv) * inv, (maxc - gv) * inv, (maxc - bv) * inv);
-        let is_r = maxc == rv;
-        let is_g = maxc == gv && !is_r;
-        let h6 = sel(is_r, bc - gc, sel(is_g, 2.0 + rc - bc, 4.0 + gc - rc));
-        let h = fract01(h6 / 6.0 + shift);
-        let h6 = h * 6.0;
-        let i = (h6 as i32).clamp(0, 5);
-        let f = h6 - i as f32;
-        let (v, p, q, t) = (maxc, maxc * (1.0 - s), maxc * (1.0 - s * f), maxc * (1.0 - s * (1.0 - f)));
-        *r = sel(i == 0 || i == 5, v, sel(i == 1, q, sel(i == 4, t, p)));
-        *g = sel(i == 1 || i == 2, v, sel(i == 0, t, sel(i == 3, q, p)));
-        *b = sel(i == 3 || i == 4, v, sel(i == 2, t, sel(i == 5, q, p)));
+    #[inline(always)]
+    fn sel(c: bool, a: f32, b: f32) -> f32 {
+        if c {
+            a
+        } else {
+            b
+        }
     }
+    let (r, g, b) = img.rgb_mut();
+    simd::run(
+        #[inline(always)]
+        || {
+            for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+                let (rv, gv, bv) = (*r, *g, *b);
+                let maxc = rv.max(gv).max(bv);
+                let minc = rv.min(gv).min(bv);
+                let cr = maxc - minc;
+                // Gray pixels (cr = 0) have s = 0 and come back unchanged whatever the hue.
+                let s = cr / sel(maxc > 0.0, maxc, 1.0);
+                let inv = 1.0 / sel(cr > 0.0, cr, 1.0);
+                let (rc, gc, bc) = ((maxc - rv) * inv, (maxc - gv) * inv, (maxc - bv) * inv);
+                let is_r = maxc == rv;
+                let is_g = maxc == gv && !is_r;
+                let h6 = sel(is_r, bc - gc, sel(is_g, 2.0 + rc - bc, 4.0 + gc - rc));
+                let h = fract01(h6 / 6.0 + shift);
+                let h6 = h * 6.0;
+                let i = (h6 as i32).clamp(0, 5);
+                let f = h6 - i as f32;
+                let (v, p, q, t) = (maxc, maxc * (1.0 - s), maxc * (1.0 - s * f), maxc * (1.0 - s * (1.0 - f)));
+                *r = sel(i == 0 || i == 5, v, sel(i == 1, q, sel(i == 4, t, p)));
+                *g = sel(i == 1 || i == 2, v, sel(i == 0, t, sel(i == 3, q, p)));
+                *b = sel(i == 3 || i == 4, v, sel(i == 2, t, sel(i == 5, q, p)));
+            }
+        },
+    )
 }
 
 /// Replaces colour by its gray level (kept as three equal channels).
@@ -90,10 +133,15 @@ pub fn grayscale(img: &mut Image) {
         return;
     }
     let (r, g, b) = img.rgb_mut();
-    for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
-        let gray = LUMA[0] * *r + LUMA[1] * *g + LUMA[2] * *b;
-        (*r, *g, *b) = (gray, gray, gray);
-    }
+    simd::run(
+        #[inline(always)]
+        || {
+            for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+                let gray = LUMA[0] * *r + LUMA[1] * *g + LUMA[2] * *b;
+                (*r, *g, *b) = (gray, gray, gray);
+            }
+        },
+    )
 }
 
 /// Inverts every value at or above `threshold` (in [0, 1]).

@@ -7,6 +7,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::Image;
+use crate::simd;
 
 /// Resampling filter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,43 +133,51 @@ pub fn crop_resize(
     // Tap-major weights and start offsets, so the inner loop runs over output columns.
     let offs: Vec<usize> = wx.first.iter().map(|&f| f - col_lo).collect();
     let wk: Vec<f32> = (0..wx.taps).flat_map(|k| (0..out_w).map(move |x| (x, k))).map(|(x, k)| wx.w[x * wx.taps + k]).collect();
-    for y in row_lo..row_hi {
-        // The source row's used columns as f32, one plane per channel.
-        let srow = &src[(y * w + col_lo) * c..(y * w + col_hi) * c];
-        for (i, px) in srow.chunks_exact(c).enumerate() {
-            for (ch, &v) in px.iter().enumerate() {
-                planar[ch * cols + i] = v as f32;
-            }
-        }
-        for ch in 0..c {
-            let prow = &planar[ch * cols..][..cols];
-            let trow = &mut tmp[(ch * rows + y - row_lo) * out_w..][..out_w];
-            for k in 0..wx.taps {
-                let src = &prow[k..];
-                for ((t, &o), &wt) in trow.iter_mut().zip(&offs).zip(&wk[k * out_w..][..out_w]) {
-                    *t += wt * src[o];
+    let data = simd::run(
+        #[inline(always)]
+        || {
+            for y in row_lo..row_hi {
+                // The source row's used columns as f32, one plane per channel.
+                let srow = &src[(y * w + col_lo) * c..(y * w + col_hi) * c];
+                for (i, px) in srow.chunks_exact(c).enumerate() {
+                    for (ch, &v) in px.iter().enumerate() {
+                        planar[ch * cols + i] = v as f32;
+                    }
+                }
+                for ch in 0..c {
+                    let prow = &planar[ch * cols..][..cols];
+                    let trow = &mut tmp[(ch * rows + y - row_lo) * out_w..][..out_w];
+                    for k in 0..wx.taps {
+                        let src = &prow[k..];
+                        for ((t, &o), &wt) in trow.iter_mut().zip(&offs).zip(&wk[k * out_w..][..out_w]) {
+                            *t += wt * src[o];
+                        }
+                    }
                 }
             }
-        }
-    }
-    // Vertical pass: each output row is a weighted sum of whole rows.
-    let mut data = vec![0.0f32; c * out_h * out_w];
-    for ch in 0..c {
-        for y in 0..out_h {
-            let drow = &mut data[(ch * out_h + y) * out_w..][..out_w];
-            let (first, ws) = (wy.first[y], &wy.w[y * wy.taps..][..wy.taps]);
-            for (k, &wt) in ws.iter().enumerate() {
-                if wt == 0.0 {
-                    continue;
-                }
-                let trow = &tmp[(ch * rows + first + k - row_lo) * out_w..][..out_w];
-                for (d, s) in drow.iter_mut().zip(trow) {
-                    *d += wt * s;
+            // Vertical pass: each output row is a weighted sum of whole rows.
+            let mut data = vec![0.0f32; c * out_h * out_w];
+            for ch in 0..c {
+                for y in 0..out_h {
+                    let drow = &mut data[(ch * out_h + y) * out_w..][..out_w];
+                    let (first, ws) = (wy.first[y], &wy.w[y * wy.taps..][..wy.taps]);
+                    for (k, &wt) in ws.iter().enumerate() {
+                        if wt == 0.0 {
+                            continue;
+                        }
+                        let trow = &tmp[(ch * rows + first + k - row_lo) * out_w..][..out_w];
+                        for (d, s) in drow.iter_mut().zip(trow) {
+                            *d += wt * s;
+                        }
+                    }
+                    for v in drow.iter_mut() {
+                        *v = (*v / 255.0).clamp(0.0, 1.0);
+                    }
                 }
             }
-            drow.iter_mut().for_each(|v| *v = (*v / 255.0).clamp(0.0, 1.0));
-        }
-    }
+            data
+        },
+    );
     Image { height: out_h, width: out_w, channels: c, data }
 }
 

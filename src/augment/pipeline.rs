@@ -17,6 +17,7 @@ use super::rng::view_rng;
 use super::Image;
 use crate::data::{ImageShape, Split};
 use crate::error::{Error, Result};
+use crate::simd;
 
 /// Every augmentation parameter, with SimCLR's defaults (Chen et al. 2020, appendix A).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -202,12 +203,17 @@ impl Pipeline {
     /// Normalises a view into its C x H x W slot.
     pub fn write_chw(&self, img: &Image, out: &mut [f32]) {
         let hw = img.height * img.width;
-        for ch in 0..img.channels {
-            let (m, k) = (self.mean[ch], self.inv_std[ch]);
-            for (o, &v) in out[ch * hw..(ch + 1) * hw].iter_mut().zip(img.plane(ch)) {
-                *o = (v - m) * k;
-            }
-        }
+        simd::run(
+            #[inline(always)]
+            || {
+                for ch in 0..img.channels {
+                    let (m, k) = (self.mean[ch], self.inv_std[ch]);
+                    for (o, &v) in out[ch * hw..(ch + 1) * hw].iter_mut().zip(img.plane(ch)) {
+                        *o = (v - m) * k;
+                    }
+                }
+            },
+        )
     }
 
     /// Fills `out` with `views` views of each image at `indices`: [views * N, C, H, W], view v

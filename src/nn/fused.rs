@@ -20,8 +20,9 @@ use dfdx::prelude::*;
 use dfdx::tensor::{Cpu, CpuError};
 use rayon::prelude::*;
 
+use crate::simd;
+
 use super::gemm::Real;
-use super::simd;
 use super::tape::{copied, put_grad, take_grad, zeros, Copied};
 
 /// Elements per parallel task of the element-wise loops.

@@ -5,9 +5,9 @@
 //! Which kernels: gemm picks the widest the CPU has at run time (AVX-512 with the default
 //! `avx512` feature, else AVX2 with FMA). `SSL_CPU_ISA=avx2` in the environment makes every
 //! product take gemm's AVX2 kernels instead, on any x86-64 CPU, so the path AVX2-only machines
-//! run is tested, and measured, on an AVX-512 one without another build.
+//! run is tested, and measured, on an AVX-512 one without another build ([`crate::simd::kernels`]).
 
-use std::sync::OnceLock;
+use crate::simd::{kernels, Kernels};
 
 /// The float types the project's kernels run on.
 pub trait Real:
@@ -61,51 +61,6 @@ macro_rules! real_with_avx2_gemm {
 }
 real_with_avx2_gemm!(f32, gemm_f32::microkernel::fma::f32, 8);
 real_with_avx2_gemm!(f64, gemm_f64::microkernel::fma::f64, 4);
-
-/// Which GEMM kernels the products take.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kernels {
-    /// The widest the CPU has (gemm's run-time choice).
-    Native,
-    /// gemm's AVX2 (FMA) kernels, whatever the CPU has beyond them.
-    Avx2,
-}
-
-/// The kernels of this process: [`Kernels::Avx2`] when the environment has `SSL_CPU_ISA=avx2`
-/// (read once), else [`Kernels::Native`] (also for a value [`kernels_asked`] refuses).
-pub fn kernels() -> Kernels {
-    static CHOSEN: OnceLock<Kernels> = OnceLock::new();
-    *CHOSEN.get_or_init(|| kernels_asked().unwrap_or(Kernels::Native))
-}
-
-/// What `SSL_CPU_ISA` asks for: `avx2`, `native`, or unset or empty (any case).
-///
-/// # Errors
-/// Any other value, or `avx2` on a CPU without gemm's AVX2 kernels ([`avx2_kernels_run_here`]).
-pub fn kernels_asked() -> crate::error::Result<Kernels> {
-    let bad = |why: String| crate::error::Error::invalid("SSL_CPU_ISA", why);
-    match std::env::var("SSL_CPU_ISA") {
-        Err(std::env::VarError::NotPresent) => Ok(Kernels::Native),
-        Ok(v) if v.is_empty() || v.eq_ignore_ascii_case("native") => Ok(Kernels::Native),
-        Ok(v) if v.eq_ignore_ascii_case("avx2") => match avx2_kernels_run_here() {
-            true => Ok(Kernels::Avx2),
-            false => Err(bad("avx2 asked for, but this CPU lacks what gemm's AVX2 kernels need (AVX2, FMA, F16C)".into())),
-        },
-        Ok(v) => Err(bad(format!("'{v}' is not one of avx2, native"))),
-        Err(e) => Err(bad(e.to_string())),
-    }
-}
-
-/// Whether gemm's AVX2 kernels can run on this CPU: the same check gemm makes before it uses
-/// them (its `V3` instruction set: AVX2, FMA and F16C among others).
-pub fn avx2_kernels_run_here() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        <gemm_common::simd::V3 as gemm_common::simd::MixedSimd<f32, f32, f32, f32>>::try_new().is_some()
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
 
 /// A strided read-only matrix: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -201,6 +156,7 @@ pub fn matmul_on<E: Real>(on: Kernels, dst: &mut [E], ld: usize, a: Mat<E>, b: M
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simd::avx2_kernels_run_here;
 
     /// gemm's AVX2 kernels (what `SSL_CPU_ISA=avx2` runs) against the native ones and a plain
     /// triple loop, f32 and f64, over shapes that cover the kernels' edges (1 row or column,

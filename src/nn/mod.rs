@@ -8,7 +8,6 @@ pub mod fused;
 pub mod gemm;
 pub mod pool2d;
 pub mod relu;
-pub mod simd;
 pub mod residual;
 #[cfg(test)]
 pub mod gradcheck;

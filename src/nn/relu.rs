@@ -6,8 +6,9 @@ use dfdx::prelude::*;
 use dfdx::tensor::{Cpu, CpuError};
 use rayon::prelude::*;
 
+use crate::simd;
+
 use super::gemm::Real;
-use super::simd;
 use super::tape::{copied, put_grad, take_grad};
 
 /// Elements per parallel task.

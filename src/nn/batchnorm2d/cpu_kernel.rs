@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use crate::nn::gemm::Real;
-use crate::nn::simd;
+use crate::simd;
 
 /// Sizes of a call: `n` images of `c` channels of `hw` pixels.
 #[derive(Clone, Copy, Debug)]

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::depthwise;
 use crate::nn::gemm::{matmul, Mat, Real};
-use crate::nn::simd;
+use crate::simd;
 
 /// GEMM columns (output pixels over the chunk's images) aimed at per chunk.
 const CHUNK_COLS: usize = 256;

@@ -1,10 +1,11 @@
-//! Run-time instruction-set dispatch for the project's own loops (batch norm, ReLU, im2col,
-//! col2im): everything is built for x86-64-v3 (AVX2, `.cargo/config.toml`), so without this
-//! they would not use AVX-512 where the CPU has it.
+//! The instruction sets the process uses: the GEMM's kernels ([`kernels`]) and run-time
+//! dispatch for the project's own loops (augmentation; batch norm, ReLU, im2col, col2im).
+//! Everything is built for x86-64-v3 (AVX2, `.cargo/config.toml`), so without this the loops
+//! would not use AVX-512 where the CPU has it.
 //!
 //! [`run`] calls a closure from a function compiled with AVX-512 (F, BW, VL) or AVX2 + FMA
 //! enabled, the widest the CPU has, so the closure's loops (inlined into it) use those vectors.
-//! `SSL_CPU_ISA=avx2` caps it at AVX2, as it does the GEMM ([`super::gemm::kernels`]).
+//! `SSL_CPU_ISA=avx2` caps it at AVX2, as it does the GEMM ([`kernels`]).
 //!
 //! The results do not depend on the level: Rust never contracts `a * b + c` into an FMA, and
 //! no float reduction is reordered by the compiler, so every level computes the same
@@ -12,7 +13,50 @@
 
 use std::sync::OnceLock;
 
-use super::gemm::{kernels, Kernels};
+/// Which GEMM kernels the products take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernels {
+    /// The widest the CPU has (gemm's run-time choice).
+    Native,
+    /// gemm's AVX2 (FMA) kernels, whatever the CPU has beyond them.
+    Avx2,
+}
+
+/// The kernels of this process: [`Kernels::Avx2`] when the environment has `SSL_CPU_ISA=avx2`
+/// (read once), else [`Kernels::Native`] (also for a value [`kernels_asked`] refuses).
+pub fn kernels() -> Kernels {
+    static CHOSEN: OnceLock<Kernels> = OnceLock::new();
+    *CHOSEN.get_or_init(|| kernels_asked().unwrap_or(Kernels::Native))
+}
+
+/// What `SSL_CPU_ISA` asks for: `avx2`, `native`, or unset or empty (any case).
+///
+/// # Errors
+/// Any other value, or `avx2` on a CPU without gemm's AVX2 kernels ([`avx2_kernels_run_here`]).
+pub fn kernels_asked() -> crate::error::Result<Kernels> {
+    let bad = |why: String| crate::error::Error::invalid("SSL_CPU_ISA", why);
+    match std::env::var("SSL_CPU_ISA") {
+        Err(std::env::VarError::NotPresent) => Ok(Kernels::Native),
+        Ok(v) if v.is_empty() || v.eq_ignore_ascii_case("native") => Ok(Kernels::Native),
+        Ok(v) if v.eq_ignore_ascii_case("avx2") => match avx2_kernels_run_here() {
+            true => Ok(Kernels::Avx2),
+            false => Err(bad("avx2 asked for, but this CPU lacks what gemm's AVX2 kernels need (AVX2, FMA, F16C)".into())),
+        },
+        Ok(v) => Err(bad(format!("'{v}' is not one of avx2, native"))),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+/// Whether gemm's AVX2 kernels can run on this CPU: the same check gemm makes before it uses
+/// them (its `V3` instruction set: AVX2, FMA and F16C among others).
+pub fn avx2_kernels_run_here() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        <gemm_common::simd::V3 as gemm_common::simd::MixedSimd<f32, f32, f32, f32>>::try_new().is_some()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
 
 /// The instruction sets [`run`] compiles for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
