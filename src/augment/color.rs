@@ -29,11 +29,11 @@ pub fn contrast(img: &mut Image, factor: f32) {
     simd::run(
         #[inline(always)]
         || {
-            // Sums in order, one value after another (what `Iterator::sum` does).
-            let mut total = 0.0f32;
+            // Sums in order from -0.0, one value after another (what `Iterator::sum` does).
+            let mut total = -0.0f32;
             if img.channels == 3 {
                 for (ch, luma) in LUMA.iter().enumerate() {
-                    let mut s = 0.0f32;
+                    let mut s = -0.0f32;
                     for &v in img.plane(ch) {
                         s += v;
                     }

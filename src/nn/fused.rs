@@ -12,7 +12,9 @@
 //! in the same order; tested in `residual`).
 //!
 //! A layer takes part by implementing [`CpuLayer`] for the CPU and [`FusableLayers`] for every
-//! device (on others it answers `false`, and the block runs layer by layer).
+//! device (on others it answers `false`, and the block runs layer by layer). Every layer inside
+//! a residual block must implement [`FusableLayers`]; the project's layers that have no fused
+//! form (ReLU, pooling, flatten) answer `false`, so a block holding one runs layer by layer.
 
 use std::sync::Arc;
 
@@ -45,16 +47,22 @@ pub struct LayerBackward<E: Dtype> {
     pub run: Box<dyn FnOnce(&mut [E], &mut [E], &mut Gradients<E, Cpu>) -> Result<(), CpuError>>,
 }
 
-/// A layer that trains on the project's buffers: the forward of `ModuleMut` (batch statistics,
-/// running statistics updated) on `x`, returning the output and its backward.
+/// A layer that runs on the project's buffers.
 pub trait CpuLayer<E: Dtype> {
+    /// The forward of `Module` (evaluation: running statistics) on `x`.
+    fn forward_eval(&self, x: &Act<E>) -> Result<Act<E>, CpuError>;
+    /// The forward of `ModuleMut` (training: batch statistics, running statistics updated) on
+    /// `x`, returning the output and its backward.
     fn forward_train(&mut self, x: &Act<E>) -> Result<(Act<E>, LayerBackward<E>), CpuError>;
 }
 
 /// A module made of layers that can run fused on the CPU: pushes them, in order, and answers
 /// `true`; on another device, or with a layer that cannot, answers `false`.
 pub trait FusableLayers<E: Dtype, D: Storage<E>> {
+    /// The layers, to train.
     fn cpu_layers<'a>(&'a mut self, out: &mut Vec<&'a mut dyn CpuLayer<E>>) -> bool;
+    /// The layers, to evaluate.
+    fn cpu_layers_ref<'a>(&'a self, out: &mut Vec<&'a dyn CpuLayer<E>>) -> bool;
 }
 
 macro_rules! tuple_impls {
@@ -64,6 +72,11 @@ macro_rules! tuple_impls {
             fn cpu_layers<'a>(&'a mut self, out: &mut Vec<&'a mut dyn CpuLayer<E>>) -> bool {
                 let ($($name,)+) = self;
                 $($name.cpu_layers(out))&&+
+            }
+            #[allow(non_snake_case)]
+            fn cpu_layers_ref<'a>(&'a self, out: &mut Vec<&'a dyn CpuLayer<E>>) -> bool {
+                let ($($name,)+) = self;
+                $($name.cpu_layers_ref(out))&&+
             }
         }
     };
@@ -88,27 +101,23 @@ fn forward_chain<E: Dtype + Real>(layers: &mut [&mut dyn CpuLayer<E>], x: &Act<E
 }
 
 /// The backwards of a chain, last layer first, from the output gradient `dy`: the first
-/// layer's input gradient is added into `dx`.
+/// layer's input gradient is added into `dx`. Each gradient between layers is freed as soon as
+/// the layer before has used it.
 fn backward_chain<E: Dtype + Real>(
     backs: Vec<LayerBackward<E>>,
-    dy: &mut [E],
+    mut dy: Vec<E>,
     dx: &mut [E],
     grads: &mut Gradients<E, Cpu>,
 ) -> Result<(), CpuError> {
-    let mut between: Option<Vec<E>> = None;
     for (i, back) in backs.into_iter().enumerate().rev() {
-        let d_out: &mut [E] = match &mut between {
-            Some(b) => b,
-            None => &mut *dy,
-        };
         if i == 0 {
-            return (back.run)(d_out, dx, grads);
+            return (back.run)(&mut dy, dx, grads);
         }
         let mut d_in = zeros(back.input_len);
-        (back.run)(d_out, &mut d_in, grads)?;
-        between = Some(d_in);
+        (back.run)(&mut dy, &mut d_in, grads)?;
+        dy = d_in;
     }
-    add_into(dx, dy);
+    add_into(dx, &dy);
     Ok(())
 }
 
@@ -126,34 +135,20 @@ fn add_into<E: Real>(dst: &mut [E], src: &[E]) {
     });
 }
 
-/// `relu(f(x) + r(x))`, with `r` the identity when `None`, as one op on the tape: the fused
-/// form of `ResidualReLU` and `GeneralizedResidualReLU` in training. `x` is NCHW (rank 4);
-/// `O` is the output's shape type (that of `f`'s output).
-pub fn residual<S: Shape, O: Shape, E: Dtype + Real, T: Tape<E, Cpu>>(
-    f: &mut [&mut dyn CpuLayer<E>],
-    r: Option<&mut [&mut dyn CpuLayer<E>]>,
-    x: Tensor<S, E, Cpu, T>,
-) -> Result<Tensor<O, E, Cpu, T>, CpuError> {
-    let dims = x.shape().concrete();
-    let dims = dims.as_ref();
-    if dims.len() != 4 || O::NUM_DIMS != 4 {
-        return Err(CpuError::WrongNumElements);
+/// The layers' evaluation forwards from `x`.
+fn eval_chain<E: Dtype + Real>(layers: &[&dyn CpuLayer<E>], x: &Act<E>) -> Result<Act<E>, CpuError> {
+    let mut act = x.clone();
+    for layer in layers {
+        act = layer.forward_eval(&act)?;
     }
-    let (x, mut tape) = x.split_tape();
-    let input = Act { data: Arc::new(copied(&x)), shape: [dims[0], dims[1], dims[2], dims[3]] };
-    let (a, f_back) = forward_chain(f, &input)?;
-    let (b, r_back) = match r {
-        Some(r) => {
-            let (b, back) = forward_chain(r, &input)?;
-            (b, Some(back))
-        }
-        None => (input.clone(), None),
-    };
-    drop(input);
+    Ok(act)
+}
+
+/// `relu(a + b)` (shapes checked), and where it passes the gradient (a + b > 0).
+fn add_relu<E: Dtype + Real>(a: &Act<E>, b: &Act<E>) -> Result<(Vec<E>, Vec<u8>), CpuError> {
     if a.shape != b.shape {
         return Err(CpuError::WrongNumElements);
     }
-    // y = relu(a + b), and where it passes the gradient (a + b > 0), for the backward.
     let mut y = zeros::<E>(a.data.len());
     let mut pass = zeros::<u8>(a.data.len());
     y.par_chunks_mut(CHUNK).zip(pass.par_chunks_mut(CHUNK)).zip(a.data.par_chunks(CHUNK).zip(b.data.par_chunks(CHUNK))).for_each(
@@ -170,15 +165,77 @@ pub fn residual<S: Shape, O: Shape, E: Dtype + Real, T: Tape<E, Cpu>>(
             )
         },
     );
+    Ok((y, pass))
+}
+
+/// The NCHW dimensions of a rank-4 tensor, as a fused activation's shape.
+fn dims4<S: Shape>(s: &S) -> Result<[usize; 4], CpuError> {
+    match s.concrete().as_ref() {
+        &[n, c, h, w] => Ok([n, c, h, w]),
+        _ => Err(CpuError::WrongNumElements),
+    }
+}
+
+/// A rank-4 shape type's value from a fused activation's shape.
+fn shape_of<O: Shape>(dims: [usize; 4]) -> Result<O, CpuError> {
     let mut concrete = O::Concrete::default();
-    for (i, &d) in a.shape.iter().enumerate() {
+    if O::NUM_DIMS != 4 {
+        return Err(CpuError::WrongNumElements);
+    }
+    for (i, d) in dims.into_iter().enumerate() {
         concrete[i] = d;
     }
+    O::from_concrete(&concrete).ok_or(CpuError::WrongNumElements)
+}
+
+/// `relu(f(x) + r(x))`, with `r` the identity when `None`, in evaluation (no tape): the fused
+/// form of `ResidualReLU` and `GeneralizedResidualReLU`'s `forward`.
+pub fn residual_eval<S: Shape, O: Shape, E: Dtype + Real>(
+    f: &[&dyn CpuLayer<E>],
+    r: Option<&[&dyn CpuLayer<E>]>,
+    x: Tensor<S, E, Cpu>,
+) -> Result<Tensor<O, E, Cpu>, CpuError> {
+    let input = Act { data: Arc::new(copied(&x)), shape: dims4(x.shape())? };
+    let dev = x.device().clone();
+    drop(x);
+    let a = eval_chain(f, &input)?;
+    let b = match r {
+        Some(r) => eval_chain(r, &input)?,
+        None => input.clone(),
+    };
+    drop(input);
+    let (y, _) = add_relu(&a, &b)?;
+    dev.try_tensor_from_vec(y, shape_of(a.shape)?)
+}
+
+/// `relu(f(x) + r(x))`, with `r` the identity when `None`, as one op on the tape: the fused
+/// form of `ResidualReLU` and `GeneralizedResidualReLU` in training. `x` is NCHW (rank 4);
+/// `O` is the output's shape type (that of `f`'s output).
+pub fn residual<S: Shape, O: Shape, E: Dtype + Real, T: Tape<E, Cpu>>(
+    f: &mut [&mut dyn CpuLayer<E>],
+    r: Option<&mut [&mut dyn CpuLayer<E>]>,
+    x: Tensor<S, E, Cpu, T>,
+) -> Result<Tensor<O, E, Cpu, T>, CpuError> {
+    let shape = dims4(x.shape())?;
+    let (x, mut tape) = x.split_tape();
+    let input = Act { data: Arc::new(copied(&x)), shape };
+    // The dfdx input is not read again: its data goes now, not after the block.
+    let (dev, x_ghost) = (x.device().clone(), x.ghost());
+    drop(x);
+    let (a, f_back) = forward_chain(f, &input)?;
+    let (b, r_back) = match r {
+        Some(r) => {
+            let (b, back) = forward_chain(r, &input)?;
+            (b, Some(back))
+        }
+        None => (input.clone(), None),
+    };
+    drop(input);
+    let (y, pass) = add_relu(&a, &b)?;
+    let out = dev.try_tensor_from_vec(y, shape_of(a.shape)?)?;
     drop((a, b));
-    let shape = O::from_concrete(&concrete).ok_or(CpuError::WrongNumElements)?;
-    let out = x.device().try_tensor_from_vec(y, shape)?;
     if T::OWNS_TAPE {
-        let (x_ghost, out_ghost) = (x.ghost(), out.ghost());
+        let out_ghost = out.ghost();
         tape.add_backward_op(move |grads| {
             let mut dy = take_grad!(grads, &out_ghost);
             dy.par_chunks_mut(CHUNK).zip(pass.par_chunks(CHUNK)).for_each(|(d, p)| {
@@ -200,10 +257,10 @@ pub fn residual<S: Shape, O: Shape, E: Dtype + Real, T: Tape<E, Cpu>>(
                 Some(r_back) => {
                     let mut dr = Vec::with_capacity(dy.len());
                     dr.par_extend(dy.par_iter().copied());
-                    backward_chain(r_back, &mut dr, &mut dx, grads)?;
+                    backward_chain(r_back, dr, &mut dx, grads)?;
                 }
             }
-            backward_chain(f_back, &mut dy, &mut dx, grads)?;
+            backward_chain(f_back, dy, &mut dx, grads)?;
             put_grad!(grads, &x_ghost, dx);
             Ok(())
         });

@@ -30,6 +30,14 @@ pub trait ResidualKernel<E: Dtype>: ReluKernel<E> {
         r: Option<&mut R>,
         x: Tensor<S, E, Self, T>,
     ) -> Result<Result<Tensor<O, E, Self, T>, Tensor<S, E, Self, T>>, Self::Err>;
+    /// The same in evaluation (`Module::forward`, running statistics): one pass over the
+    /// block's layers when the device fuses them and `x` has no tape; else gives `x` back.
+    #[allow(clippy::type_complexity)]
+    fn fused_residual_eval<S: Shape, O: Shape, T: Tape<E, Self>, F: FusableLayers<E, Self>, R: FusableLayers<E, Self>>(
+        f: &F,
+        r: Option<&R>,
+        x: Tensor<S, E, Self, T>,
+    ) -> Result<Result<Tensor<O, E, Self, T>, Tensor<S, E, Self, T>>, Self::Err>;
 }
 
 impl<E: Dtype + Real> ResidualKernel<E> for Cpu {
@@ -45,6 +53,21 @@ impl<E: Dtype + Real> ResidualKernel<E> for Cpu {
         }
         fused::residual(&mut fl, has_r.then_some(&mut rl[..]), x).map(Ok)
     }
+
+    fn fused_residual_eval<S: Shape, O: Shape, T: Tape<E, Cpu>, F: FusableLayers<E, Cpu>, R: FusableLayers<E, Cpu>>(
+        f: &F,
+        r: Option<&R>,
+        x: Tensor<S, E, Cpu, T>,
+    ) -> Result<Result<Tensor<O, E, Cpu, T>, Tensor<S, E, Cpu, T>>, CpuError> {
+        let (mut fl, mut rl) = (Vec::new(), Vec::new());
+        let has_r = r.is_some();
+        if T::OWNS_TAPE || S::NUM_DIMS != 4 || O::NUM_DIMS != 4 || !f.cpu_layers_ref(&mut fl) || !r.is_none_or(|r| r.cpu_layers_ref(&mut rl)) {
+            return Ok(Err(x));
+        }
+        let (x, tape) = x.split_tape();
+        let y: Tensor<O, E, Cpu> = fused::residual_eval(&fl, has_r.then_some(&rl[..]), x)?;
+        Ok(Ok(y.put_tape(tape)))
+    }
 }
 
 #[cfg(feature = "cuda")]
@@ -59,13 +82,23 @@ where
     ) -> Result<Result<Tensor<O, E, Self, T>, Tensor<S, E, Self, T>>, Self::Err> {
         Ok(Err(x))
     }
+
+    fn fused_residual_eval<S: Shape, O: Shape, T: Tape<E, Self>, F: FusableLayers<E, Self>, R: FusableLayers<E, Self>>(
+        _: &F,
+        _: Option<&R>,
+        x: Tensor<S, E, Self, T>,
+    ) -> Result<Result<Tensor<O, E, Self, T>, Tensor<S, E, Self, T>>, Self::Err> {
+        Ok(Err(x))
+    }
 }
 
-/// relu(f(x) + x).
+/// relu(f(x) + x). Every layer of `f` implements `fused::FusableLayers` (the project's layers
+/// do; those with no fused form make the block run layer by layer).
 #[derive(Debug, Clone, Default)]
 pub struct ResidualReLU<F>(pub F);
 
-/// relu(f(x) + r(x)).
+/// relu(f(x) + r(x)). Every layer of `f` and `r` implements `fused::FusableLayers`, as for
+/// [`ResidualReLU`].
 #[derive(Debug, Clone, Default)]
 pub struct GeneralizedResidualReLU<F, R> {
     pub f: F,
@@ -103,15 +136,18 @@ impl<E: Dtype, D: Device<E>, F: TensorCollection<E, D>, R: TensorCollection<E, D
 
 type T4<S, E, D, T> = Tensor<S, E, D, T>;
 
-impl<S: Shape, E: Dtype, D: ReluKernel<E>, T: Tape<E, D>, F> Module<T4<S, E, D, T>> for ResidualReLU<F>
+impl<S: Shape, E: Dtype, D: ResidualKernel<E>, T: Tape<E, D>, F> Module<T4<S, E, D, T>> for ResidualReLU<F>
 where
-    F: Module<T4<S, E, D, T>, Output = T4<S, E, D, T>, Error = D::Err>,
+    F: Module<T4<S, E, D, T>, Output = T4<S, E, D, T>, Error = D::Err> + FusableLayers<E, D>,
 {
     type Output = T4<S, E, D, T>;
     type Error = D::Err;
 
     fn try_forward(&self, x: T4<S, E, D, T>) -> Result<Self::Output, D::Err> {
-        add_relu(self.0.try_forward(x.with_empty_tape())?, x)
+        match D::fused_residual_eval(&self.0, None::<&F>, x)? {
+            Ok(y) => Ok(y),
+            Err(x) => add_relu(self.0.try_forward(x.with_empty_tape())?, x),
+        }
     }
 }
 
@@ -130,16 +166,19 @@ where
     }
 }
 
-impl<S: Shape, O: Shape, E: Dtype, D: ReluKernel<E>, T: Tape<E, D>, F, R> Module<T4<S, E, D, T>> for GeneralizedResidualReLU<F, R>
+impl<S: Shape, O: Shape, E: Dtype, D: ResidualKernel<E>, T: Tape<E, D>, F, R> Module<T4<S, E, D, T>> for GeneralizedResidualReLU<F, R>
 where
-    F: Module<T4<S, E, D, T>, Output = T4<O, E, D, T>, Error = D::Err>,
-    R: Module<T4<S, E, D, T>, Output = T4<O, E, D, T>, Error = D::Err>,
+    F: Module<T4<S, E, D, T>, Output = T4<O, E, D, T>, Error = D::Err> + FusableLayers<E, D>,
+    R: Module<T4<S, E, D, T>, Output = T4<O, E, D, T>, Error = D::Err> + FusableLayers<E, D>,
 {
     type Output = T4<O, E, D, T>;
     type Error = D::Err;
 
     fn try_forward(&self, x: T4<S, E, D, T>) -> Result<Self::Output, D::Err> {
-        add_relu(self.f.try_forward(x.with_empty_tape())?, self.r.try_forward(x)?)
+        match D::fused_residual_eval(&self.f, Some(&self.r), x)? {
+            Ok(y) => Ok(y),
+            Err(x) => add_relu(self.f.try_forward(x.with_empty_tape())?, self.r.try_forward(x)?),
+        }
     }
 }
 
@@ -223,17 +262,26 @@ mod tests {
         grab.1
     }
 
+    /// The values' bits (as f64: exact for f32), so that -0.0 and 0.0 differ and NaN equals NaN.
+    fn bits<E: Real>(v: &[E]) -> Vec<u64> {
+        v.iter().map(|x| x.to_f64().unwrap().to_bits()).collect()
+    }
+
     /// Runs `fused` (the block's `forward_mut`: one op on the CPU) and `layers` (a clone of it
     /// run layer by layer) on the same input in training, and asserts the same output, input
     /// gradient, parameter gradients and running statistics, to the bit.
     fn assert_fused_equals_layers<E, M, const I: usize, const O: usize>(
         mut fused: M,
         one_by_one: impl Fn(&mut M, Map<E, I, OwnedTape<E, Cpu>>) -> Map<E, O, OwnedTape<E, Cpu>>,
+        one_by_one_eval: impl Fn(&M, Map<E, I>) -> Map<E, O>,
         (n, h, w): (usize, usize, usize),
     ) where
         E: Dtype + Real,
         Cpu: Device<E>,
-        M: Clone + TensorCollection<E, Cpu> + ModuleMut<Map<E, I, OwnedTape<E, Cpu>>, Output = Map<E, O, OwnedTape<E, Cpu>>, Error = CpuError>,
+        M: Clone
+            + TensorCollection<E, Cpu>
+            + ModuleMut<Map<E, I, OwnedTape<E, Cpu>>, Output = Map<E, O, OwnedTape<E, Cpu>>, Error = CpuError>
+            + Module<Map<E, I>, Output = Map<E, O>, Error = CpuError>,
     {
         let dev: Cpu = Default::default();
         let mut layers = fused.clone();
@@ -242,17 +290,19 @@ mod tests {
         let a = fused.forward_mut(x.leaky_trace());
         let b = one_by_one(&mut layers, x.leaky_trace());
         assert_eq!(a.shape(), b.shape());
-        assert_eq!(a.as_vec(), b.as_vec(), "outputs");
+        assert_eq!(bits(&a.as_vec()), bits(&b.as_vec()), "outputs");
         let r: Map<E, O> = dev.tensor_from_vec(cast(values(a.shape().num_elements(), 22)), *a.shape());
         let (ga, gb) = ((a * r.clone()).sum().backward(), (b * r).sum().backward());
-        assert_eq!(ga.get(&x).as_vec(), gb.get(&x).as_vec(), "input gradients");
+        assert_eq!(bits(&ga.get(&x).as_vec()), bits(&gb.get(&x).as_vec()), "input gradients");
         let (ta, tb) = (tensors_and_grads(&mut fused, &ga), tensors_and_grads(&mut layers, &gb));
         assert_eq!(ta.len(), tb.len());
         for (i, ((va, da), (vb, db))) in ta.iter().zip(&tb).enumerate() {
-            assert_eq!(va, vb, "tensor {i} (running statistics)");
-            assert_eq!(da, db, "gradient of tensor {i}");
+            assert_eq!(bits(va), bits(vb), "tensor {i} (running statistics)");
+            assert_eq!(bits(da), bits(db), "gradient of tensor {i}");
             assert!(da.is_empty() || da.iter().any(|v| *v != E::zero()), "tensor {i} got a gradient");
         }
+        // Evaluation (running statistics, moved by the forward above): the same bits too.
+        assert_eq!(bits(&fused.forward(x.clone()).as_vec()), bits(&one_by_one_eval(&layers, x).as_vec()), "evaluation outputs");
     }
 
     type Basic<const C: usize> = (Conv2D<C, C, 3, 1, 1>, BatchNormReLU2D<C>, Conv2D<C, C, 3, 1, 1>, BatchNorm2D<C>);
@@ -267,14 +317,32 @@ mod tests {
             ($e:ty) => {{
                 let dev = Cpu::seed_from_u64(11);
                 let m = dev.build_module::<ResidualReLU<Basic<3>>, $e>();
-                let mut f = m.0.clone();
-                assert!(FusableLayers::<$e, Cpu>::cpu_layers(&mut f, &mut Vec::new()), "the block's layers run fused");
-                assert_fused_equals_layers(m, |m, x| add_relu(m.0.forward_mut(x.with_empty_tape()), x).unwrap(), (5, 7, 6));
-                let m = dev.build_module::<Down<2, 4>, $e>();
+                // Both blocks take the fused path in training and evaluation (else the
+                // comparisons below would compare the layer-by-layer path with itself).
+                let x3: Map<$e, 3> = dev.tensor_from_vec(vec![0.5; 2 * 3 * 5 * 4], (2, Const, 5, 4));
+                let mut c = m.clone();
+                let fused = <Cpu as ResidualKernel<$e>>::fused_residual::<_, (usize, Const<3>, usize, usize), _, _, Built<Basic<3>, $e>>(&mut c.0, None, x3.leaky_trace());
+                assert!(matches!(fused, Ok(Ok(_))), "basic block trains fused");
+                let fused = <Cpu as ResidualKernel<$e>>::fused_residual_eval::<_, (usize, Const<3>, usize, usize), _, _, Built<Basic<3>, $e>>(&c.0, None, x3);
+                assert!(matches!(fused, Ok(Ok(_))), "basic block evaluates fused");
+                let d = dev.build_module::<Down<2, 4>, $e>();
+                let mut c = d.clone();
+                let x2: Map<$e, 2> = dev.tensor_from_vec(vec![0.5; 2 * 2 * 6 * 6], (2, Const, 6, 6));
+                let fused = <Cpu as ResidualKernel<$e>>::fused_residual::<_, (usize, Const<4>, usize, usize), _, _, _>(&mut c.f, Some(&mut c.r), x2.leaky_trace());
+                assert!(matches!(fused, Ok(Ok(_))), "down block trains fused");
+                let fused = <Cpu as ResidualKernel<$e>>::fused_residual_eval::<_, (usize, Const<4>, usize, usize), _, _, _>(&c.f, Some(&c.r), x2);
+                assert!(matches!(fused, Ok(Ok(_))), "down block evaluates fused");
+                let one_by_one = |m: &mut Built<ResidualReLU<Basic<3>>, $e>, x: Map<$e, 3, OwnedTape<$e, Cpu>>| {
+                    add_relu(m.0.forward_mut(x.with_empty_tape()), x).unwrap()
+                };
+                let one_by_one_eval = |m: &Built<ResidualReLU<Basic<3>>, $e>, x: Map<$e, 3>| add_relu(m.0.forward(x.clone()), x).unwrap();
+                assert_fused_equals_layers(m, one_by_one, one_by_one_eval, (5, 7, 6));
+                let m = d;
                 let one_by_one = |m: &mut Built<Down<2, 4>, $e>, x: Map<$e, 2, OwnedTape<$e, Cpu>>| {
                     add_relu(m.f.forward_mut(x.with_empty_tape()), m.r.forward_mut(x)).unwrap()
                 };
-                assert_fused_equals_layers(m, one_by_one, (4, 9, 8));
+                let one_by_one_eval = |m: &Built<Down<2, 4>, $e>, x: Map<$e, 2>| add_relu(m.f.forward(x.clone()), m.r.forward(x)).unwrap();
+                assert_fused_equals_layers(m, one_by_one, one_by_one_eval, (4, 9, 8));
             }};
         }
         check!(f32);

@@ -26,11 +26,11 @@ pub fn zeros<E: Copy + Default + Send + Sync>(n: usize) -> Vec<E> {
     v
 }
 
-/// A copy of a tensor's elements in a reused buffer, for kernels that only read them: the
-/// buffer comes from a pool of earlier ones (a step copies the same sizes again and again), so
-/// it is neither zero-filled nor freshly paged before the copy, as [`to_vec`]'s is. Dereferences
-/// to the elements; goes back to the pool when dropped. [`Copied::unpooled`] wraps a kernel's
-/// output the same way (an activation inside a fused op, `super::fused`).
+/// A copy of a tensor's elements in a reused buffer: the buffer comes from a pool of earlier
+/// ones (a step copies the same sizes again and again), so it is neither zero-filled nor freshly
+/// paged before the copy, as [`to_vec`]'s is. Dereferences to the elements (mutably too); goes
+/// back to the pool when dropped. [`Copied::unpooled`] wraps a kernel's output the same way (an
+/// activation inside a fused op, `super::fused`), to go back to the allocator instead.
 pub struct Copied<E: 'static + Send> {
     buf: Vec<E>,
     len: usize,

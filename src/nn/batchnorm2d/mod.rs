@@ -117,20 +117,8 @@ impl<E: Dtype + Real> BatchNorm2DKernel<E> for Cpu {
         layer: &BatchNorm2DImpl<C, RELU, E, Cpu>,
         x: Map<B, C, H, W, E, Cpu>,
     ) -> Result<Map<B, C, H, W, E, Cpu>, CpuError> {
-        let g = geom(x.shape());
-        let as_f64 = |t: &Tensor<Rank1<C>, E, Cpu>| to_vec(t).iter().map(|v| v.to_f64().unwrap()).collect::<Vec<_>>();
         let mut y = zeros(x.shape().num_elements());
-        cpu_kernel::normalize(
-            &g,
-            &copied(&x),
-            &as_f64(&layer.running_mean),
-            &as_f64(&layer.running_var),
-            layer.epsilon,
-            &to_vec(&layer.scale),
-            &to_vec(&layer.bias),
-            RELU,
-            &mut y,
-        );
+        eval_step(layer, geom(x.shape()), &copied(&x), &mut y);
         Ok(x.device().tensor_from_vec(y, *x.shape()))
     }
 
@@ -154,6 +142,13 @@ impl<E: Dtype + Real> BatchNorm2DKernel<E> for Cpu {
         });
         Ok(out.put_tape(tape))
     }
+}
+
+/// An evaluation forward of `layer` on `xv` (geometry `g`) into `y`: the running statistics.
+fn eval_step<const C: usize, const RELU: bool, E: Dtype + Real>(layer: &BatchNorm2DImpl<C, RELU, E, Cpu>, g: BnGeom, xv: &[E], y: &mut [E]) {
+    let as_f64 = |t: &Tensor<Rank1<C>, E, Cpu>| to_vec(t).iter().map(|v| v.to_f64().unwrap()).collect::<Vec<_>>();
+    let (mean, var) = (as_f64(&layer.running_mean), as_f64(&layer.running_var));
+    cpu_kernel::normalize(&g, xv, &mean, &var, layer.epsilon, &to_vec(&layer.scale), &to_vec(&layer.bias), RELU, y);
 }
 
 /// A training forward of `layer` on `xv` (geometry `g`) into `y`: normalised with the batch
@@ -200,12 +195,25 @@ fn train_step<const C: usize, const RELU: bool, E: Dtype + Real>(
     }
 }
 
+/// The geometry of a fused activation, checked against the layer's channels.
+fn act_geom<E: Dtype>(x: &Act<E>, c: usize) -> Result<BnGeom, CpuError> {
+    let g = BnGeom { n: x.shape[0], c, hw: x.shape[2] * x.shape[3] };
+    match x.shape[1] == c && x.data.len() == g.n * g.c * g.hw {
+        true => Ok(g),
+        false => Err(CpuError::WrongNumElements),
+    }
+}
+
 impl<const C: usize, const RELU: bool, E: Dtype + Real> CpuLayer<E> for BatchNorm2DImpl<C, RELU, E, Cpu> {
+    fn forward_eval(&self, x: &Act<E>) -> Result<Act<E>, CpuError> {
+        let g = act_geom(x, C)?;
+        let mut y = zeros(x.data.len());
+        eval_step(self, g, &x.data, &mut y);
+        Ok(Act { data: Arc::new(Copied::unpooled(y)), shape: x.shape })
+    }
+
     fn forward_train(&mut self, x: &Act<E>) -> Result<(Act<E>, LayerBackward<E>), CpuError> {
-        let g = BnGeom { n: x.shape[0], c: C, hw: x.shape[2] * x.shape[3] };
-        if x.shape[1] != C || x.data.len() != g.n * g.c * g.hw {
-            return Err(CpuError::WrongNumElements);
-        }
+        let g = act_geom(x, C)?;
         let mut y = zeros(x.data.len());
         let backward = train_step(self, g, &x.data, &mut y);
         let input = x.data.clone();
@@ -219,6 +227,10 @@ impl<const C: usize, const RELU: bool, E: Dtype + Real> FusableLayers<E, Cpu> fo
         out.push(self);
         true
     }
+    fn cpu_layers_ref<'a>(&'a self, out: &mut Vec<&'a dyn CpuLayer<E>>) -> bool {
+        out.push(self);
+        true
+    }
 }
 
 #[cfg(feature = "cuda")]
@@ -227,6 +239,9 @@ where
     dfdx::tensor::Cuda: Storage<E>,
 {
     fn cpu_layers<'a>(&'a mut self, _: &mut Vec<&'a mut dyn CpuLayer<E>>) -> bool {
+        false
+    }
+    fn cpu_layers_ref<'a>(&'a self, _: &mut Vec<&'a dyn CpuLayer<E>>) -> bool {
         false
     }
 }

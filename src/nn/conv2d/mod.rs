@@ -228,14 +228,12 @@ impl<const I: usize, const O: usize, const K: usize, const S: usize, const P: us
 where
     E: Dtype + Real,
 {
+    fn forward_eval(&self, x: &Act<E>) -> Result<Act<E>, CpuError> {
+        Ok(self.forward_act(x)?.0)
+    }
+
     fn forward_train(&mut self, x: &Act<E>) -> Result<(Act<E>, LayerBackward<E>), CpuError> {
-        #[allow(clippy::let_unit_value)]
-        let () = Self::CHECK;
-        let [b, _, h, w] = x.shape;
-        let geom = Self::fitting_geometry(b, h, w);
-        let wv = to_vec(&self.weight);
-        let mut y = zeros(geom.batch * O * geom.oh * geom.ow);
-        cpu_kernel::forward(&geom, &x.data, &wv, &mut y);
+        let (out, geom, wv) = self.forward_act(x)?;
         let (input, w_ghost) = (x.data.clone(), self.weight.ghost());
         let run = move |dy: &mut [E], dx: &mut [E], grads: &mut Gradients<E, Cpu>| {
             let mut dw = take_grad!(grads, &w_ghost);
@@ -243,8 +241,28 @@ where
             put_grad!(grads, &w_ghost, dw);
             Ok(())
         };
-        let out = Act { data: Arc::new(Copied::unpooled(y)), shape: [b, O, geom.oh, geom.ow] };
         Ok((out, LayerBackward { input_len: x.data.len(), run: Box::new(run) }))
+    }
+}
+
+impl<const I: usize, const O: usize, const K: usize, const S: usize, const P: usize, const L: usize, const IPG: usize, E>
+    GroupedConv2D<I, O, K, S, P, L, IPG, E, Cpu>
+where
+    E: Dtype + Real,
+{
+    /// The forward on a fused activation: the output, the geometry and the weights read.
+    fn forward_act(&self, x: &Act<E>) -> Result<(Act<E>, ConvGeom, Vec<E>), CpuError> {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::CHECK;
+        let [b, c, h, w] = x.shape;
+        if c != I || x.data.len() != b * c * h * w {
+            return Err(CpuError::WrongNumElements);
+        }
+        let geom = Self::fitting_geometry(b, h, w);
+        let wv = to_vec(&self.weight);
+        let mut y = zeros(geom.batch * O * geom.oh * geom.ow);
+        cpu_kernel::forward(&geom, &x.data, &wv, &mut y);
+        Ok((Act { data: Arc::new(Copied::unpooled(y)), shape: [b, O, geom.oh, geom.ow] }, geom, wv))
     }
 }
 
@@ -254,6 +272,10 @@ where
     E: Dtype + Real,
 {
     fn cpu_layers<'a>(&'a mut self, out: &mut Vec<&'a mut dyn CpuLayer<E>>) -> bool {
+        out.push(self);
+        true
+    }
+    fn cpu_layers_ref<'a>(&'a self, out: &mut Vec<&'a dyn CpuLayer<E>>) -> bool {
         out.push(self);
         true
     }
@@ -267,6 +289,9 @@ where
     dfdx::tensor::Cuda: Storage<E>,
 {
     fn cpu_layers<'a>(&'a mut self, _: &mut Vec<&'a mut dyn CpuLayer<E>>) -> bool {
+        false
+    }
+    fn cpu_layers_ref<'a>(&'a self, _: &mut Vec<&'a dyn CpuLayer<E>>) -> bool {
         false
     }
 }
