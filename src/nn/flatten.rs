@@ -11,14 +11,7 @@ impl<const F: usize> ZeroSizedModule for Flatten2D<F> {}
 impl<const F: usize> NonMutableModule for Flatten2D<F> {}
 
 /// No fused form: a residual block holding it runs layer by layer.
-impl<const F: usize, E: Dtype, D: Storage<E>> crate::nn::fused::FusableLayers<E, D> for Flatten2D<F> {
-    fn cpu_layers<'a>(&'a mut self, _: &mut Vec<&'a mut dyn crate::nn::fused::CpuLayer<E>>) -> bool {
-        false
-    }
-    fn cpu_layers_ref<'a>(&'a self, _: &mut Vec<&'a dyn crate::nn::fused::CpuLayer<E>>) -> bool {
-        false
-    }
-}
+impl<const F: usize, E: Dtype, D: Storage<E>> crate::nn::fused::FusableLayers<E, D> for Flatten2D<F> {}
 
 impl<const F: usize, B: Dim, C: Dim, H: Dim, W: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>>
     Module<Tensor<(B, C, H, W), E, D, T>> for Flatten2D<F>

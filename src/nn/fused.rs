@@ -57,13 +57,32 @@ pub trait CpuLayer<E: Dtype> {
 }
 
 /// A module made of layers that can run fused on the CPU: pushes them, in order, and answers
-/// `true`; on another device, or with a layer that cannot, answers `false`.
+/// `true`; on another device, or with a layer that cannot, answers `false` (the default).
 pub trait FusableLayers<E: Dtype, D: Storage<E>> {
     /// The layers, to train.
-    fn cpu_layers<'a>(&'a mut self, out: &mut Vec<&'a mut dyn CpuLayer<E>>) -> bool;
+    fn cpu_layers<'a>(&'a mut self, _out: &mut Vec<&'a mut dyn CpuLayer<E>>) -> bool {
+        false
+    }
     /// The layers, to evaluate.
-    fn cpu_layers_ref<'a>(&'a self, out: &mut Vec<&'a dyn CpuLayer<E>>) -> bool;
+    fn cpu_layers_ref<'a>(&'a self, _out: &mut Vec<&'a dyn CpuLayer<E>>) -> bool {
+        false
+    }
 }
+
+/// The [`FusableLayers`] methods of a layer that is itself its [`CpuLayer`] (element type `E`).
+macro_rules! fusable_as_itself {
+    () => {
+        fn cpu_layers<'a>(&'a mut self, out: &mut Vec<&'a mut dyn $crate::nn::fused::CpuLayer<E>>) -> bool {
+            out.push(self);
+            true
+        }
+        fn cpu_layers_ref<'a>(&'a self, out: &mut Vec<&'a dyn $crate::nn::fused::CpuLayer<E>>) -> bool {
+            out.push(self);
+            true
+        }
+    };
+}
+pub(crate) use fusable_as_itself;
 
 macro_rules! tuple_impls {
     ($($name:ident),+) => {

@@ -22,14 +22,7 @@ impl ZeroSizedModule for ReLU {}
 impl NonMutableModule for ReLU {}
 
 /// No fused form: a residual block holding it runs layer by layer.
-impl<E: Dtype, D: Storage<E>> crate::nn::fused::FusableLayers<E, D> for ReLU {
-    fn cpu_layers<'a>(&'a mut self, _: &mut Vec<&'a mut dyn crate::nn::fused::CpuLayer<E>>) -> bool {
-        false
-    }
-    fn cpu_layers_ref<'a>(&'a self, _: &mut Vec<&'a dyn crate::nn::fused::CpuLayer<E>>) -> bool {
-        false
-    }
-}
+impl<E: Dtype, D: Storage<E>> crate::nn::fused::FusableLayers<E, D> for ReLU {}
 
 /// A device that runs [`ReLU`] and the residual blocks' fused addition + ReLU: the CPU with
 /// the project's kernels, CUDA (with the `cuda` feature) with dfdx's ops.

@@ -223,27 +223,15 @@ impl<const C: usize, const RELU: bool, E: Dtype + Real> CpuLayer<E> for BatchNor
 }
 
 impl<const C: usize, const RELU: bool, E: Dtype + Real> FusableLayers<E, Cpu> for BatchNorm2DImpl<C, RELU, E, Cpu> {
-    fn cpu_layers<'a>(&'a mut self, out: &mut Vec<&'a mut dyn CpuLayer<E>>) -> bool {
-        out.push(self);
-        true
-    }
-    fn cpu_layers_ref<'a>(&'a self, out: &mut Vec<&'a dyn CpuLayer<E>>) -> bool {
-        out.push(self);
-        true
-    }
+    super::fused::fusable_as_itself!();
 }
 
+/// On CUDA a residual block runs layer by layer.
 #[cfg(feature = "cuda")]
 impl<const C: usize, const RELU: bool, E: Dtype> FusableLayers<E, dfdx::tensor::Cuda> for BatchNorm2DImpl<C, RELU, E, dfdx::tensor::Cuda>
 where
     dfdx::tensor::Cuda: Storage<E>,
 {
-    fn cpu_layers<'a>(&'a mut self, _: &mut Vec<&'a mut dyn CpuLayer<E>>) -> bool {
-        false
-    }
-    fn cpu_layers_ref<'a>(&'a self, _: &mut Vec<&'a dyn CpuLayer<E>>) -> bool {
-        false
-    }
 }
 
 #[cfg(feature = "cuda")]

@@ -271,16 +271,10 @@ impl<const I: usize, const O: usize, const K: usize, const S: usize, const P: us
 where
     E: Dtype + Real,
 {
-    fn cpu_layers<'a>(&'a mut self, out: &mut Vec<&'a mut dyn CpuLayer<E>>) -> bool {
-        out.push(self);
-        true
-    }
-    fn cpu_layers_ref<'a>(&'a self, out: &mut Vec<&'a dyn CpuLayer<E>>) -> bool {
-        out.push(self);
-        true
-    }
+    super::fused::fusable_as_itself!();
 }
 
+/// On CUDA a residual block runs layer by layer.
 #[cfg(feature = "cuda")]
 impl<const I: usize, const O: usize, const K: usize, const S: usize, const P: usize, const L: usize, const IPG: usize, E>
     FusableLayers<E, dfdx::tensor::Cuda> for GroupedConv2D<I, O, K, S, P, L, IPG, E, dfdx::tensor::Cuda>
@@ -288,12 +282,6 @@ where
     E: Dtype,
     dfdx::tensor::Cuda: Storage<E>,
 {
-    fn cpu_layers<'a>(&'a mut self, _: &mut Vec<&'a mut dyn CpuLayer<E>>) -> bool {
-        false
-    }
-    fn cpu_layers_ref<'a>(&'a self, _: &mut Vec<&'a dyn CpuLayer<E>>) -> bool {
-        false
-    }
 }
 
 #[cfg(feature = "cuda")]

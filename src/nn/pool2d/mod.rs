@@ -34,24 +34,10 @@ impl<const K: usize, const S: usize, const P: usize> ZeroSizedModule for MaxPool
 impl<const K: usize, const S: usize, const P: usize> NonMutableModule for MaxPool2D<K, S, P> {}
 
 /// No fused form: a residual block holding it runs layer by layer.
-impl<const K: usize, const S: usize, const P: usize, E: Dtype, D: Storage<E>> crate::nn::fused::FusableLayers<E, D> for MaxPool2D<K, S, P> {
-    fn cpu_layers<'a>(&'a mut self, _: &mut Vec<&'a mut dyn crate::nn::fused::CpuLayer<E>>) -> bool {
-        false
-    }
-    fn cpu_layers_ref<'a>(&'a self, _: &mut Vec<&'a dyn crate::nn::fused::CpuLayer<E>>) -> bool {
-        false
-    }
-}
+impl<const K: usize, const S: usize, const P: usize, E: Dtype, D: Storage<E>> crate::nn::fused::FusableLayers<E, D> for MaxPool2D<K, S, P> {}
 
 /// No fused form: a residual block holding it runs layer by layer.
-impl<const K: usize, const S: usize, const P: usize, E: Dtype, D: Storage<E>> crate::nn::fused::FusableLayers<E, D> for AvgPool2D<K, S, P> {
-    fn cpu_layers<'a>(&'a mut self, _: &mut Vec<&'a mut dyn crate::nn::fused::CpuLayer<E>>) -> bool {
-        false
-    }
-    fn cpu_layers_ref<'a>(&'a self, _: &mut Vec<&'a dyn crate::nn::fused::CpuLayer<E>>) -> bool {
-        false
-    }
-}
+impl<const K: usize, const S: usize, const P: usize, E: Dtype, D: Storage<E>> crate::nn::fused::FusableLayers<E, D> for AvgPool2D<K, S, P> {}
 impl<const K: usize, const S: usize, const P: usize> ZeroSizedModule for AvgPool2D<K, S, P> {}
 impl<const K: usize, const S: usize, const P: usize> NonMutableModule for AvgPool2D<K, S, P> {}
 
