@@ -1,6 +1,6 @@
-//! Layers run back to back on the project's own buffers as one op on dfdx's tape (CPU
-//! training): a residual block's convolutions and batch norms hand their activations to each
-//! other directly instead of through dfdx tensors.
+//! Layers run back to back on the project's own buffers, as one op on dfdx's tape in training
+//! and as one pass in evaluation (CPU): a residual block's convolutions and batch norms hand
+//! their activations to each other directly instead of through dfdx tensors.
 //!
 //! Every dfdx tensor between two of the project's ops costs a single-threaded copy out of it
 //! (dfdx 0.13 lends no view of a tensor's data), and in the backward a single-threaded,
