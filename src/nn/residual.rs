@@ -1,8 +1,8 @@
 //! Residual connections with the ResNet's final ReLU fused in: relu(f(x) + x) and
 //! relu(f(x) + r(x)) in one parallel pass, where dfdx's `Residual` followed by `ReLU` runs two
-//! single-threaded passes and keeps one more activation for the backward. In training on the
-//! CPU the whole block is one op on the tape (`super::fused`): its layers pass activations to
-//! each other without going through dfdx tensors.
+//! single-threaded passes and keeps one more activation for the backward. On the CPU the whole
+//! block is one op on the tape in training, and one pass in evaluation (`super::fused`): its
+//! layers pass activations to each other without going through dfdx tensors.
 
 use dfdx::prelude::*;
 use dfdx::tensor::{Cpu, CpuError, WithEmptyTape};
@@ -19,8 +19,7 @@ pub fn add_relu<S: Shape, E: Dtype, D: ReluKernel<E>, T: Tape<E, D>>(
     D::add_relu(a, b)
 }
 
-/// A device that runs a residual block in training: the CPU as one fused op, others layer by
-/// layer.
+/// A device that runs a residual block: the CPU as one fused op, others layer by layer.
 pub trait ResidualKernel<E: Dtype>: ReluKernel<E> {
     /// relu(f(x) + r(x)), with `r` the identity when `None`, as one op when the device fuses
     /// `f`'s and `r`'s layers (`Ok(Ok(y))`); `Ok(Err(x))` gives `x` back to run them one by one.

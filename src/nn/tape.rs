@@ -58,10 +58,9 @@ fn with_pool<E: 'static + Send, R>(f: impl FnOnce(&mut Vec<Vec<E>>) -> R) -> R {
     f(pools[at].1.downcast_mut::<Vec<Vec<E>>>().expect("pool of its type"))
 }
 
-/// A buffer of `len` elements from the pool (their values are whatever an earlier user left).
-/// The smallest pooled buffer that is long enough and at most
-/// twice as long (a small buffer holding a large one until its backward would make others
-/// allocate), else a new one.
+/// A buffer of `len` elements from the pool (their values are whatever an earlier user left):
+/// the smallest pooled buffer that is long enough and at most twice as long (a small buffer
+/// holding a large one until its backward would make others allocate), else a new one.
 fn buffer<E: Copy + Default + Send + Sync + 'static>(len: usize) -> Copied<E> {
     let buf = match len {
         0 => None,
