@@ -25,6 +25,7 @@ use rayon::prelude::*;
 use crate::simd;
 
 use super::gemm::Real;
+use super::relu::add_into;
 use super::tape::{copied, put_grad, take_grad, zeros, Copied};
 
 /// Elements per parallel task of the element-wise loops.
@@ -138,20 +139,6 @@ fn backward_chain<E: Dtype + Real>(
     }
     add_into(dx, &dy);
     Ok(())
-}
-
-/// `dst += src`, in parallel.
-fn add_into<E: Real>(dst: &mut [E], src: &[E]) {
-    dst.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(d, s)| {
-        simd::run(
-            #[inline(always)]
-            || {
-                for (d, &s) in d.iter_mut().zip(s) {
-                    *d += s;
-                }
-            },
-        )
-    });
 }
 
 /// The layers' evaluation forwards from `x`.

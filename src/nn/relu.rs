@@ -93,16 +93,7 @@ impl<E: Dtype + Real> ReluKernel<E> for Cpu {
                 });
                 for ghost in [&a_ghost, &b_ghost] {
                     let mut g = take_grad!(grads, ghost);
-                    g.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK)).for_each(|(g, d)| {
-                        simd::run(
-                            #[inline(always)]
-                            || {
-                                for (g, &d) in g.iter_mut().zip(d) {
-                                    *g += d;
-                                }
-                            },
-                        )
-                    });
+                    add_into(&mut g, &dy);
                     put_grad!(grads, ghost, g);
                 }
                 Ok(())
@@ -110,6 +101,20 @@ impl<E: Dtype + Real> ReluKernel<E> for Cpu {
         }
         Ok(out.put_tape(tape))
     }
+}
+
+/// `dst += src`, in parallel (a gradient reaching a tensor from one more consumer).
+pub(crate) fn add_into<E: Real>(dst: &mut [E], src: &[E]) {
+    dst.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(d, s)| {
+        simd::run(
+            #[inline(always)]
+            || {
+                for (d, &s) in d.iter_mut().zip(s) {
+                    *d += s;
+                }
+            },
+        )
+    });
 }
 
 /// The device path (CUDA): dfdx's own element-wise ops.
