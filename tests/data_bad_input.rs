@@ -135,7 +135,10 @@ fn corrupt_or_foreign_file_given_to_info() {
     let r = ssl(&["data", "info", s(&cut)]);
     assert!(!r.ok && r.stderr.lines().count() == 1 && r.stderr.contains("cut.h5"), "{}", r.stderr);
     // Valid HDF5 that is not a store.
-    hdf5::File::create(t.path().join("other.h5")).unwrap().close().unwrap();
+    // HDF5 opens files without close-on-exec: an `ssl` another test thread spawns while this file is open inherits
+    // the descriptor and its lock for its whole run. Hand `ssl` a copy (a new inode, so no lock) of the file.
+    hdf5::File::create(t.path().join("made.h5")).unwrap().close().unwrap();
+    std::fs::copy(t.path().join("made.h5"), t.path().join("other.h5")).unwrap();
     ssl_fails(&["data", "info", s(&t.path().join("other.h5"))], &["other.h5", "not an ssl dataset store"]);
     ssl_fails(&["data", "preview", s(&good), "--split", "nope", "--out", s(&t.path().join("p.png"))], &["no split named 'nope'"]);
 }
