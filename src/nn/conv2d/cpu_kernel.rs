@@ -13,7 +13,7 @@ use crate::simd;
 /// GEMM columns (output pixels over the chunk's images) aimed at per chunk.
 const CHUNK_COLS: usize = 256;
 /// Weight-gradient partial sums, reduced in a fixed order at the end.
-const REDUCE_TASKS: usize = 8;
+pub(super) const REDUCE_TASKS: usize = 8;
 
 /// Shape and hyper-parameters of one convolution call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,22 +294,29 @@ fn im2col_chunk<E: Real>(g: &ConvGeom, xs: &[E], group: usize, col: &mut Vec<E>)
 }
 
 /// Forward: `y = conv(x, w)`. `x` is [N, C_in, H, W], `w` [C_out, C_in / groups, K, K],
-/// `y` [N, C_out, OH, OW] (overwritten). Depthwise geometries take a direct kernel.
+/// `y` [N, C_out, OH, OW] (overwritten). Depthwise geometries and the 3x3 convolutions of
+/// ResNet blocks (in f32, on a CPU with AVX2) take direct kernels.
 pub fn forward<E: Real>(g: &ConvGeom, x: &[E], w: &[E], y: &mut [E]) {
     if depthwise::applicable(g) {
-        depthwise::forward(g, x, w, y)
-    } else {
-        forward_im2col(g, x, w, y)
+        return depthwise::forward(g, x, w, y);
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::direct::forward(g, x, w, y) {
+        return;
+    }
+    forward_im2col(g, x, w, y)
 }
 
 /// Backward: adds the input gradient into `dx` (when given) and the weight gradient into `dw`.
-pub fn backward<E: Real>(g: &ConvGeom, x: &[E], w: &[E], dy: &[E], dx: Option<&mut [E]>, dw: &mut [E]) {
+pub fn backward<E: Real>(g: &ConvGeom, x: &[E], w: &[E], dy: &[E], mut dx: Option<&mut [E]>, dw: &mut [E]) {
     if depthwise::applicable(g) {
-        depthwise::backward(g, x, w, dy, dx, dw)
-    } else {
-        backward_im2col(g, x, w, dy, dx, dw)
+        return depthwise::backward(g, x, w, dy, dx, dw);
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::direct::backward(g, x, w, dy, dx.as_deref_mut(), dw) {
+        return;
+    }
+    backward_im2col(g, x, w, dy, dx, dw)
 }
 
 /// The im2col + GEMM forward, for every geometry.

@@ -26,6 +26,8 @@ mod cpu_kernel;
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) mod cuda_kernel;
 mod depthwise;
+#[cfg(target_arch = "x86_64")]
+mod direct;
 
 pub use cpu_kernel::ConvGeom;
 

@@ -1,0 +1,474 @@
+//! Direct kernels for the 3x3 convolutions of ResNet blocks (stride 1, padding 1, no groups or
+//! dilation, input and output channels multiples of the vector width, f32) with FMA intrinsics,
+//! where im2col + GEMM writes nine copies of the input and multiplies small matrices.
+//!
+//! The scheme is oneDNN's direct convolution (its `jit_avx512_common_conv` kernels) on a
+//! channel-blocked layout: an image is converted to `[C/V][H+2][W+2][V]` (V = 16 lanes of
+//! AVX-512, 8 of AVX2, a zero halo around each plane), the weights to `[O/V][C/V][3][3][V][V]`
+//! (input lane, then output lane). The forward keeps R output pixels of a row x B blocks of V
+//! output channels as accumulators in registers; each weight vector is loaded once for R pixels
+//! and each input value broadcast once for B blocks. The input gradient is the same kernel over
+//! the padded output gradient with the weights flipped and transposed; the weight gradient keeps
+//! one V x V tile in registers over every pixel of an image. The conversions are per image, in
+//! scratch buffers that stay in cache.
+//!
+//! Determinism: the forward and the input gradient are per image; the weight gradient is summed
+//! over [`super::cpu_kernel::REDUCE_TASKS`] fixed chunks of images, the chunks' partial sums added
+//! in order: the bits do not depend on the thread count. They do depend on the instruction set
+//! (lanes and FMA), as the GEMM's do, and differ from the im2col path's by rounding.
+
+use std::any::TypeId;
+
+use rayon::prelude::*;
+
+use super::cpu_kernel::{ConvGeom, REDUCE_TASKS};
+use crate::nn::gemm::Real;
+use crate::simd::{self, Level};
+
+/// The instruction set the direct kernels would take for `g` with element type `E` in this
+/// process, or `None` when they do not apply (the geometry, the type, or a CPU without AVX2).
+pub fn applicable<E: 'static>(g: &ConvGeom) -> Option<Level> {
+    if TypeId::of::<E>() != TypeId::of::<f32>() {
+        return None;
+    }
+    // Below 7 pixels a row, the R-pixel tiles reuse each weight vector too few times: the
+    // weights stream from L2 faster than the kernel multiplies (ResNet-18's 4x4 maps at 512
+    // channels ran 40% slower than im2col + GEMM on 2 threads), so those keep the GEMM, as do
+    // rows that no tile of 4 or 7 pixels divides.
+    let rows = g.w >= 7 && (g.w % 7 == 0 || g.w % 4 == 0);
+    let shape = g.k == 3 && g.stride == 1 && g.pad == 1 && g.dil == 1 && g.groups == 1 && g.batch > 0 && rows;
+    let lanes = match simd::level() {
+        Level::Avx512 => 16,
+        Level::Avx2 => 8,
+        Level::Baseline => return None,
+    };
+    (shape && g.c_in % lanes == 0 && g.c_out % lanes == 0).then(|| simd::level())
+}
+
+/// `s` as f32, for `E` = f32.
+fn as_f32<E: 'static>(s: &[E]) -> &[f32] {
+    assert_eq!(TypeId::of::<E>(), TypeId::of::<f32>());
+    // SAFETY: E is f32 (checked above).
+    unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) }
+}
+
+fn as_f32_mut<E: 'static>(s: &mut [E]) -> &mut [f32] {
+    assert_eq!(TypeId::of::<E>(), TypeId::of::<f32>());
+    // SAFETY: E is f32 (checked above), the borrow is exclusive.
+    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) }
+}
+
+/// Forward `y = conv(x, w)` ([`super::cpu_kernel::forward`]'s arguments, NCHW), when
+/// [`applicable`]; `false` (nothing done) otherwise.
+pub fn forward<E: Real>(g: &ConvGeom, x: &[E], w: &[E], y: &mut [E]) -> bool {
+    match applicable::<E>(g) {
+        Some(level) => {
+            forward_at(level, g, as_f32(x), as_f32(w), as_f32_mut(y));
+            true
+        }
+        None => false,
+    }
+}
+
+/// Backward: adds the input gradient into `dx` (when given) and the weight gradient into `dw`,
+/// when [`applicable`]; `false` (nothing done) otherwise.
+pub fn backward<E: Real>(g: &ConvGeom, x: &[E], w: &[E], dy: &[E], dx: Option<&mut [E]>, dw: &mut [E]) -> bool {
+    match applicable::<E>(g) {
+        Some(level) => {
+            backward_at(level, g, as_f32(x), as_f32(w), as_f32(dy), dx.map(as_f32_mut), as_f32_mut(dw));
+            true
+        }
+        None => false,
+    }
+}
+
+/// The sizes of one call in blocks.
+#[derive(Clone, Copy)]
+struct Dims {
+    /// Lanes a vector (channels a block).
+    v: usize,
+    /// Input and output channel blocks.
+    icb: usize,
+    ocb: usize,
+    h: usize,
+    w: usize,
+}
+
+impl Dims {
+    fn new(v: usize, c_in: usize, c_out: usize, h: usize, w: usize) -> Self {
+        Dims { v, icb: c_in / v, ocb: c_out / v, h, w }
+    }
+    /// Floats of a padded blocked input image.
+    fn padded_len(&self) -> usize {
+        self.icb * (self.h + 2) * (self.w + 2) * self.v
+    }
+    fn out_len(&self) -> usize {
+        self.ocb * self.h * self.w * self.v
+    }
+    fn weights_len(&self) -> usize {
+        self.ocb * self.icb * 9 * self.v * self.v
+    }
+    /// The same sizes with input and output exchanged (the input gradient's convolution).
+    fn transposed(&self) -> Self {
+        Dims { icb: self.ocb, ocb: self.icb, ..*self }
+    }
+}
+
+/// One image `[C, H, W]` into the interior of `dst` (`[C/V][H+2][W+2][V]`, halo untouched).
+fn to_padded(d: &Dims, src: &[f32], dst: &mut [f32]) {
+    let (v, h, w, wp) = (d.v, d.h, d.w, d.w + 2);
+    for cb in 0..d.icb {
+        for l in 0..v {
+            let plane = &src[(cb * v + l) * h * w..][..h * w];
+            for y in 0..h {
+                let row = &mut dst[(cb * (h + 2) + y + 1) * wp * v..][..wp * v];
+                for (x, &s) in plane[y * w..][..w].iter().enumerate() {
+                    row[(x + 1) * v + l] = s;
+                }
+            }
+        }
+    }
+}
+
+/// One blocked output image `[O/V][H][W][V]` into `dst` `[O, H, W]`: written, or added when `add`.
+fn from_blocked(d: &Dims, src: &[f32], dst: &mut [f32], add: bool) {
+    let (v, hw) = (d.v, d.h * d.w);
+    for ob in 0..d.ocb {
+        let block = &src[ob * hw * v..][..hw * v];
+        for l in 0..v {
+            let plane = &mut dst[(ob * v + l) * hw..][..hw];
+            if add {
+                for (p, o) in plane.iter_mut().enumerate() {
+                    *o += block[p * v + l];
+                }
+            } else {
+                for (p, o) in plane.iter_mut().enumerate() {
+                    *o = block[p * v + l];
+                }
+            }
+        }
+    }
+}
+
+/// Weights `[O, C, 3, 3]` blocked as `[O/V][C/V][3][3][V in][V out]`; with `transpose`, those of
+/// the input gradient's convolution (input and output exchanged, the kernel turned by 180°).
+fn weights_blocked(d: &Dims, w: &[f32], transpose: bool) -> Vec<f32> {
+    let (v, c) = (d.v, d.icb * d.v);
+    // a: the output channel of the convolution these weights are for, b: its input.
+    let b_blocks = if transpose { d.ocb } else { d.icb };
+    let mut out = vec![0.0f32; d.weights_len()];
+    out.par_chunks_mut(b_blocks * 9 * v * v).enumerate().for_each(|(ab, block)| {
+        for (k, value) in block.iter_mut().enumerate() {
+            let (al, bl, tap, bb) = (k % v, k / v % v, k / (v * v) % 9, k / (9 * v * v));
+            let (a, b) = (ab * v + al, bb * v + bl);
+            *value = if transpose { w[(b * c + a) * 9 + 8 - tap] } else { w[(a * c + b) * 9 + tap] };
+        }
+    });
+    out
+}
+
+/// The vector operations the kernels use, per instruction set.
+trait Lanes {
+    /// f32 lanes a register.
+    const V: usize;
+    type Reg: Copy;
+    unsafe fn zero() -> Self::Reg;
+    unsafe fn load(p: *const f32) -> Self::Reg;
+    unsafe fn store(p: *mut f32, v: Self::Reg);
+    /// Every lane `*p`.
+    unsafe fn splat(p: *const f32) -> Self::Reg;
+    /// `a * b + c`, rounded once.
+    unsafe fn fmadd(a: Self::Reg, b: Self::Reg, c: Self::Reg) -> Self::Reg;
+}
+
+#[cfg(target_arch = "x86_64")]
+mod lanes {
+    use std::arch::x86_64::*;
+
+    pub struct Avx512;
+    pub struct Avx2;
+
+    impl super::Lanes for Avx512 {
+        const V: usize = 16;
+        type Reg = __m512;
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn zero() -> __m512 {
+            _mm512_setzero_ps()
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn load(p: *const f32) -> __m512 {
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn store(p: *mut f32, v: __m512) {
+            unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn splat(p: *const f32) -> __m512 {
+            unsafe { _mm512_set1_ps(*p) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
+            _mm512_fmadd_ps(a, b, c)
+        }
+    }
+
+    impl super::Lanes for Avx2 {
+        const V: usize = 8;
+        type Reg = __m256;
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn zero() -> __m256 {
+            _mm256_setzero_ps()
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn load(p: *const f32) -> __m256 {
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn store(p: *mut f32, v: __m256) {
+            unsafe { _mm256_storeu_ps(p, v) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn splat(p: *const f32) -> __m256 {
+            unsafe { _mm256_broadcast_ss(&*p) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
+            _mm256_fmadd_ps(a, b, c)
+        }
+    }
+}
+
+/// The forward of one image: `x` padded blocked, `wb` blocked, `y` blocked `[O/V][H][W][V]`
+/// (overwritten). R output pixels x B output blocks a register tile; `d.w % R == 0`,
+/// `d.ocb % B == 0`.
+///
+/// # Safety
+/// The CPU has `L`'s instructions; the slices have [`Dims`]' lengths (asserted).
+#[inline(always)]
+unsafe fn forward_image<L: Lanes, const R: usize, const B: usize>(d: &Dims, x: &[f32], wb: &[f32], y: &mut [f32]) {
+    let (v, h, w, wp, icb) = (L::V, d.h, d.w, d.w + 2, d.icb);
+    assert!(d.v == v && w % R == 0 && d.ocb % B == 0);
+    assert!(x.len() >= d.padded_len() && wb.len() >= d.weights_len() && y.len() >= d.out_len());
+    let block_stride = icb * 9 * v * v;
+    for ob0 in (0..d.ocb).step_by(B) {
+        for oy in 0..h {
+            for ox0 in (0..w).step_by(R) {
+                // SAFETY: every offset below is inside the slices, by the lengths asserted above.
+                unsafe {
+                    let mut acc = [[L::zero(); R]; B];
+                    for ib in 0..icb {
+                        for ky in 0..3 {
+                            let row = x.as_ptr().add(((ib * (d.h + 2) + oy + ky) * wp + ox0) * v);
+                            for kx in 0..3 {
+                                let tap = wb.as_ptr().add((ob0 * icb + ib) * 9 * v * v + (ky * 3 + kx) * v * v);
+                                for i in 0..v {
+                                    let mut wv = [L::zero(); B];
+                                    for (b, r) in wv.iter_mut().enumerate() {
+                                        *r = L::load(tap.add(b * block_stride + i * v));
+                                    }
+                                    for r in 0..R {
+                                        let xv = L::splat(row.add((r + kx) * v + i));
+                                        for b in 0..B {
+                                            acc[b][r] = L::fmadd(xv, wv[b], acc[b][r]);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    for (b, tile) in acc.iter().enumerate() {
+                        for (r, a) in tile.iter().enumerate() {
+                            L::store(y.as_mut_ptr().add((((ob0 + b) * h + oy) * w + ox0 + r) * v), *a);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds one image's weight gradient into `dwb` (blocked as [`weights_blocked`]): `x` padded
+/// blocked, `dy` padded blocked `[O/V][H+2][W+2][V]` (its interior read). `VV` = `L::V`.
+///
+/// # Safety
+/// As [`forward_image`].
+#[inline(always)]
+unsafe fn weight_grad_image<L: Lanes, const VV: usize>(d: &Dims, x: &[f32], dy: &[f32], dwb: &mut [f32]) {
+    let (v, h, w, hp, wp) = (L::V, d.h, d.w, d.h + 2, d.w + 2);
+    assert!(d.v == v && VV == v);
+    assert!(x.len() >= d.padded_len() && dy.len() >= d.transposed().padded_len() && dwb.len() >= d.weights_len());
+    for ob in 0..d.ocb {
+        for ib in 0..d.icb {
+            for t in 0..9 {
+                let (ky, kx) = (t / 3, t % 3);
+                // SAFETY: every offset below is inside the slices, by the lengths asserted above.
+                unsafe {
+                    let dst = dwb.as_mut_ptr().add(((ob * d.icb + ib) * 9 + t) * v * v);
+                    let mut acc = [L::zero(); VV];
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        *a = L::load(dst.add(i * v));
+                    }
+                    for oy in 0..h {
+                        let xrow = x.as_ptr().add(((ib * hp + oy + ky) * wp + kx) * v);
+                        let dyrow = dy.as_ptr().add(((ob * hp + oy + 1) * wp + 1) * v);
+                        for ox in 0..w {
+                            let g = L::load(dyrow.add(ox * v));
+                            for (i, a) in acc.iter_mut().enumerate() {
+                                *a = L::fmadd(L::splat(xrow.add(ox * v + i)), g, *a);
+                            }
+                        }
+                    }
+                    for (i, a) in acc.iter().enumerate() {
+                        L::store(dst.add(i * v), *a);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A forward kernel for one image, as [`forward_image`] at one instruction set and tile.
+type ImageKernel = unsafe fn(&Dims, &[f32], &[f32], &mut [f32]);
+/// A weight-gradient kernel for one image, as [`weight_grad_image`].
+type GradKernel = unsafe fn(&Dims, &[f32], &[f32], &mut [f32]);
+
+/// The first tile (R pixels, B blocks) of the list with R dividing `$w` and B dividing `$ocb`,
+/// as `$entry::<R, B>`; the list ends with (1, 1), which fits every shape.
+macro_rules! choose_tile {
+    ($entry:ident, $w:expr, $ocb:expr; $($r:literal => [$($b:literal),+]),+) => {{
+        let (w, ocb) = ($w, $ocb);
+        $($(if w % $r == 0 && ocb % $b == 0 {
+            return $entry::<$r, $b> as ImageKernel;
+        })+)+
+        $entry::<1, 1> as ImageKernel
+    }};
+}
+
+#[cfg(target_arch = "x86_64")]
+mod entries {
+    use super::lanes::{Avx2, Avx512};
+    use super::*;
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn forward_avx512<const R: usize, const B: usize>(d: &Dims, x: &[f32], wb: &[f32], y: &mut [f32]) {
+        unsafe { forward_image::<Avx512, R, B>(d, x, wb, y) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn forward_avx2<const R: usize, const B: usize>(d: &Dims, x: &[f32], wb: &[f32], y: &mut [f32]) {
+        unsafe { forward_image::<Avx2, R, B>(d, x, wb, y) }
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn weight_grad_avx512(d: &Dims, x: &[f32], dy: &[f32], dwb: &mut [f32]) {
+        unsafe { weight_grad_image::<Avx512, 16>(d, x, dy, dwb) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn weight_grad_avx2(d: &Dims, x: &[f32], dy: &[f32], dwb: &mut [f32]) {
+        unsafe { weight_grad_image::<Avx2, 8>(d, x, dy, dwb) }
+    }
+
+    /// The forward kernel for `d` at `level`: tiles of at most 28 accumulators of 32 registers
+    /// (AVX-512), 8 of 16 (AVX2), preferring wide rows and several output blocks.
+    pub(super) fn forward_kernel(level: Level, d: &Dims) -> ImageKernel {
+        if level == Level::Avx512 {
+            choose_tile!(forward_avx512, d.w, d.ocb; 14 => [2, 1], 7 => [4, 2, 1], 8 => [2, 1], 4 => [4, 2, 1],
+                2 => [8, 4, 2, 1], 1 => [16, 8, 4, 2, 1])
+        } else {
+            choose_tile!(forward_avx2, d.w, d.ocb; 4 => [2, 1], 7 => [1], 2 => [4, 2, 1], 1 => [8, 4, 2, 1])
+        }
+    }
+
+    pub(super) fn grad_kernel(level: Level) -> GradKernel {
+        match level {
+            Level::Avx512 => weight_grad_avx512,
+            _ => weight_grad_avx2,
+        }
+    }
+}
+
+/// The lanes of `level` (AVX-512 or AVX2).
+fn lanes_of(level: Level) -> usize {
+    if level == Level::Avx512 { 16 } else { 8 }
+}
+
+/// [`forward`] at `level` (which the CPU runs: from [`applicable`], or [`simd::available`] in tests).
+fn forward_at(level: Level, g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
+    let d = Dims::new(lanes_of(level), g.c_in, g.c_out, g.h, g.w);
+    let wb = weights_blocked(&d, w, false);
+    let kernel = entries::forward_kernel(level, &d);
+    let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.h * g.w);
+    x.par_chunks(in_len).zip(y.par_chunks_mut(out_len)).for_each_init(
+        || (vec![0.0f32; d.padded_len()], vec![0.0f32; d.out_len()]),
+        |(xp, yb), (xi, yi)| {
+            to_padded(&d, xi, xp);
+            // SAFETY: `level` is one the CPU runs; the buffers have `d`'s lengths.
+            unsafe { kernel(&d, xp, &wb, yb) };
+            from_blocked(&d, yb, yi, false);
+        },
+    );
+}
+
+/// [`backward`] at `level`.
+fn backward_at(level: Level, g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: &mut [f32]) {
+    let d = Dims::new(lanes_of(level), g.c_in, g.c_out, g.h, g.w);
+    let dt = d.transposed();
+    let wt = weights_blocked(&d, w, true);
+    let (data_kernel, grad_kernel) = (entries::forward_kernel(level, &dt), entries::grad_kernel(level));
+    let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.h * g.w);
+    let task_images = g.batch.div_ceil(REDUCE_TASKS);
+    let run_task = |xs: &[f32], dys: &[f32], mut dxs: Option<&mut [f32]>| -> Vec<f32> {
+        let mut dwb = vec![0.0f32; d.weights_len()];
+        let (mut xp, mut dyp, mut dxb) = (vec![0.0f32; d.padded_len()], vec![0.0f32; dt.padded_len()], vec![0.0f32; dt.out_len()]);
+        for (i, (xi, dyi)) in xs.chunks_exact(in_len).zip(dys.chunks_exact(out_len)).enumerate() {
+            to_padded(&d, xi, &mut xp);
+            to_padded(&dt, dyi, &mut dyp);
+            // SAFETY: `level` is one the CPU runs; the buffers have `d`'s lengths.
+            unsafe { grad_kernel(&d, &xp, &dyp, &mut dwb) };
+            if let Some(dxs) = dxs.as_deref_mut() {
+                // SAFETY: as above, with the transposed sizes.
+                unsafe { data_kernel(&dt, &dyp, &wt, &mut dxb) };
+                from_blocked(&dt, &dxb, &mut dxs[i * in_len..][..in_len], true);
+            }
+        }
+        dwb
+    };
+    let xs = x.par_chunks(task_images * in_len);
+    let dys = dy.par_chunks(task_images * out_len);
+    let parts: Vec<Vec<f32>> = match dx {
+        Some(dx) => xs
+            .zip(dys)
+            .zip(dx.par_chunks_mut(task_images * in_len))
+            .map(|((xs, dys), dxs)| run_task(xs, dys, Some(dxs)))
+            .collect(),
+        None => xs.zip(dys).map(|(xs, dys)| run_task(xs, dys, None)).collect(),
+    };
+    // The chunks' sums added in order, back to [O, C, 3, 3], into dw.
+    let (v, c) = (d.v, g.c_in);
+    dw.par_chunks_mut(c * 9).enumerate().for_each(|(oc, row)| {
+        for (k, out) in row.iter_mut().enumerate() {
+            let (ic, t) = (k / 9, k % 9);
+            let at = (((oc / v * d.icb + ic / v) * 9 + t) * v + ic % v) * v + oc % v;
+            let mut sum = parts[0][at];
+            for part in &parts[1..] {
+                sum += part[at];
+            }
+            *out += sum;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,147 @@
+use super::super::cpu_kernel::{backward_im2col, forward_im2col};
+use super::*;
+
+/// (batch, c_in, c_out, h, w): every tile of both instruction sets' lists, a batch that leaves the
+/// last chunk of images short, one row, one column.
+const CASES: [(usize, usize, usize, usize, usize); 9] = [
+    (3, 16, 32, 28, 28),
+    (9, 32, 64, 7, 7),
+    (2, 48, 16, 14, 14),
+    (2, 16, 64, 8, 8),
+    (2, 32, 16, 12, 12),
+    (2, 16, 128, 2, 6),
+    (2, 16, 256, 5, 3),
+    (3, 16, 16, 1, 9),
+    (2, 32, 32, 9, 1),
+];
+
+fn values(n: usize, seed: usize) -> Vec<f32> {
+    (0..n).map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 - 1001.0) / 997.0).collect()
+}
+
+fn geom(b: usize, c: usize, o: usize, h: usize, w: usize) -> ConvGeom {
+    ConvGeom::new(b, c, h, w, o, 3, 1, 1, 1, 1).unwrap()
+}
+
+/// The levels with direct kernels on this CPU.
+fn levels() -> Vec<Level> {
+    simd::available().into_iter().filter(|&l| l != Level::Baseline).collect()
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!((a - b).abs() <= 2e-5 * scale, "{what}[{i}]: {a} vs {b} (scale {scale})");
+    }
+}
+
+#[test]
+fn direct_kernels_match_im2col_at_every_level() {
+    for level in levels() {
+        for (b, c, o, h, w) in CASES {
+            if c % lanes_of(level) != 0 {
+                continue;
+            }
+            let g = geom(b, c, o, h, w);
+            let (x, wt, dy) = (values(b * c * h * w, 1), values(o * c * 9, 2), values(b * o * h * w, 3));
+            let what = format!("{level:?} {g:?}");
+            let (mut y, mut y_ref) = (vec![f32::NAN; dy.len()], vec![f32::NAN; dy.len()]);
+            forward_at(level, &g, &x, &wt, &mut y);
+            forward_im2col(&g, &x, &wt, &mut y_ref);
+            assert_close(&format!("{what} y"), &y, &y_ref);
+            // Both gradients are added into what the buffers hold.
+            let (mut dx, mut dw) = (values(x.len(), 4), values(wt.len(), 5));
+            let (mut dx_ref, mut dw_ref) = (dx.clone(), dw.clone());
+            backward_at(level, &g, &x, &wt, &dy, Some(&mut dx), &mut dw);
+            backward_im2col(&g, &x, &wt, &dy, Some(&mut dx_ref), &mut dw_ref);
+            assert_close(&format!("{what} dx"), &dx, &dx_ref);
+            assert_close(&format!("{what} dw"), &dw, &dw_ref);
+            // Without the input gradient, the same weight gradient to the bit.
+            let mut dw_alone = values(wt.len(), 5);
+            backward_at(level, &g, &x, &wt, &dy, None, &mut dw_alone);
+            assert!(dw_alone.iter().zip(&dw).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}");
+        }
+    }
+}
+
+/// The loss `sum(r * conv(x, w))` in f64.
+fn loss(g: &ConvGeom, level: Level, x: &[f32], w: &[f32], r: &[f32]) -> f64 {
+    let mut y = vec![0.0f32; r.len()];
+    forward_at(level, g, x, w, &mut y);
+    y.iter().zip(r).map(|(a, b)| *a as f64 * *b as f64).sum()
+}
+
+/// Central differences against the direct backward. The convolution is linear in x and in w, so
+/// the differences are exact but for rounding, which only the outputs a perturbed value reaches see.
+#[test]
+fn direct_kernels_pass_gradient_checks() {
+    for level in levels() {
+        let g = geom(2, 32, 16, 7, 14);
+        let (x, w, r) = (values(2 * 32 * 7 * 14, 6), values(16 * 32 * 9, 7), values(2 * 16 * 7 * 14, 8));
+        let (mut dx, mut dw) = (vec![0.0f32; x.len()], vec![0.0f32; w.len()]);
+        backward_at(level, &g, &x, &w, &r, Some(&mut dx), &mut dw);
+        let step = 0.5f32;
+        let check = |i: usize, wrt_x: bool, analytic: f32| {
+            let (mut xp, mut wp) = (x.clone(), w.clone());
+            let (mut xm, mut wm) = (x.clone(), w.clone());
+            if wrt_x {
+                xp[i] += step;
+                xm[i] -= step;
+            } else {
+                wp[i] += step;
+                wm[i] -= step;
+            }
+            let numeric = (loss(&g, level, &xp, &wp, &r) - loss(&g, level, &xm, &wm, &r)) / (2.0 * step as f64);
+            assert!((numeric - analytic as f64).abs() <= 1e-4 * (1.0 + numeric.abs()), "{level:?} {} [{i}]: {numeric} vs {analytic}", if wrt_x { "dx" } else { "dw" });
+        };
+        // Corners, edges and the interior of the planes; every tap of some weights.
+        for i in [0, 13, 14 * 6 + 13, 14 * 3 + 5, 7 * 14 * 31 + 20, x.len() - 1, x.len() / 2 + 3] {
+            check(i, true, dx[i]);
+        }
+        for i in (0..9).chain([9 * 31 + 4, w.len() - 1, w.len() / 2]) {
+            check(i, false, dw[i]);
+        }
+    }
+}
+
+#[test]
+fn direct_kernels_give_the_same_bits_on_any_thread_count() {
+    let g = geom(11, 32, 32, 14, 14);
+    let (x, w, dy) = (values(11 * 32 * 196, 9), values(32 * 32 * 9, 10), values(11 * 32 * 196, 11));
+    for level in levels() {
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let (mut y, mut dx, mut dw) = (vec![0.0f32; dy.len()], vec![0.0f32; x.len()], vec![0.0f32; w.len()]);
+                forward_at(level, &g, &x, &w, &mut y);
+                backward_at(level, &g, &x, &w, &dy, Some(&mut dx), &mut dw);
+                [y, dx, dw].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>())
+            })
+        };
+        assert_eq!(run(1), run(3), "{level:?}");
+    }
+}
+
+#[test]
+fn only_resnet_3x3_convolutions_in_f32_take_the_direct_kernels() {
+    let Some(level) = applicable::<f32>(&geom(2, 64, 64, 8, 8)) else {
+        assert_eq!(simd::level(), Level::Baseline);
+        return;
+    };
+    assert_eq!(level, simd::level());
+    assert!(applicable::<f64>(&geom(2, 64, 64, 8, 8)).is_none());
+    let refused = [
+        ConvGeom::new(2, 64, 8, 8, 64, 3, 2, 1, 1, 1),
+        ConvGeom::new(2, 64, 8, 8, 64, 1, 1, 0, 1, 1),
+        ConvGeom::new(2, 64, 8, 8, 64, 3, 1, 2, 2, 1),
+        ConvGeom::new(2, 64, 8, 8, 64, 3, 1, 1, 1, 2),
+        ConvGeom::new(2, 3, 8, 8, 64, 3, 1, 1, 1, 1),
+        ConvGeom::new(2, 64, 8, 8, 12, 3, 1, 1, 1, 1),
+        ConvGeom::new(2, 64, 4, 4, 64, 3, 1, 1, 1, 1),
+        ConvGeom::new(2, 64, 9, 9, 64, 3, 1, 1, 1, 1),
+    ];
+    assert!(applicable::<f32>(&geom(2, 32, 32, 28, 28)).is_some() && applicable::<f32>(&geom(2, 32, 32, 7, 7)).is_some());
+    for g in refused {
+        assert!(applicable::<f32>(&g.unwrap()).is_none(), "{g:?}");
+    }
+}
