@@ -35,14 +35,14 @@ pub fn applicable<E: 'static>(g: &ConvGeom) -> Option<Level> {
     // weights stream from L2 faster than the kernel multiplies (ResNet-18's 4x4 maps at 512
     // channels ran 40% slower than im2col + GEMM on 2 threads), so those keep the GEMM, as do
     // rows that no tile of 4 or 7 pixels divides.
-    let rows = g.w >= 7 && (g.w % 7 == 0 || g.w % 4 == 0);
+    let rows = g.w >= 7 && (g.w.is_multiple_of(7) || g.w.is_multiple_of(4));
     let shape = g.k == 3 && g.stride == 1 && g.pad == 1 && g.dil == 1 && g.groups == 1 && g.batch > 0 && rows;
     let lanes = match simd::level() {
         Level::Avx512 => 16,
         Level::Avx2 => 8,
         Level::Baseline => return None,
     };
-    (shape && g.c_in % lanes == 0 && g.c_out % lanes == 0).then(|| simd::level())
+    (shape && g.c_in.is_multiple_of(lanes) && g.c_out.is_multiple_of(lanes)).then(simd::level)
 }
 
 /// `s` as f32, for `E` = f32.
@@ -256,9 +256,10 @@ mod lanes {
 /// # Safety
 /// The CPU has `L`'s instructions; the slices have [`Dims`]' lengths (asserted).
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // acc[b][r] indexed by both: plain loops keep the tile in registers
 unsafe fn forward_image<L: Lanes, const R: usize, const B: usize>(d: &Dims, x: &[f32], wb: &[f32], y: &mut [f32]) {
     let (v, h, w, wp, icb) = (L::V, d.h, d.w, d.w + 2, d.icb);
-    assert!(d.v == v && w % R == 0 && d.ocb % B == 0);
+    assert!(d.v == v && w.is_multiple_of(R) && d.ocb.is_multiple_of(B));
     assert!(x.len() >= d.padded_len() && wb.len() >= d.weights_len() && y.len() >= d.out_len());
     let block_stride = icb * 9 * v * v;
     for ob0 in (0..d.ocb).step_by(B) {
