@@ -349,7 +349,7 @@ type GradKernel = unsafe fn(&Dims, &[f32], &[f32], &mut [f32]);
 macro_rules! choose_tile {
     ($entry:ident, $w:expr, $ocb:expr; $($r:literal => [$($b:literal),+]),+) => {{
         let (w, ocb) = ($w, $ocb);
-        $($(if w % $r == 0 && ocb % $b == 0 {
+        $($(if w.is_multiple_of($r) && ocb.is_multiple_of($b) {
             return $entry::<$r, $b> as ImageKernel;
         })+)+
         $entry::<1, 1> as ImageKernel
