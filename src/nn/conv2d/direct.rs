@@ -9,7 +9,7 @@
 //! output channels as accumulators in registers; each weight vector is loaded once for R pixels
 //! and each input value broadcast once for B blocks. The input gradient is the same kernel over
 //! the padded output gradient with the weights flipped and transposed; the weight gradient keeps
-//! one V x V tile in registers over every pixel of an image. The conversions are per image, in
+//! three taps of a kernel row x IL input lanes in registers over every pixel of an image. The conversions are per image, in
 //! scratch buffers that stay in cache.
 //!
 //! Determinism: the forward and the input gradient are per image; the weight gradient is summed
@@ -300,38 +300,58 @@ unsafe fn forward_image<L: Lanes, const R: usize, const B: usize>(d: &Dims, x: &
 }
 
 /// Adds one image's weight gradient into `dwb` (blocked as [`weights_blocked`]): `x` padded
-/// blocked, `dy` padded blocked `[O/V][H+2][W+2][V]` (its interior read). `VV` = `L::V`.
+/// blocked, `dy` padded blocked `[O/V][H+2][W+2][V]`. For a row of kernel taps (ky) and IL input
+/// lanes, 3 x IL accumulators of V output channels: each input value is broadcast once for the
+/// three taps kx that read it (with the output gradient at columns q - kx), each gradient vector
+/// loaded once for IL lanes. Where q - kx falls outside the row, the gradient read is the zero
+/// halo (of this row, or of the rows above and below), so the edges need no test.
 ///
 /// # Safety
 /// As [`forward_image`].
 #[inline(always)]
-unsafe fn weight_grad_image<L: Lanes, const VV: usize>(d: &Dims, x: &[f32], dy: &[f32], dwb: &mut [f32]) {
-    let (v, h, w, hp, wp) = (L::V, d.h, d.w, d.h + 2, d.w + 2);
-    assert!(d.v == v && VV == v);
+unsafe fn weight_grad_image<L: Lanes, const IL: usize>(d: &Dims, x: &[f32], dy: &[f32], dwb: &mut [f32]) {
+    let (v, h, hp, wp) = (L::V, d.h, d.h + 2, d.w + 2);
+    assert!(d.v == v && v.is_multiple_of(IL));
     assert!(x.len() >= d.padded_len() && dy.len() >= d.transposed().padded_len() && dwb.len() >= d.weights_len());
     for ob in 0..d.ocb {
         for ib in 0..d.icb {
-            for t in 0..9 {
-                let (ky, kx) = (t / 3, t % 3);
-                // SAFETY: every offset below is inside the slices, by the lengths asserted above.
-                unsafe {
-                    let dst = dwb.as_mut_ptr().add(((ob * d.icb + ib) * 9 + t) * v * v);
-                    let mut acc = [L::zero(); VV];
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        *a = L::load(dst.add(i * v));
-                    }
-                    for oy in 0..h {
-                        let xrow = x.as_ptr().add(((ib * hp + oy + ky) * wp + kx) * v);
-                        let dyrow = dy.as_ptr().add(((ob * hp + oy + 1) * wp + 1) * v);
-                        for ox in 0..w {
-                            let g = L::load(dyrow.add(ox * v));
-                            for (i, a) in acc.iter_mut().enumerate() {
-                                *a = L::fmadd(L::splat(xrow.add(ox * v + i)), g, *a);
+            for ky in 0..3 {
+                for il0 in (0..v).step_by(IL) {
+                    // SAFETY: every offset below is inside the slices, by the lengths asserted
+                    // above: the gradient's columns -1 and W + 2 of padded rows 1..=H are the last
+                    // column of the row above and the first of the row below, both halo.
+                    unsafe {
+                        let dst = dwb.as_mut_ptr().add(((ob * d.icb + ib) * 9 + ky * 3) * v * v + il0 * v);
+                        let mut acc = [[L::zero(); IL]; 3];
+                        for (kx, tap) in acc.iter_mut().enumerate() {
+                            for (j, a) in tap.iter_mut().enumerate() {
+                                *a = L::load(dst.add(kx * v * v + j * v));
                             }
                         }
-                    }
-                    for (i, a) in acc.iter().enumerate() {
-                        L::store(dst.add(i * v), *a);
+                        for oy in 0..h {
+                            let xrow = x.as_ptr().add(((ib * hp + oy + ky) * wp) * v + il0);
+                            // Column c of the padded gradient row: the output pixel c - 1.
+                            let dyrow = dy.as_ptr().add((ob * hp + oy + 1) * wp * v);
+                            for q in 0..wp {
+                                // Output pixel q - kx, at padded column q + 1 - kx.
+                                let g = [
+                                    L::load(dyrow.add((q + 1) * v)),
+                                    L::load(dyrow.add(q * v)),
+                                    L::load(dyrow.offset((q as isize - 1) * v as isize)),
+                                ];
+                                for j in 0..IL {
+                                    let xv = L::splat(xrow.add(q * v + j));
+                                    for kx in 0..3 {
+                                        acc[kx][j] = L::fmadd(xv, g[kx], acc[kx][j]);
+                                    }
+                                }
+                            }
+                        }
+                        for (kx, tap) in acc.iter().enumerate() {
+                            for (j, a) in tap.iter().enumerate() {
+                                L::store(dst.add(kx * v * v + j * v), *a);
+                            }
+                        }
                     }
                 }
             }
@@ -373,12 +393,12 @@ mod entries {
 
     #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn weight_grad_avx512(d: &Dims, x: &[f32], dy: &[f32], dwb: &mut [f32]) {
-        unsafe { weight_grad_image::<Avx512, 16>(d, x, dy, dwb) }
+        unsafe { weight_grad_image::<Avx512, 8>(d, x, dy, dwb) }
     }
 
     #[target_feature(enable = "avx2,fma")]
     unsafe fn weight_grad_avx2(d: &Dims, x: &[f32], dy: &[f32], dwb: &mut [f32]) {
-        unsafe { weight_grad_image::<Avx2, 8>(d, x, dy, dwb) }
+        unsafe { weight_grad_image::<Avx2, 4>(d, x, dy, dwb) }
     }
 
     /// The forward kernel for `d` at `level`: tiles of at most 28 accumulators of 32 registers
