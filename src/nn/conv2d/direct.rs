@@ -13,7 +13,7 @@
 //! scratch buffers that stay in cache.
 //!
 //! Determinism: the forward and the input gradient are per image; the weight gradient is summed
-//! over [`super::cpu_kernel::REDUCE_TASKS`] fixed chunks of images, the chunks' partial sums added
+//! over at most [`super::cpu_kernel::REDUCE_TASKS`] chunks of images (their size from the batch alone), the chunks' partial sums added
 //! in order: the bits do not depend on the thread count. They do depend on the instruction set
 //! (lanes and FMA), as the GEMM's do, and differ from the im2col path's by rounding.
 
@@ -36,7 +36,7 @@ pub fn applicable<E: 'static>(g: &ConvGeom) -> Option<Level> {
     // channels ran 40% slower than im2col + GEMM on 2 threads), so those keep the GEMM, as do
     // rows that no tile of 4 or 7 pixels divides.
     let rows = g.w >= 7 && (g.w.is_multiple_of(7) || g.w.is_multiple_of(4));
-    let shape = g.k == 3 && g.stride == 1 && g.pad == 1 && g.dil == 1 && g.groups == 1 && g.batch > 0 && rows;
+    let shape = g.k == 3 && g.stride == 1 && g.pad == 1 && g.dil == 1 && g.groups == 1 && g.batch > 0 && g.c_in > 0 && g.c_out > 0 && rows;
     let lanes = match simd::level() {
         Level::Avx512 => 16,
         Level::Avx2 => 8,
@@ -425,8 +425,15 @@ fn lanes_of(level: Level) -> usize {
     if level == Level::Avx512 { 16 } else { 8 }
 }
 
-/// [`forward`] at `level` (which the CPU runs: from [`applicable`], or [`simd::available`] in tests).
+/// Panics unless the CPU runs `level` and it has direct kernels: the kernels' instructions
+/// must exist.
+fn assert_runs(level: Level) {
+    assert!(matches!(level, Level::Avx512 | Level::Avx2) && simd::within(level) == level, "no direct kernels at {level:?} here");
+}
+
+/// [`forward`] at `level` (from [`applicable`], or [`simd::available`] in tests).
 fn forward_at(level: Level, g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
+    assert_runs(level);
     let d = Dims::new(lanes_of(level), g.c_in, g.c_out, g.h, g.w);
     let wb = weights_blocked(&d, w, false);
     let kernel = entries::forward_kernel(level, &d);
@@ -444,6 +451,7 @@ fn forward_at(level: Level, g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
 
 /// [`backward`] at `level`.
 fn backward_at(level: Level, g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: &mut [f32]) {
+    assert_runs(level);
     let d = Dims::new(lanes_of(level), g.c_in, g.c_out, g.h, g.w);
     let dt = d.transposed();
     let wt = weights_blocked(&d, w, true);

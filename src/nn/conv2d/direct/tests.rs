@@ -1,9 +1,10 @@
 use super::super::cpu_kernel::{backward_im2col, forward_im2col};
 use super::*;
 
-/// (batch, c_in, c_out, h, w): every tile of both instruction sets' lists, a batch that leaves the
-/// last chunk of images short, one row, one column.
-const CASES: [(usize, usize, usize, usize, usize); 9] = [
+/// (batch, c_in, c_out, h, w): the tiles the dispatch takes at both instruction sets (wide rows,
+/// several or one output block, channels a multiple of 8 but not 16 under AVX2) and small ones
+/// only tests reach, a batch that leaves the last chunk of images short, one row, one column.
+const CASES: [(usize, usize, usize, usize, usize); 12] = [
     (3, 16, 32, 28, 28),
     (9, 32, 64, 7, 7),
     (2, 48, 16, 14, 14),
@@ -13,6 +14,9 @@ const CASES: [(usize, usize, usize, usize, usize); 9] = [
     (2, 16, 256, 5, 3),
     (3, 16, 16, 1, 9),
     (2, 32, 32, 9, 1),
+    (2, 16, 16, 7, 7),
+    (2, 16, 64, 3, 12),
+    (2, 24, 24, 4, 8),
 ];
 
 fn values(n: usize, seed: usize) -> Vec<f32> {
@@ -39,7 +43,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
 fn direct_kernels_match_im2col_at_every_level() {
     for level in levels() {
         for (b, c, o, h, w) in CASES {
-            if c % lanes_of(level) != 0 {
+            if c % lanes_of(level) != 0 || o % lanes_of(level) != 0 {
                 continue;
             }
             let g = geom(b, c, o, h, w);
@@ -130,9 +134,24 @@ fn only_resnet_3x3_convolutions_in_f32_take_the_direct_kernels() {
     };
     assert_eq!(level, simd::level());
     assert!(applicable::<f64>(&geom(2, 64, 64, 8, 8)).is_none());
+    // The public entry points take the process's level, and refuse f64.
+    let g = geom(3, 32, 16, 7, 7);
+    let (x, w, dy) = (values(3 * 32 * 49, 12), values(16 * 32 * 9, 13), values(3 * 16 * 49, 14));
+    let (mut y, mut y_at) = (vec![0.0f32; dy.len()], vec![0.0f32; dy.len()]);
+    assert!(forward(&g, &x, &w, &mut y));
+    forward_at(level, &g, &x, &w, &mut y_at);
+    assert_eq!(y, y_at);
+    let (mut dx, mut dw, mut dx_at, mut dw_at) = (vec![0.0f32; x.len()], vec![0.0f32; w.len()], vec![0.0f32; x.len()], vec![0.0f32; w.len()]);
+    assert!(backward(&g, &x, &w, &dy, Some(&mut dx), &mut dw));
+    backward_at(level, &g, &x, &w, &dy, Some(&mut dx_at), &mut dw_at);
+    assert_eq!((dx, dw), (dx_at, dw_at));
+    let as64 = |v: &[f32]| v.iter().map(|&f| f as f64).collect::<Vec<f64>>();
+    assert!(!forward(&g, &as64(&x), &as64(&w), &mut vec![0.0f64; dy.len()]));
     let refused = [
         ConvGeom::new(2, 64, 8, 8, 64, 3, 2, 1, 1, 1),
         ConvGeom::new(2, 64, 8, 8, 64, 1, 1, 0, 1, 1),
+        ConvGeom::new(2, 64, 8, 8, 64, 3, 1, 2, 1, 1),
+        ConvGeom::new(2, 64, 8, 8, 64, 3, 1, 1, 2, 1),
         ConvGeom::new(2, 64, 8, 8, 64, 3, 1, 2, 2, 1),
         ConvGeom::new(2, 64, 8, 8, 64, 3, 1, 1, 1, 2),
         ConvGeom::new(2, 3, 8, 8, 64, 3, 1, 1, 1, 1),
