@@ -114,36 +114,57 @@ impl Dims {
     }
 }
 
-/// One image `[C, H, W]` into the interior of `dst` (`[C/V][H+2][W+2][V]`, halo untouched).
-fn to_padded(d: &Dims, src: &[f32], dst: &mut [f32]) {
-    let (v, h, w, wp) = (d.v, d.h, d.w, d.w + 2);
-    for cb in 0..d.icb {
-        for l in 0..v {
-            let plane = &src[(cb * v + l) * h * w..][..h * w];
+/// One image `[C, H, W]` into the interior of `dst` (`[C/V][H+2][W+2][V]`, halo untouched):
+/// each pixel's V channels gathered from the V planes into one vector (element by element, the
+/// stores had been a tenth of the step).
+///
+/// # Safety
+/// The CPU has `L`'s instructions.
+#[inline(always)]
+unsafe fn to_padded<L: Lanes>(d: &Dims, src: &[f32], dst: &mut [f32]) {
+    let (v, h, w, wp, hw) = (L::V, d.h, d.w, d.w + 2, d.h * d.w);
+    assert!(d.v == v && src.len() >= d.icb * v * hw && dst.len() >= d.padded_len());
+    // SAFETY: the gathers read src[(cb V + l) H W + y W + x] for l < V, the stores write the
+    // interior of dst: inside both, by the lengths asserted above.
+    unsafe {
+        let index = L::lane_index(hw as i32);
+        for cb in 0..d.icb {
             for y in 0..h {
-                let row = &mut dst[(cb * (h + 2) + y + 1) * wp * v..][..wp * v];
-                for (x, &s) in plane[y * w..][..w].iter().enumerate() {
-                    row[(x + 1) * v + l] = s;
+                let from = src.as_ptr().add(cb * v * hw + y * w);
+                let to = dst.as_mut_ptr().add(((cb * (h + 2) + y + 1) * wp + 1) * v);
+                for x in 0..w {
+                    L::store(to.add(x * v), L::gather(from.add(x), index));
                 }
             }
         }
     }
 }
 
-/// One blocked output image `[O/V][H][W][V]` into `dst` `[O, H, W]`: written, or added when `add`.
-fn from_blocked(d: &Dims, src: &[f32], dst: &mut [f32], add: bool) {
-    let (v, hw) = (d.v, d.h * d.w);
-    for ob in 0..d.ocb {
-        let block = &src[ob * hw * v..][..hw * v];
-        for l in 0..v {
-            let plane = &mut dst[(ob * v + l) * hw..][..hw];
-            if add {
-                for (p, o) in plane.iter_mut().enumerate() {
-                    *o += block[p * v + l];
+/// One blocked output image `[O/V][H][W][V]` into `dst` `[O, H, W]`: written, or added when
+/// `add`; V pixels of a plane gathered at a time.
+///
+/// # Safety
+/// The CPU has `L`'s instructions.
+#[inline(always)]
+unsafe fn from_blocked<L: Lanes>(d: &Dims, src: &[f32], dst: &mut [f32], add: bool) {
+    let (v, hw) = (L::V, d.h * d.w);
+    assert!(d.v == v && src.len() >= d.out_len() && dst.len() >= d.ocb * v * hw);
+    let whole = hw / v * v;
+    // SAFETY: the reads are src[(ob H W + p) V + l] for p < H W, the writes dst[(ob V + l) H W
+    // + p]: inside both, by the lengths asserted above.
+    unsafe {
+        let index = L::lane_index(v as i32);
+        for ob in 0..d.ocb {
+            for l in 0..v {
+                let from = src.as_ptr().add(ob * hw * v + l);
+                let to = dst.as_mut_ptr().add((ob * v + l) * hw);
+                for p in (0..whole).step_by(v) {
+                    let g = L::gather(from.add(p * v), index);
+                    L::store(to.add(p), if add { L::add(L::load(to.add(p)), g) } else { g });
                 }
-            } else {
-                for (p, o) in plane.iter_mut().enumerate() {
-                    *o = block[p * v + l];
+                for p in whole..hw {
+                    let value = *from.add(p * v);
+                    *to.add(p) = if add { *to.add(p) + value } else { value };
                 }
             }
         }
@@ -179,6 +200,12 @@ trait Lanes {
     unsafe fn splat(p: *const f32) -> Self::Reg;
     /// `a * b + c`, rounded once.
     unsafe fn fmadd(a: Self::Reg, b: Self::Reg, c: Self::Reg) -> Self::Reg;
+    unsafe fn add(a: Self::Reg, b: Self::Reg) -> Self::Reg;
+    /// Lane offsets `0, stride, 2 stride, ...` for [`Lanes::gather`].
+    type Index: Copy;
+    unsafe fn lane_index(stride: i32) -> Self::Index;
+    /// Lane j is `*p.add(index[j])`.
+    unsafe fn gather(p: *const f32, index: Self::Index) -> Self::Reg;
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -216,6 +243,22 @@ mod lanes {
         unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
             _mm512_fmadd_ps(a, b, c)
         }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn add(a: __m512, b: __m512) -> __m512 {
+            _mm512_add_ps(a, b)
+        }
+        type Index = __m512i;
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn lane_index(stride: i32) -> __m512i {
+            _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(stride))
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn gather(p: *const f32, index: __m512i) -> __m512 {
+            unsafe { _mm512_i32gather_ps::<4>(index, p) }
+        }
     }
 
     impl super::Lanes for Avx2 {
@@ -245,6 +288,22 @@ mod lanes {
         #[target_feature(enable = "avx2,fma")]
         unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
             _mm256_fmadd_ps(a, b, c)
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn add(a: __m256, b: __m256) -> __m256 {
+            _mm256_add_ps(a, b)
+        }
+        type Index = __m256i;
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn lane_index(stride: i32) -> __m256i {
+            _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride))
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn gather(p: *const f32, index: __m256i) -> __m256 {
+            unsafe { _mm256_i32gather_ps::<4>(p, index) }
         }
     }
 }
@@ -363,6 +422,10 @@ unsafe fn weight_grad_image<L: Lanes, const IL: usize>(d: &Dims, x: &[f32], dy: 
 type ImageKernel = unsafe fn(&Dims, &[f32], &[f32], &mut [f32]);
 /// A weight-gradient kernel for one image, as [`weight_grad_image`].
 type GradKernel = unsafe fn(&Dims, &[f32], &[f32], &mut [f32]);
+/// [`to_padded`] at one instruction set.
+type ToPadded = unsafe fn(&Dims, &[f32], &mut [f32]);
+/// [`from_blocked`] at one instruction set.
+type FromBlocked = unsafe fn(&Dims, &[f32], &mut [f32], bool);
 
 /// The first tile (R pixels, B blocks) of the list with R dividing `$w` and B dividing `$ocb`,
 /// as `$entry::<R, B>`; the list ends with (1, 1), which fits every shape.
@@ -412,6 +475,34 @@ mod entries {
         }
     }
 
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn to_padded_avx512(d: &Dims, src: &[f32], dst: &mut [f32]) {
+        unsafe { to_padded::<Avx512>(d, src, dst) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn to_padded_avx2(d: &Dims, src: &[f32], dst: &mut [f32]) {
+        unsafe { to_padded::<Avx2>(d, src, dst) }
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn from_blocked_avx512(d: &Dims, src: &[f32], dst: &mut [f32], add: bool) {
+        unsafe { from_blocked::<Avx512>(d, src, dst, add) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn from_blocked_avx2(d: &Dims, src: &[f32], dst: &mut [f32], add: bool) {
+        unsafe { from_blocked::<Avx2>(d, src, dst, add) }
+    }
+
+    /// The layout changes at `level`: into the padded blocked layout, and back out of it.
+    pub(super) fn conversions(level: Level) -> (ToPadded, FromBlocked) {
+        match level {
+            Level::Avx512 => (to_padded_avx512, from_blocked_avx512),
+            _ => (to_padded_avx2, from_blocked_avx2),
+        }
+    }
+
     pub(super) fn grad_kernel(level: Level) -> GradKernel {
         match level {
             Level::Avx512 => weight_grad_avx512,
@@ -437,14 +528,17 @@ fn forward_at(level: Level, g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
     let d = Dims::new(lanes_of(level), g.c_in, g.c_out, g.h, g.w);
     let wb = weights_blocked(&d, w, false);
     let kernel = entries::forward_kernel(level, &d);
+    let (to_padded, from_blocked) = entries::conversions(level);
     let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.h * g.w);
     x.par_chunks(in_len).zip(y.par_chunks_mut(out_len)).for_each_init(
         || (vec![0.0f32; d.padded_len()], vec![0.0f32; d.out_len()]),
         |(xp, yb), (xi, yi)| {
-            to_padded(&d, xi, xp);
-            // SAFETY: `level` is one the CPU runs; the buffers have `d`'s lengths.
-            unsafe { kernel(&d, xp, &wb, yb) };
-            from_blocked(&d, yb, yi, false);
+            // SAFETY: `level` is one the CPU runs (asserted); the buffers have `d`'s lengths.
+            unsafe {
+                to_padded(&d, xi, xp);
+                kernel(&d, xp, &wb, yb);
+                from_blocked(&d, yb, yi, false);
+            }
         },
     );
 }
@@ -456,20 +550,23 @@ fn backward_at(level: Level, g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx:
     let dt = d.transposed();
     let wt = weights_blocked(&d, w, true);
     let (data_kernel, grad_kernel) = (entries::forward_kernel(level, &dt), entries::grad_kernel(level));
+    let (to_padded, from_blocked) = entries::conversions(level);
     let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.h * g.w);
     let task_images = g.batch.div_ceil(REDUCE_TASKS);
     let run_task = |xs: &[f32], dys: &[f32], mut dxs: Option<&mut [f32]>| -> Vec<f32> {
         let mut dwb = vec![0.0f32; d.weights_len()];
         let (mut xp, mut dyp, mut dxb) = (vec![0.0f32; d.padded_len()], vec![0.0f32; dt.padded_len()], vec![0.0f32; dt.out_len()]);
         for (i, (xi, dyi)) in xs.chunks_exact(in_len).zip(dys.chunks_exact(out_len)).enumerate() {
-            to_padded(&d, xi, &mut xp);
-            to_padded(&dt, dyi, &mut dyp);
-            // SAFETY: `level` is one the CPU runs; the buffers have `d`'s lengths.
-            unsafe { grad_kernel(&d, &xp, &dyp, &mut dwb) };
-            if let Some(dxs) = dxs.as_deref_mut() {
-                // SAFETY: as above, with the transposed sizes.
-                unsafe { data_kernel(&dt, &dyp, &wt, &mut dxb) };
-                from_blocked(&dt, &dxb, &mut dxs[i * in_len..][..in_len], true);
+            // SAFETY: `level` is one the CPU runs (asserted); the buffers have `d`'s lengths, or
+            // the transposed sizes' for the output gradient and the input gradient.
+            unsafe {
+                to_padded(&d, xi, &mut xp);
+                to_padded(&dt, dyi, &mut dyp);
+                grad_kernel(&d, &xp, &dyp, &mut dwb);
+                if let Some(dxs) = dxs.as_deref_mut() {
+                    data_kernel(&dt, &dyp, &wt, &mut dxb);
+                    from_blocked(&dt, &dxb, &mut dxs[i * in_len..][..in_len], true);
+                }
             }
         }
         dwb
