@@ -9,13 +9,14 @@
 //! output channels as accumulators in registers; each weight vector is loaded once for R pixels
 //! and each input value broadcast once for B blocks. The input gradient is the same kernel over
 //! the padded output gradient with the weights flipped and transposed; the weight gradient keeps
-//! three taps of a kernel row x IL input lanes in registers over every pixel of an image. The conversions are per image, in
-//! scratch buffers that stay in cache.
+//! three taps of a kernel row x IL input lanes in registers over every pixel of an image. The
+//! conversions are per image, in scratch buffers that stay in cache.
 //!
 //! Determinism: the forward and the input gradient are per image; the weight gradient is summed
-//! over at most [`super::cpu_kernel::REDUCE_TASKS`] chunks of images (their size from the batch alone), the chunks' partial sums added
-//! in order: the bits do not depend on the thread count. They do depend on the instruction set
-//! (lanes and FMA), as the GEMM's do, and differ from the im2col path's by rounding.
+//! over at most [`super::cpu_kernel::REDUCE_TASKS`] chunks of images (their size from the batch
+//! alone), the chunks' partial sums added in order: the bits do not depend on the thread count.
+//! They do depend on the instruction set (lanes and FMA), as the GEMM's do, and differ from the
+//! im2col path's by rounding.
 
 use std::any::TypeId;
 
@@ -36,7 +37,8 @@ pub fn applicable<E: 'static>(g: &ConvGeom) -> Option<Level> {
     // channels ran 40% slower than im2col + GEMM on 2 threads), so those keep the GEMM, as do
     // rows that no tile of 4 or 7 pixels divides.
     let rows = g.w >= 7 && (g.w.is_multiple_of(7) || g.w.is_multiple_of(4));
-    let shape = g.k == 3 && g.stride == 1 && g.pad == 1 && g.dil == 1 && g.groups == 1 && g.batch > 0 && g.c_in > 0 && g.c_out > 0 && rows;
+    let resnet_3x3 = g.k == 3 && g.stride == 1 && g.pad == 1 && g.dil == 1 && g.groups == 1;
+    let shape = resnet_3x3 && g.batch > 0 && g.c_in > 0 && g.c_out > 0 && rows;
     let lanes = match simd::level() {
         Level::Avx512 => 16,
         Level::Avx2 => 8,

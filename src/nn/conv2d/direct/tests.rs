@@ -96,7 +96,8 @@ fn direct_kernels_pass_gradient_checks() {
                 wm[i] -= step;
             }
             let numeric = (loss(&g, level, &xp, &wp, &r) - loss(&g, level, &xm, &wm, &r)) / (2.0 * step as f64);
-            assert!((numeric - analytic as f64).abs() <= 1e-4 * (1.0 + numeric.abs()), "{level:?} {} [{i}]: {numeric} vs {analytic}", if wrt_x { "dx" } else { "dw" });
+            let what = if wrt_x { "dx" } else { "dw" };
+            assert!((numeric - analytic as f64).abs() <= 1e-4 * (1.0 + numeric.abs()), "{level:?} {what}[{i}]: {numeric} vs {analytic}");
         };
         // Corners, edges and the interior of the planes; every tap of some weights.
         for i in [0, 13, 14 * 6 + 13, 14 * 3 + 5, 7 * 14 * 31 + 20, x.len() - 1, x.len() / 2 + 3] {
@@ -141,7 +142,8 @@ fn only_resnet_3x3_convolutions_in_f32_take_the_direct_kernels() {
     assert!(forward(&g, &x, &w, &mut y));
     forward_at(level, &g, &x, &w, &mut y_at);
     assert_eq!(y, y_at);
-    let (mut dx, mut dw, mut dx_at, mut dw_at) = (vec![0.0f32; x.len()], vec![0.0f32; w.len()], vec![0.0f32; x.len()], vec![0.0f32; w.len()]);
+    let (mut dx, mut dw) = (vec![0.0f32; x.len()], vec![0.0f32; w.len()]);
+    let (mut dx_at, mut dw_at) = (dx.clone(), dw.clone());
     assert!(backward(&g, &x, &w, &dy, Some(&mut dx), &mut dw));
     backward_at(level, &g, &x, &w, &dy, Some(&mut dx_at), &mut dw_at);
     assert_eq!((dx, dw), (dx_at, dw_at));
