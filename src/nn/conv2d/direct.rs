@@ -381,6 +381,7 @@ unsafe fn forward_image<L: Lanes, const R: usize, const B: usize>(d: &Dims, x: &
 /// # Safety
 /// As [`forward_image`].
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // acc[kx][j] indexed by both: plain loops keep the tile in registers
 unsafe fn weight_grad_image<L: Lanes, const IL: usize>(d: &Dims, x: &[f32], dy: &[f32], dwb: &mut [f32]) {
     let (v, h, hp, wp) = (L::V, d.h, d.h + 2, d.w + 2);
     assert!(d.v == v && v.is_multiple_of(IL));
