@@ -1,4 +1,4 @@
-//! Direct kernels for the 3x3 convolutions of ResNet blocks (stride 1, padding 1, no groups or
+//! Direct kernels for the 3x3 convolutions of ResNets (stride 1 or 2, padding 1, no groups or
 //! dilation, input and output channels multiples of the vector width, f32) with FMA intrinsics,
 //! where im2col + GEMM writes nine copies of the input and multiplies small matrices.
 //!
@@ -7,10 +7,12 @@
 //! AVX-512, 8 of AVX2, a zero halo around each plane), the weights to `[O/V][C/V][3][3][V][V]`
 //! (input lane, then output lane). The forward keeps R output pixels of a row x B blocks of V
 //! output channels as accumulators in registers; each weight vector is loaded once for R pixels
-//! and each input value broadcast once for B blocks. The input gradient is the same kernel over
-//! the padded output gradient with the weights flipped and transposed; the weight gradient keeps
-//! three taps of a kernel row x IL input lanes in registers over every pixel of an image. The
-//! conversions are per image, in scratch buffers that stay in cache.
+//! and each input value broadcast once for B blocks. At stride 1 the input gradient is the same
+//! kernel over the padded output gradient with the weights flipped and transposed; at stride 2
+//! (not a convolution of the output gradient) a scatter kernel sums each tap's products over the
+//! output channels in registers and adds them to the input pixels the tap read. The weight
+//! gradient keeps three taps of a kernel row x IL input lanes in registers over every pixel of
+//! an image. The conversions are per image, in scratch buffers that stay in cache.
 //!
 //! Determinism: the forward and the input gradient are per image; the weight gradient is summed
 //! over at most [`super::cpu_kernel::REDUCE_TASKS`] chunks of images (their size from the batch
@@ -32,12 +34,15 @@ pub fn applicable<E: 'static>(g: &ConvGeom) -> Option<Level> {
     if TypeId::of::<E>() != TypeId::of::<f32>() {
         return None;
     }
-    // Below 7 pixels a row, the R-pixel tiles reuse each weight vector too few times: the
-    // weights stream from L2 faster than the kernel multiplies (ResNet-18's 4x4 maps at 512
+    // Below 7 output pixels a row, the R-pixel tiles reuse each weight vector too few times:
+    // the weights stream from L2 faster than the kernel multiplies (ResNet-18's 4x4 maps at 512
     // channels ran 40% slower than im2col + GEMM on 2 threads), so those keep the GEMM, as do
     // rows that no tile of 4 or 7 pixels divides.
-    let rows = g.w >= 7 && (g.w.is_multiple_of(7) || g.w.is_multiple_of(4));
-    let resnet_3x3 = g.k == 3 && g.stride == 1 && g.pad == 1 && g.dil == 1 && g.groups == 1;
+    let rows = g.ow >= 7 && (g.ow.is_multiple_of(7) || g.ow.is_multiple_of(4));
+    // Stride 2 (the downsampling convolutions) on even maps: its weight gradient pairs the
+    // input columns 2 ox and 2 ox + 1.
+    let stride = g.stride == 1 || (g.stride == 2 && g.h.is_multiple_of(2) && g.w.is_multiple_of(2));
+    let resnet_3x3 = g.k == 3 && stride && g.pad == 1 && g.dil == 1 && g.groups == 1;
     let shape = resnet_3x3 && g.batch > 0 && g.c_in > 0 && g.c_out > 0 && rows;
     let lanes = match simd::level() {
         Level::Avx512 => 16,
@@ -92,27 +97,37 @@ struct Dims {
     /// Input and output channel blocks.
     icb: usize,
     ocb: usize,
+    /// Input rows and columns.
     h: usize,
     w: usize,
+    /// Output rows and columns.
+    oh: usize,
+    ow: usize,
+    /// The stride: 1 or 2.
+    s: usize,
 }
 
 impl Dims {
-    fn new(v: usize, c_in: usize, c_out: usize, h: usize, w: usize) -> Self {
-        Dims { v, icb: c_in / v, ocb: c_out / v, h, w }
+    fn new(v: usize, g: &ConvGeom) -> Self {
+        assert!(matches!(g.stride, 1 | 2) && g.k == 3 && g.pad == 1, "no direct kernel for {g:?}");
+        Dims { v, icb: g.c_in / v, ocb: g.c_out / v, h: g.h, w: g.w, oh: g.oh, ow: g.ow, s: g.stride }
     }
     /// Floats of a padded blocked input image.
     fn padded_len(&self) -> usize {
         self.icb * (self.h + 2) * (self.w + 2) * self.v
     }
+    /// Floats of a blocked output image.
     fn out_len(&self) -> usize {
-        self.ocb * self.h * self.w * self.v
+        self.ocb * self.oh * self.ow * self.v
     }
     fn weights_len(&self) -> usize {
         self.ocb * self.icb * 9 * self.v * self.v
     }
-    /// The same sizes with input and output exchanged (the input gradient's convolution).
+    /// The sizes with input and output exchanged: at stride 1 those of the input gradient's
+    /// convolution; at any stride, the output gradient's padded layout is the transposed
+    /// [`Self::padded_len`], the blocked input gradient's the transposed [`Self::out_len`].
     fn transposed(&self) -> Self {
-        Dims { icb: self.ocb, ocb: self.icb, ..*self }
+        Dims { icb: self.ocb, ocb: self.icb, h: self.oh, w: self.ow, oh: self.h, ow: self.w, ..*self }
     }
 }
 
@@ -142,14 +157,14 @@ unsafe fn to_padded<L: Lanes>(d: &Dims, src: &[f32], dst: &mut [f32]) {
     }
 }
 
-/// One blocked output image `[O/V][H][W][V]` into `dst` `[O, H, W]`: written, or added when
+/// One blocked output image `[O/V][OH][OW][V]` into `dst` `[O, OH, OW]`: written, or added when
 /// `add`; V pixels of a plane gathered at a time.
 ///
 /// # Safety
 /// The CPU has `L`'s instructions.
 #[inline(always)]
 unsafe fn from_blocked<L: Lanes>(d: &Dims, src: &[f32], dst: &mut [f32], add: bool) {
-    let (v, hw) = (L::V, d.h * d.w);
+    let (v, hw) = (L::V, d.oh * d.ow);
     assert!(d.v == v && src.len() >= d.out_len() && dst.len() >= d.ocb * v * hw);
     let whole = hw / v * v;
     // SAFETY: the reads are src[(ob H W + p) V + l] for p < H W, the writes dst[(ob V + l) H W
@@ -321,28 +336,29 @@ mod lanes {
     }
 }
 
-/// The forward of one image: `x` padded blocked, `wb` blocked, `y` blocked `[O/V][H][W][V]`
-/// (overwritten). R output pixels x B output blocks a register tile; `d.w % R == 0`,
-/// `d.ocb % B == 0`.
+/// The forward of one image at stride S: `x` padded blocked, `wb` blocked, `y` blocked
+/// `[O/V][OH][OW][V]` (overwritten). R output pixels x B output blocks a register tile;
+/// `d.ow % R == 0`, `d.ocb % B == 0`.
 ///
 /// # Safety
 /// The CPU has `L`'s instructions; the slices have [`Dims`]' lengths (asserted).
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // acc[b][r] indexed by both: plain loops keep the tile in registers
-unsafe fn forward_image<L: Lanes, const R: usize, const B: usize>(d: &Dims, x: &[f32], wb: &[f32], y: &mut [f32]) {
-    let (v, h, w, wp, icb) = (L::V, d.h, d.w, d.w + 2, d.icb);
-    assert!(d.v == v && w.is_multiple_of(R) && d.ocb.is_multiple_of(B));
+unsafe fn forward_image<L: Lanes, const R: usize, const B: usize, const S: usize>(d: &Dims, x: &[f32], wb: &[f32], y: &mut [f32]) {
+    let (v, hp, wp, icb) = (L::V, d.h + 2, d.w + 2, d.icb);
+    assert!(d.v == v && d.s == S && d.ow.is_multiple_of(R) && d.ocb.is_multiple_of(B));
+    assert!(S * (d.oh - 1) + 3 <= hp && S * (d.ow - 1) + 3 <= wp);
     assert!(x.len() >= d.padded_len() && wb.len() >= d.weights_len() && y.len() >= d.out_len());
     let block_stride = icb * 9 * v * v;
     for ob0 in (0..d.ocb).step_by(B) {
-        for oy in 0..h {
-            for ox0 in (0..w).step_by(R) {
-                // SAFETY: every offset below is inside the slices, by the lengths asserted above.
+        for oy in 0..d.oh {
+            for ox0 in (0..d.ow).step_by(R) {
+                // SAFETY: every offset below is inside the slices, by the sizes asserted above.
                 unsafe {
                     let mut acc = [[L::zero(); R]; B];
                     for ib in 0..icb {
                         for ky in 0..3 {
-                            let row = x.as_ptr().add(((ib * (d.h + 2) + oy + ky) * wp + ox0) * v);
+                            let row = x.as_ptr().add(((ib * hp + S * oy + ky) * wp + S * ox0) * v);
                             for kx in 0..3 {
                                 let tap = wb.as_ptr().add((ob0 * icb + ib) * 9 * v * v + (ky * 3 + kx) * v * v);
                                 for i in 0..v {
@@ -351,7 +367,7 @@ unsafe fn forward_image<L: Lanes, const R: usize, const B: usize>(d: &Dims, x: &
                                         *r = L::load(tap.add(b * block_stride + i * v));
                                     }
                                     for r in 0..R {
-                                        let xv = L::splat(row.add((r + kx) * v + i));
+                                        let xv = L::splat(row.add((S * r + kx) * v + i));
                                         for b in 0..B {
                                             acc[b][r] = L::fmadd(xv, wv[b], acc[b][r]);
                                         }
@@ -362,7 +378,7 @@ unsafe fn forward_image<L: Lanes, const R: usize, const B: usize>(d: &Dims, x: &
                     }
                     for (b, tile) in acc.iter().enumerate() {
                         for (r, a) in tile.iter().enumerate() {
-                            L::store(y.as_mut_ptr().add((((ob0 + b) * h + oy) * w + ox0 + r) * v), *a);
+                            L::store(y.as_mut_ptr().add((((ob0 + b) * d.oh + oy) * d.ow + ox0 + r) * v), *a);
                         }
                     }
                 }
@@ -371,12 +387,12 @@ unsafe fn forward_image<L: Lanes, const R: usize, const B: usize>(d: &Dims, x: &
     }
 }
 
-/// Adds one image's weight gradient into `dwb` (blocked as [`weights_blocked`]): `x` padded
-/// blocked, `dy` padded blocked `[O/V][H+2][W+2][V]`. For a row of kernel taps (ky) and IL input
-/// lanes, 3 x IL accumulators of V output channels: each input value is broadcast once for the
-/// three taps kx that read it (with the output gradient at columns q - kx), each gradient vector
-/// loaded once for IL lanes. Where q - kx falls outside the row, the gradient read is the zero
-/// halo (of this row, or of the rows above and below), so the edges need no test.
+/// Adds one image's weight gradient at stride 1 into `dwb` (blocked as [`weights_blocked`]):
+/// `x` padded blocked, `dy` padded blocked `[O/V][H+2][W+2][V]`. For a row of kernel taps (ky)
+/// and IL input lanes, 3 x IL accumulators of V output channels: each input value of the row's
+/// interior (the halo is zero) is broadcast once for the three taps kx that read it (with the
+/// output gradient at columns q - kx), each gradient vector loaded once for IL lanes. Where
+/// q - kx falls outside the row, the gradient read is its zero halo, so the edges need no test.
 ///
 /// # Safety
 /// As [`forward_image`].
@@ -384,15 +400,14 @@ unsafe fn forward_image<L: Lanes, const R: usize, const B: usize>(d: &Dims, x: &
 #[allow(clippy::needless_range_loop)] // acc[kx][j] indexed by both: plain loops keep the tile in registers
 unsafe fn weight_grad_image<L: Lanes, const IL: usize>(d: &Dims, x: &[f32], dy: &[f32], dwb: &mut [f32]) {
     let (v, h, hp, wp) = (L::V, d.h, d.h + 2, d.w + 2);
-    assert!(d.v == v && v.is_multiple_of(IL));
+    assert!(d.v == v && d.s == 1 && v.is_multiple_of(IL));
     assert!(x.len() >= d.padded_len() && dy.len() >= d.transposed().padded_len() && dwb.len() >= d.weights_len());
     for ob in 0..d.ocb {
         for ib in 0..d.icb {
             for ky in 0..3 {
                 for il0 in (0..v).step_by(IL) {
                     // SAFETY: every offset below is inside the slices, by the lengths asserted
-                    // above: the gradient's columns -1 and W + 2 of padded rows 1..=H are the last
-                    // column of the row above and the first of the row below, both halo.
+                    // above.
                     unsafe {
                         let dst = dwb.as_mut_ptr().add(((ob * d.icb + ib) * 9 + ky * 3) * v * v + il0 * v);
                         let mut acc = [[L::zero(); IL]; 3];
@@ -405,13 +420,9 @@ unsafe fn weight_grad_image<L: Lanes, const IL: usize>(d: &Dims, x: &[f32], dy: 
                             let xrow = x.as_ptr().add(((ib * hp + oy + ky) * wp) * v + il0);
                             // Column c of the padded gradient row: the output pixel c - 1.
                             let dyrow = dy.as_ptr().add((ob * hp + oy + 1) * wp * v);
-                            for q in 0..wp {
+                            for q in 1..d.w + 1 {
                                 // Output pixel q - kx, at padded column q + 1 - kx.
-                                let g = [
-                                    L::load(dyrow.add((q + 1) * v)),
-                                    L::load(dyrow.add(q * v)),
-                                    L::load(dyrow.offset((q as isize - 1) * v as isize)),
-                                ];
+                                let g = [L::load(dyrow.add((q + 1) * v)), L::load(dyrow.add(q * v)), L::load(dyrow.add((q - 1) * v))];
                                 for j in 0..IL {
                                     let xv = L::splat(xrow.add(q * v + j));
                                     for kx in 0..3 {
@@ -432,7 +443,132 @@ unsafe fn weight_grad_image<L: Lanes, const IL: usize>(d: &Dims, x: &[f32], dy: 
     }
 }
 
-/// A forward kernel for one image, as [`forward_image`] at one instruction set and tile.
+/// [`weight_grad_image`] at stride 2 (even H and W): padded input column 2 ox holds the value
+/// tap 0 reads for output pixel ox and tap 2 for ox - 1, column 2 ox + 1 the value tap 1 reads
+/// for ox; each input value is broadcast once for the taps that read it, each gradient vector
+/// loaded once for IL lanes. The gradient's columns -1 and OW are its zero halo.
+///
+/// # Safety
+/// As [`forward_image`].
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // acc[kx][j] indexed by both: plain loops keep the tile in registers
+unsafe fn weight_grad_s2_image<L: Lanes, const IL: usize>(d: &Dims, x: &[f32], dy: &[f32], dwb: &mut [f32]) {
+    let (v, hp, wp, ohp, owp) = (L::V, d.h + 2, d.w + 2, d.oh + 2, d.ow + 2);
+    assert!(d.v == v && d.s == 2 && v.is_multiple_of(IL));
+    assert!(d.h.is_multiple_of(2) && d.w.is_multiple_of(2) && d.oh == d.h / 2 && d.ow == d.w / 2);
+    assert!(x.len() >= d.padded_len() && dy.len() >= d.transposed().padded_len() && dwb.len() >= d.weights_len());
+    for ob in 0..d.ocb {
+        for ib in 0..d.icb {
+            for ky in 0..3 {
+                for il0 in (0..v).step_by(IL) {
+                    // SAFETY: every offset below is inside the slices, by the sizes asserted
+                    // above: input rows 2 oy + ky <= H and columns 2 ox + 1 <= W + 1 of the
+                    // padded image, gradient columns 0..=OW + 1 of its padded rows.
+                    unsafe {
+                        let dst = dwb.as_mut_ptr().add(((ob * d.icb + ib) * 9 + ky * 3) * v * v + il0 * v);
+                        let mut acc = [[L::zero(); IL]; 3];
+                        for (kx, tap) in acc.iter_mut().enumerate() {
+                            for (j, a) in tap.iter_mut().enumerate() {
+                                *a = L::load(dst.add(kx * v * v + j * v));
+                            }
+                        }
+                        for oy in 0..d.oh {
+                            let xrow = x.as_ptr().add((ib * hp + 2 * oy + ky) * wp * v + il0);
+                            // Column c of the padded gradient row: the output pixel c - 1.
+                            let dyrow = dy.as_ptr().add((ob * ohp + oy + 1) * owp * v);
+                            for ox in 0..d.ow + 1 {
+                                // Output pixels ox and ox - 1.
+                                let g = [L::load(dyrow.add((ox + 1) * v)), L::load(dyrow.add(ox * v))];
+                                for j in 0..IL {
+                                    let even = L::splat(xrow.add(2 * ox * v + j));
+                                    let odd = L::splat(xrow.add((2 * ox + 1) * v + j));
+                                    acc[0][j] = L::fmadd(even, g[0], acc[0][j]);
+                                    acc[1][j] = L::fmadd(odd, g[0], acc[1][j]);
+                                    acc[2][j] = L::fmadd(even, g[1], acc[2][j]);
+                                }
+                            }
+                        }
+                        for (kx, tap) in acc.iter().enumerate() {
+                            for (j, a) in tap.iter().enumerate() {
+                                L::store(dst.add(kx * v * v + j * v), *a);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds one image's input gradient at stride S into `dx` (blocked `[C/V][H][W][V]`, no halo),
+/// from `dy` padded blocked `[O/V][OH+2][OW+2][V]` and the weights `wt` blocked for the input
+/// gradient ([`weights_blocked`] with `transpose`: taps turned by 180°, read back here). For
+/// each tap, R output pixels x B input blocks of products summed over every output channel in
+/// registers, then added to the R input pixels (S apart) the tap read; the halo takes none. At
+/// stride 1 the input gradient is a convolution and takes [`forward_image`] instead; this serves
+/// the strided convolutions, whose input gradient is not one. `d.ow % R == 0`,
+/// `d.icb % B == 0`.
+///
+/// # Safety
+/// As [`forward_image`].
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // acc[b][r] indexed by both: plain loops keep the tile in registers
+unsafe fn input_grad_image<L: Lanes, const R: usize, const B: usize, const S: usize>(d: &Dims, dy: &[f32], wt: &[f32], dx: &mut [f32]) {
+    let (v, ohp, owp, ocb) = (L::V, d.oh + 2, d.ow + 2, d.ocb);
+    assert!(d.v == v && d.s == S && d.ow.is_multiple_of(R) && d.icb.is_multiple_of(B));
+    assert!(dy.len() >= d.transposed().padded_len() && wt.len() >= d.weights_len() && dx.len() >= d.transposed().out_len());
+    let block_stride = ocb * 9 * v * v;
+    for cb0 in (0..d.icb).step_by(B) {
+        for oy in 0..d.oh {
+            for ky in 0..3 {
+                // The padded input row the taps ky of output row oy read.
+                let iy = S * oy + ky;
+                if iy == 0 || iy > d.h {
+                    continue;
+                }
+                for ox0 in (0..d.ow).step_by(R) {
+                    for kx in 0..3 {
+                        // SAFETY: every offset below is inside the slices, by the sizes asserted
+                        // above; the input pixels written are inside the image (tested).
+                        unsafe {
+                            let mut acc = [[L::zero(); R]; B];
+                            for ob in 0..ocb {
+                                let row = dy.as_ptr().add(((ob * ohp + oy + 1) * owp + ox0 + 1) * v);
+                                let tap = wt.as_ptr().add(((cb0 * ocb + ob) * 9 + 8 - (ky * 3 + kx)) * v * v);
+                                for i in 0..v {
+                                    let mut wv = [L::zero(); B];
+                                    for (b, r) in wv.iter_mut().enumerate() {
+                                        *r = L::load(tap.add(b * block_stride + i * v));
+                                    }
+                                    for r in 0..R {
+                                        let gv = L::splat(row.add(r * v + i));
+                                        for b in 0..B {
+                                            acc[b][r] = L::fmadd(gv, wv[b], acc[b][r]);
+                                        }
+                                    }
+                                }
+                            }
+                            for r in 0..R {
+                                // The padded input column of output pixel ox0 + r's tap kx.
+                                let ix = S * (ox0 + r) + kx;
+                                if ix == 0 || ix > d.w {
+                                    continue;
+                                }
+                                for (b, tile) in acc.iter().enumerate() {
+                                    let p = dx.as_mut_ptr().add((((cb0 + b) * d.h + iy - 1) * d.w + ix - 1) * v);
+                                    L::store(p, L::add(L::load(p), tile[r]));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A kernel for one image with the forward's arguments: [`forward_image`] or
+/// [`input_grad_image`] at one instruction set, tile and stride.
 type ImageKernel = unsafe fn(&Dims, &[f32], &[f32], &mut [f32]);
 /// A weight-gradient kernel for one image, as [`weight_grad_image`].
 type GradKernel = unsafe fn(&Dims, &[f32], &[f32], &mut [f32]);
@@ -441,86 +577,108 @@ type ToPadded = unsafe fn(&Dims, &[f32], &mut [f32]);
 /// [`from_blocked`] at one instruction set.
 type FromBlocked = unsafe fn(&Dims, &[f32], &mut [f32], bool);
 
-/// The first tile (R pixels, B blocks) of the list with R dividing `$w` and B dividing `$ocb`,
-/// as `$entry::<R, B>`; the list ends with (1, 1), which fits every shape.
+/// The first tile (R pixels, B blocks) of the list with R dividing `$w` and B dividing `$blocks`,
+/// as `$isa::$kernel::<R, B, $s>`; the list ends with (1, 1), which fits every shape.
 macro_rules! choose_tile {
-    ($entry:ident, $w:expr, $ocb:expr; $($r:literal => [$($b:literal),+]),+) => {{
-        let (w, ocb) = ($w, $ocb);
-        $($(if w.is_multiple_of($r) && ocb.is_multiple_of($b) {
-            return $entry::<$r, $b> as ImageKernel;
+    ($isa:ident::$kernel:ident, $s:literal; $w:expr, $blocks:expr; $($r:literal => [$($b:literal),+]),+) => {{
+        let (w, blocks) = ($w, $blocks);
+        $($(if w.is_multiple_of($r) && blocks.is_multiple_of($b) {
+            return $isa::$kernel::<$r, $b, $s> as ImageKernel;
         })+)+
-        $entry::<1, 1> as ImageKernel
+        $isa::$kernel::<1, 1, $s> as ImageKernel
     }};
+}
+
+/// The kernels at one instruction set (`$features`, the lanes `$lanes`, IL input lanes a
+/// weight-gradient tile): each function only enables the instructions for the generic kernel.
+#[cfg(target_arch = "x86_64")]
+macro_rules! isa_entries {
+    ($isa:ident, $lanes:ident, $features:literal, $il:literal) => {
+        mod $isa {
+            use super::super::lanes::$lanes;
+            use super::super::*;
+
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn forward<const R: usize, const B: usize, const S: usize>(d: &Dims, x: &[f32], wb: &[f32], y: &mut [f32]) {
+                unsafe { forward_image::<$lanes, R, B, S>(d, x, wb, y) }
+            }
+
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn input_grad<const R: usize, const B: usize, const S: usize>(d: &Dims, dy: &[f32], wt: &[f32], dx: &mut [f32]) {
+                unsafe { input_grad_image::<$lanes, R, B, S>(d, dy, wt, dx) }
+            }
+
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn weight_grad(d: &Dims, x: &[f32], dy: &[f32], dwb: &mut [f32]) {
+                unsafe { weight_grad_image::<$lanes, $il>(d, x, dy, dwb) }
+            }
+
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn weight_grad_s2(d: &Dims, x: &[f32], dy: &[f32], dwb: &mut [f32]) {
+                unsafe { weight_grad_s2_image::<$lanes, $il>(d, x, dy, dwb) }
+            }
+
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn to_padded(d: &Dims, src: &[f32], dst: &mut [f32]) {
+                unsafe { super::super::to_padded::<$lanes>(d, src, dst) }
+            }
+
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn from_blocked(d: &Dims, src: &[f32], dst: &mut [f32], add: bool) {
+                unsafe { super::super::from_blocked::<$lanes>(d, src, dst, add) }
+            }
+        }
+    };
 }
 
 #[cfg(target_arch = "x86_64")]
 mod entries {
-    use super::lanes::{Avx2, Avx512};
     use super::*;
 
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn forward_avx512<const R: usize, const B: usize>(d: &Dims, x: &[f32], wb: &[f32], y: &mut [f32]) {
-        unsafe { forward_image::<Avx512, R, B>(d, x, wb, y) }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn forward_avx2<const R: usize, const B: usize>(d: &Dims, x: &[f32], wb: &[f32], y: &mut [f32]) {
-        unsafe { forward_image::<Avx2, R, B>(d, x, wb, y) }
-    }
-
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn weight_grad_avx512(d: &Dims, x: &[f32], dy: &[f32], dwb: &mut [f32]) {
-        unsafe { weight_grad_image::<Avx512, 8>(d, x, dy, dwb) }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn weight_grad_avx2(d: &Dims, x: &[f32], dy: &[f32], dwb: &mut [f32]) {
-        unsafe { weight_grad_image::<Avx2, 4>(d, x, dy, dwb) }
-    }
+    isa_entries!(avx512, Avx512, "avx512f,avx2,fma", 8);
+    isa_entries!(avx2, Avx2, "avx2,fma", 4);
 
     /// The forward kernel for `d` at `level`: tiles of at most 28 accumulators of 32 registers
-    /// (AVX-512), 8 of 16 (AVX2), preferring wide rows and several output blocks.
+    /// (AVX-512), 8 of 16 (AVX2), preferring wide rows and several output blocks. Strided
+    /// convolutions have tiles for the rows the dispatch lets through only.
     pub(super) fn forward_kernel(level: Level, d: &Dims) -> ImageKernel {
-        if level == Level::Avx512 {
-            choose_tile!(forward_avx512, d.w, d.ocb; 14 => [2, 1], 7 => [4, 2, 1], 8 => [2, 1], 4 => [4, 2, 1],
-                2 => [8, 4, 2, 1], 1 => [16, 8, 4, 2, 1])
-        } else {
-            choose_tile!(forward_avx2, d.w, d.ocb; 4 => [2, 1], 7 => [1], 2 => [4, 2, 1], 1 => [8, 4, 2, 1])
+        match (level, d.s) {
+            (Level::Avx512, 1) => choose_tile!(avx512::forward, 1; d.ow, d.ocb; 14 => [2, 1], 7 => [4, 2, 1],
+                8 => [2, 1], 4 => [4, 2, 1], 2 => [8, 4, 2, 1], 1 => [16, 8, 4, 2, 1]),
+            (Level::Avx512, _) => choose_tile!(avx512::forward, 2; d.ow, d.ocb; 14 => [2, 1], 7 => [4, 2, 1],
+                8 => [2, 1], 4 => [4, 2, 1]),
+            (_, 1) => choose_tile!(avx2::forward, 1; d.ow, d.ocb; 4 => [2, 1], 7 => [1], 2 => [4, 2, 1], 1 => [8, 4, 2, 1]),
+            _ => choose_tile!(avx2::forward, 2; d.ow, d.ocb; 4 => [2, 1], 7 => [1]),
         }
     }
 
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn to_padded_avx512(d: &Dims, src: &[f32], dst: &mut [f32]) {
-        unsafe { to_padded::<Avx512>(d, src, dst) }
+    /// The input-gradient kernel for `d` at `level`, and the sizes to call it with: at stride 1
+    /// the forward kernel of the transposed sizes (it overwrites), at stride 2 the scatter
+    /// kernel over `d` (it adds), with the forward's tiles over input blocks.
+    pub(super) fn input_grad_kernel(level: Level, d: &Dims) -> (ImageKernel, Dims) {
+        let kernel = || match (level, d.s) {
+            (_, 1) => forward_kernel(level, &d.transposed()),
+            (Level::Avx512, _) => choose_tile!(avx512::input_grad, 2; d.ow, d.icb; 14 => [2, 1], 7 => [4, 2, 1],
+                8 => [2, 1], 4 => [4, 2, 1]),
+            _ => choose_tile!(avx2::input_grad, 2; d.ow, d.icb; 4 => [2, 1], 7 => [1]),
+        };
+        (kernel(), if d.s == 1 { d.transposed() } else { *d })
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn to_padded_avx2(d: &Dims, src: &[f32], dst: &mut [f32]) {
-        unsafe { to_padded::<Avx2>(d, src, dst) }
-    }
-
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn from_blocked_avx512(d: &Dims, src: &[f32], dst: &mut [f32], add: bool) {
-        unsafe { from_blocked::<Avx512>(d, src, dst, add) }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn from_blocked_avx2(d: &Dims, src: &[f32], dst: &mut [f32], add: bool) {
-        unsafe { from_blocked::<Avx2>(d, src, dst, add) }
+    pub(super) fn grad_kernel(level: Level, d: &Dims) -> GradKernel {
+        match (level, d.s) {
+            (Level::Avx512, 1) => avx512::weight_grad,
+            (Level::Avx512, _) => avx512::weight_grad_s2,
+            (_, 1) => avx2::weight_grad,
+            _ => avx2::weight_grad_s2,
+        }
     }
 
     /// The layout changes at `level`: into the padded blocked layout, and back out of it.
     pub(super) fn conversions(level: Level) -> (ToPadded, FromBlocked) {
         match level {
-            Level::Avx512 => (to_padded_avx512, from_blocked_avx512),
-            _ => (to_padded_avx2, from_blocked_avx2),
-        }
-    }
-
-    pub(super) fn grad_kernel(level: Level) -> GradKernel {
-        match level {
-            Level::Avx512 => weight_grad_avx512,
-            _ => weight_grad_avx2,
+            Level::Avx512 => (avx512::to_padded, avx512::from_blocked),
+            _ => (avx2::to_padded, avx2::from_blocked),
         }
     }
 }
@@ -539,11 +697,11 @@ fn assert_runs(level: Level) {
 /// [`forward`] at `level` (from [`applicable`], or [`simd::available`] in tests).
 fn forward_at(level: Level, g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
     assert_runs(level);
-    let d = Dims::new(lanes_of(level), g.c_in, g.c_out, g.h, g.w);
+    let d = Dims::new(lanes_of(level), g);
     let wb = weights_blocked(&d, w, false);
     let kernel = entries::forward_kernel(level, &d);
     let (to_padded, from_blocked) = entries::conversions(level);
-    let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.h * g.w);
+    let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.oh * g.ow);
     x.par_chunks(in_len).zip(y.par_chunks_mut(out_len)).for_each_init(
         || (vec![0.0f32; d.padded_len()], vec![0.0f32; d.out_len()]),
         |(xp, yb), (xi, yi)| {
@@ -560,12 +718,12 @@ fn forward_at(level: Level, g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
 /// [`backward`] at `level`.
 fn backward_at(level: Level, g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: &mut [f32]) {
     assert_runs(level);
-    let d = Dims::new(lanes_of(level), g.c_in, g.c_out, g.h, g.w);
+    let d = Dims::new(lanes_of(level), g);
     let dt = d.transposed();
     let wt = weights_blocked(&d, w, true);
-    let (data_kernel, grad_kernel) = (entries::forward_kernel(level, &dt), entries::grad_kernel(level));
+    let ((data_kernel, data_dims), grad_kernel) = (entries::input_grad_kernel(level, &d), entries::grad_kernel(level, &d));
     let (to_padded, from_blocked) = entries::conversions(level);
-    let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.h * g.w);
+    let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.oh * g.ow);
     let task_images = g.batch.div_ceil(REDUCE_TASKS);
     let run_task = |xs: &[f32], dys: &[f32], mut dxs: Option<&mut [f32]>| -> Vec<f32> {
         let mut dwb = vec![0.0f32; d.weights_len()];
@@ -578,7 +736,11 @@ fn backward_at(level: Level, g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx:
                 to_padded(&dt, dyi, &mut dyp);
                 grad_kernel(&d, &xp, &dyp, &mut dwb);
                 if let Some(dxs) = dxs.as_deref_mut() {
-                    data_kernel(&dt, &dyp, &wt, &mut dxb);
+                    // The strided kernel adds (the stride-1 one overwrites).
+                    if d.s != 1 {
+                        dxb.fill(0.0);
+                    }
+                    data_kernel(&data_dims, &dyp, &wt, &mut dxb);
                     from_blocked(&dt, &dxb, &mut dxs[i * in_len..][..in_len], true);
                 }
             }

@@ -1,30 +1,38 @@
 use super::super::cpu_kernel::{backward_im2col, forward_im2col};
 use super::*;
 
-/// (batch, c_in, c_out, h, w): the tiles the dispatch takes at both instruction sets (wide rows,
-/// several or one output block, channels a multiple of 8 but not 16 under AVX2) and small ones
-/// only tests reach, a batch that leaves the last chunk of images short, one row, one column.
-const CASES: [(usize, usize, usize, usize, usize); 12] = [
-    (3, 16, 32, 28, 28),
-    (9, 32, 64, 7, 7),
-    (2, 48, 16, 14, 14),
-    (2, 16, 64, 8, 8),
-    (2, 32, 16, 12, 12),
-    (2, 16, 128, 2, 6),
-    (2, 16, 256, 5, 3),
-    (3, 16, 16, 1, 9),
-    (2, 32, 32, 9, 1),
-    (2, 16, 16, 7, 7),
-    (2, 16, 64, 3, 12),
-    (2, 24, 24, 4, 8),
+/// (batch, c_in, c_out, h, w, stride): the tiles the dispatch takes at both instruction sets
+/// (wide rows, several or one output or input block, channels a multiple of 8 but not 16 under
+/// AVX2) and small ones only tests reach, a batch that leaves the last chunk of images short,
+/// one row, one column; at stride 2, the downsampling convolutions of both backbones and the
+/// fallback tile.
+const CASES: [(usize, usize, usize, usize, usize, usize); 18] = [
+    (3, 16, 32, 28, 28, 1),
+    (9, 32, 64, 7, 7, 1),
+    (2, 48, 16, 14, 14, 1),
+    (2, 16, 64, 8, 8, 1),
+    (2, 32, 16, 12, 12, 1),
+    (2, 16, 128, 2, 6, 1),
+    (2, 16, 256, 5, 3, 1),
+    (3, 16, 16, 1, 9, 1),
+    (2, 32, 32, 9, 1, 1),
+    (2, 16, 16, 7, 7, 1),
+    (2, 16, 64, 3, 12, 1),
+    (2, 24, 24, 4, 8, 1),
+    (3, 16, 32, 28, 28, 2),
+    (9, 32, 64, 14, 14, 2),
+    (2, 16, 16, 16, 16, 2),
+    (2, 16, 48, 4, 16, 2),
+    (2, 32, 16, 8, 8, 2),
+    (2, 16, 32, 10, 6, 2),
 ];
 
 fn values(n: usize, seed: usize) -> Vec<f32> {
     (0..n).map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 - 1001.0) / 997.0).collect()
 }
 
-fn geom(b: usize, c: usize, o: usize, h: usize, w: usize) -> ConvGeom {
-    ConvGeom::new(b, c, h, w, o, 3, 1, 1, 1, 1).unwrap()
+fn geom(b: usize, c: usize, o: usize, h: usize, w: usize, s: usize) -> ConvGeom {
+    ConvGeom::new(b, c, h, w, o, 3, s, 1, 1, 1).unwrap()
 }
 
 /// The levels with direct kernels on this CPU.
@@ -42,12 +50,12 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
 #[test]
 fn direct_kernels_match_im2col_at_every_level() {
     for level in levels() {
-        for (b, c, o, h, w) in CASES {
+        for (b, c, o, h, w, s) in CASES {
             if c % lanes_of(level) != 0 || o % lanes_of(level) != 0 {
                 continue;
             }
-            let g = geom(b, c, o, h, w);
-            let (x, wt, dy) = (values(b * c * h * w, 1), values(o * c * 9, 2), values(b * o * h * w, 3));
+            let g = geom(b, c, o, h, w, s);
+            let (x, wt, dy) = (values(b * c * h * w, 1), values(o * c * 9, 2), values(b * o * g.oh * g.ow, 3));
             let what = format!("{level:?} {g:?}");
             let (mut y, mut y_ref) = (vec![f32::NAN; dy.len()], vec![f32::NAN; dy.len()]);
             forward_at(level, &g, &x, &wt, &mut y);
@@ -75,13 +83,14 @@ fn loss(g: &ConvGeom, level: Level, x: &[f32], w: &[f32], r: &[f32]) -> f64 {
     y.iter().zip(r).map(|(a, b)| *a as f64 * *b as f64).sum()
 }
 
-/// Central differences against the direct backward. The convolution is linear in x and in w, so
-/// the differences are exact but for rounding, which only the outputs a perturbed value reaches see.
+/// Central differences against the direct backward, at stride 1 and 2. The convolution is linear
+/// in x and in w, so the differences are exact but for rounding, which only the outputs a
+/// perturbed value reaches see.
 #[test]
 fn direct_kernels_pass_gradient_checks() {
-    for level in levels() {
-        let g = geom(2, 32, 16, 7, 14);
-        let (x, w, r) = (values(2 * 32 * 7 * 14, 6), values(16 * 32 * 9, 7), values(2 * 16 * 7 * 14, 8));
+    for (level, s) in levels().into_iter().flat_map(|l| [(l, 1), (l, 2)]) {
+        let g = geom(2, 32, 16, 8, 14, s);
+        let (x, w, r) = (values(2 * 32 * 8 * 14, 6), values(16 * 32 * 9, 7), values(2 * 16 * g.oh * g.ow, 8));
         let (mut dx, mut dw) = (vec![0.0f32; x.len()], vec![0.0f32; w.len()]);
         backward_at(level, &g, &x, &w, &r, Some(&mut dx), &mut dw);
         let step = 0.5f32;
@@ -97,10 +106,11 @@ fn direct_kernels_pass_gradient_checks() {
             }
             let numeric = (loss(&g, level, &xp, &wp, &r) - loss(&g, level, &xm, &wm, &r)) / (2.0 * step as f64);
             let what = if wrt_x { "dx" } else { "dw" };
-            assert!((numeric - analytic as f64).abs() <= 1e-4 * (1.0 + numeric.abs()), "{level:?} {what}[{i}]: {numeric} vs {analytic}");
+            assert!((numeric - analytic as f64).abs() <= 1e-4 * (1.0 + numeric.abs()), "{level:?} s{s} {what}[{i}]: {numeric} vs {analytic}");
         };
-        // Corners, edges and the interior of the planes; every tap of some weights.
-        for i in [0, 13, 14 * 6 + 13, 14 * 3 + 5, 7 * 14 * 31 + 20, x.len() - 1, x.len() / 2 + 3] {
+        // Corners, edges and the interior of the planes (odd and even rows and columns); every
+        // tap of some weights.
+        for i in [0, 13, 14 * 7 + 13, 14 * 3 + 5, 14 * 4 + 6, 8 * 14 * 31 + 20, x.len() - 1, x.len() / 2 + 3] {
             check(i, true, dx[i]);
         }
         for i in (0..9).chain([9 * 31 + 4, w.len() - 1, w.len() / 2]) {
@@ -111,9 +121,9 @@ fn direct_kernels_pass_gradient_checks() {
 
 #[test]
 fn direct_kernels_give_the_same_bits_on_any_thread_count() {
-    let g = geom(11, 32, 32, 14, 14);
-    let (x, w, dy) = (values(11 * 32 * 196, 9), values(32 * 32 * 9, 10), values(11 * 32 * 196, 11));
-    for level in levels() {
+    for (level, s) in levels().into_iter().flat_map(|l| [(l, 1), (l, 2)]) {
+        let g = geom(11, 32, 32, 14, 14, s);
+        let (x, w, dy) = (values(11 * 32 * 196, 9), values(32 * 32 * 9, 10), values(11 * 32 * g.oh * g.ow, 11));
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| {
@@ -123,20 +133,20 @@ fn direct_kernels_give_the_same_bits_on_any_thread_count() {
                 [y, dx, dw].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>())
             })
         };
-        assert_eq!(run(1), run(3), "{level:?}");
+        assert_eq!(run(1), run(3), "{level:?} s{s}");
     }
 }
 
 #[test]
 fn only_resnet_3x3_convolutions_in_f32_take_the_direct_kernels() {
-    let Some(level) = applicable::<f32>(&geom(2, 64, 64, 8, 8)) else {
+    let Some(level) = applicable::<f32>(&geom(2, 64, 64, 8, 8, 1)) else {
         assert_eq!(simd::level(), Level::Baseline);
         return;
     };
     assert_eq!(level, simd::level());
-    assert!(applicable::<f64>(&geom(2, 64, 64, 8, 8)).is_none());
+    assert!(applicable::<f64>(&geom(2, 64, 64, 8, 8, 1)).is_none());
     // The public entry points take the process's level, and refuse f64.
-    let g = geom(3, 32, 16, 7, 7);
+    let g = geom(3, 32, 16, 7, 7, 1);
     let (x, w, dy) = (values(3 * 32 * 49, 12), values(16 * 32 * 9, 13), values(3 * 16 * 49, 14));
     let (mut y, mut y_at) = (vec![0.0f32; dy.len()], vec![0.0f32; dy.len()]);
     assert!(forward(&g, &x, &w, &mut y));
@@ -151,6 +161,8 @@ fn only_resnet_3x3_convolutions_in_f32_take_the_direct_kernels() {
     assert!(!forward(&g, &as64(&x), &as64(&w), &mut vec![0.0f64; dy.len()]));
     let refused = [
         ConvGeom::new(2, 64, 8, 8, 64, 3, 2, 1, 1, 1),
+        ConvGeom::new(2, 64, 15, 15, 64, 3, 2, 1, 1, 1),
+        ConvGeom::new(2, 64, 22, 22, 64, 3, 3, 1, 1, 1),
         ConvGeom::new(2, 64, 8, 8, 64, 1, 1, 0, 1, 1),
         ConvGeom::new(2, 64, 8, 8, 64, 3, 1, 2, 1, 1),
         ConvGeom::new(2, 64, 8, 8, 64, 3, 1, 1, 2, 1),
@@ -161,7 +173,9 @@ fn only_resnet_3x3_convolutions_in_f32_take_the_direct_kernels() {
         ConvGeom::new(2, 64, 4, 4, 64, 3, 1, 1, 1, 1),
         ConvGeom::new(2, 64, 9, 9, 64, 3, 1, 1, 1, 1),
     ];
-    assert!(applicable::<f32>(&geom(2, 32, 32, 28, 28)).is_some() && applicable::<f32>(&geom(2, 32, 32, 7, 7)).is_some());
+    for (h, s) in [(28, 1), (7, 1), (28, 2), (14, 2)] {
+        assert!(applicable::<f32>(&geom(2, 32, 32, h, h, s)).is_some(), "{h} {s}");
+    }
     for g in refused {
         assert!(applicable::<f32>(&g.unwrap()).is_none(), "{g:?}");
     }
