@@ -295,7 +295,7 @@ fn im2col_chunk<E: Real>(g: &ConvGeom, xs: &[E], group: usize, col: &mut Vec<E>)
 
 /// Forward: `y = conv(x, w)`. `x` is [N, C_in, H, W], `w` [C_out, C_in / groups, K, K],
 /// `y` [N, C_out, OH, OW] (overwritten). Depthwise geometries and the 3x3 convolutions of
-/// ResNet blocks (in f32, on a CPU with AVX2) take direct kernels.
+/// ResNets, stride 1 or 2 (in f32, on a CPU with AVX2), take direct kernels.
 pub fn forward<E: Real>(g: &ConvGeom, x: &[E], w: &[E], y: &mut [E]) {
     if depthwise::applicable(g) {
         return depthwise::forward(g, x, w, y);

@@ -20,7 +20,7 @@
 //! as in dfdx itself.
 //!
 //! On the CPU (`cpu_kernel.rs`): im2col + GEMM for every geometry, direct kernels for depthwise
-//! convolutions (`depthwise.rs`) and for the 3x3 convolutions of ResNet blocks (`direct.rs`).
+//! convolutions (`depthwise.rs`) and for the 3x3 convolutions of ResNets, stride 1 or 2 (`direct.rs`).
 //!
 //! Initialisation: PyTorch's default, `kaiming_uniform_(a = sqrt(5))`, which is uniform in
 //! ±1/sqrt(fan_in) with fan_in = IPG * K * K.
