@@ -167,8 +167,8 @@ unsafe fn from_blocked<L: Lanes>(d: &Dims, src: &[f32], dst: &mut [f32], add: bo
     let (v, hw) = (L::V, d.oh * d.ow);
     assert!(d.v == v && src.len() >= d.out_len() && dst.len() >= d.ocb * v * hw);
     let whole = hw / v * v;
-    // SAFETY: the reads are src[(ob H W + p) V + l] for p < H W, the writes dst[(ob V + l) H W
-    // + p]: inside both, by the lengths asserted above.
+    // SAFETY: the reads are src[(ob OH OW + p) V + l] for p < OH OW, the writes
+    // dst[(ob V + l) OH OW + p]: inside both, by the lengths asserted above.
     unsafe {
         let index = L::lane_index(v as i32);
         for ob in 0..d.ocb {
@@ -407,7 +407,8 @@ unsafe fn weight_grad_image<L: Lanes, const IL: usize>(d: &Dims, x: &[f32], dy: 
             for ky in 0..3 {
                 for il0 in (0..v).step_by(IL) {
                     // SAFETY: every offset below is inside the slices, by the lengths asserted
-                    // above.
+                    // above: input rows oy + ky <= H + 1 and columns 1..=W of the padded image,
+                    // gradient columns q - 1 >= 0 and q + 1 <= W + 1 of its padded rows.
                     unsafe {
                         let dst = dwb.as_mut_ptr().add(((ob * d.icb + ib) * 9 + ky * 3) * v * v + il0 * v);
                         let mut acc = [[L::zero(); IL]; 3];
@@ -570,7 +571,7 @@ unsafe fn input_grad_image<L: Lanes, const R: usize, const B: usize, const S: us
 /// A kernel for one image with the forward's arguments: [`forward_image`] or
 /// [`input_grad_image`] at one instruction set, tile and stride.
 type ImageKernel = unsafe fn(&Dims, &[f32], &[f32], &mut [f32]);
-/// A weight-gradient kernel for one image, as [`weight_grad_image`].
+/// A weight-gradient kernel for one image, as [`weight_grad_image`] or [`weight_grad_s2_image`].
 type GradKernel = unsafe fn(&Dims, &[f32], &[f32], &mut [f32]);
 /// [`to_padded`] at one instruction set.
 type ToPadded = unsafe fn(&Dims, &[f32], &mut [f32]);

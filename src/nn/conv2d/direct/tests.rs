@@ -4,9 +4,10 @@ use super::*;
 /// (batch, c_in, c_out, h, w, stride): the tiles the dispatch takes at both instruction sets
 /// (wide rows, several or one output or input block, channels a multiple of 8 but not 16 under
 /// AVX2) and small ones only tests reach, a batch that leaves the last chunk of images short,
-/// one row, one column; at stride 2, the downsampling convolutions of both backbones and the
-/// fallback tile.
-const CASES: [(usize, usize, usize, usize, usize, usize); 18] = [
+/// one row, one column; at stride 2, the small ResNet's downsampling convolutions (28 -> 14,
+/// 14 -> 7) and ResNet-18's (32 -> 16) at their channels, the same maps at other channel counts
+/// (the other tiles of both kernels), an odd multiple of 8 channels, and the fallback tile.
+const CASES: [(usize, usize, usize, usize, usize, usize); 22] = [
     (3, 16, 32, 28, 28, 1),
     (9, 32, 64, 7, 7, 1),
     (2, 48, 16, 14, 14, 1),
@@ -25,6 +26,10 @@ const CASES: [(usize, usize, usize, usize, usize, usize); 18] = [
     (2, 16, 48, 4, 16, 2),
     (2, 32, 16, 8, 8, 2),
     (2, 16, 32, 10, 6, 2),
+    (2, 32, 64, 28, 28, 2),
+    (2, 64, 128, 14, 14, 2),
+    (2, 64, 128, 32, 32, 2),
+    (2, 24, 24, 8, 16, 2),
 ];
 
 fn values(n: usize, seed: usize) -> Vec<f32> {
