@@ -657,6 +657,7 @@ mod entries {
     /// the forward kernel of the transposed sizes (it overwrites), at stride 2 the scatter
     /// kernel over `d` (it adds), with the forward's tiles over input blocks.
     pub(super) fn input_grad_kernel(level: Level, d: &Dims) -> (ImageKernel, Dims) {
+        // A closure: `choose_tile!` returns the kernel from it.
         let kernel = || match (level, d.s) {
             (_, 1) => forward_kernel(level, &d.transposed()),
             (Level::Avx512, _) => choose_tile!(avx512::input_grad, 2; d.ow, d.icb; 14 => [2, 1], 7 => [4, 2, 1],
