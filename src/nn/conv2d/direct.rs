@@ -387,28 +387,26 @@ unsafe fn forward_image<L: Lanes, const R: usize, const B: usize, const S: usize
     }
 }
 
-/// Adds one image's weight gradient at stride 1 into `dwb` (blocked as [`weights_blocked`]):
-/// `x` padded blocked, `dy` padded blocked `[O/V][H+2][W+2][V]`. For a row of kernel taps (ky)
-/// and IL input lanes, 3 x IL accumulators of V output channels: each input value of the row's
-/// interior (the halo is zero) is broadcast once for the three taps kx that read it (with the
-/// output gradient at columns q - kx), each gradient vector loaded once for IL lanes. Where
-/// q - kx falls outside the row, the gradient read is its zero halo, so the edges need no test.
+/// The weight gradient's register tiles over one image: for each output block `ob`, input block
+/// `ib`, kernel row `ky` and IL input lanes from `il0`, the 3 x IL accumulators (taps kx x input
+/// lanes, V output channels each) loaded from `dwb` (blocked as [`weights_blocked`]), handed to
+/// `add_rows` (ob, ib, ky, il0, accumulators) to add the image's products, and stored back.
 ///
 /// # Safety
-/// As [`forward_image`].
+/// The CPU has `L`'s instructions; `add_rows` reads inside its slices.
 #[inline(always)]
-#[allow(clippy::needless_range_loop)] // acc[kx][j] indexed by both: plain loops keep the tile in registers
-unsafe fn weight_grad_image<L: Lanes, const IL: usize>(d: &Dims, x: &[f32], dy: &[f32], dwb: &mut [f32]) {
-    let (v, h, hp, wp) = (L::V, d.h, d.h + 2, d.w + 2);
-    assert!(d.v == v && d.s == 1 && v.is_multiple_of(IL));
-    assert!(x.len() >= d.padded_len() && dy.len() >= d.transposed().padded_len() && dwb.len() >= d.weights_len());
+unsafe fn weight_grad_tiles<L: Lanes, const IL: usize>(
+    d: &Dims,
+    dwb: &mut [f32],
+    mut add_rows: impl FnMut(usize, usize, usize, usize, &mut [[L::Reg; IL]; 3]),
+) {
+    let v = L::V;
+    assert!(d.v == v && v.is_multiple_of(IL) && dwb.len() >= d.weights_len());
     for ob in 0..d.ocb {
         for ib in 0..d.icb {
             for ky in 0..3 {
                 for il0 in (0..v).step_by(IL) {
-                    // SAFETY: every offset below is inside the slices, by the lengths asserted
-                    // above: input rows oy + ky <= H + 1 and columns 1..=W of the padded image,
-                    // gradient columns q - 1 >= 0 and q + 1 <= W + 1 of its padded rows.
+                    // SAFETY: the tile's vectors lie inside `dwb`, by the length asserted above.
                     unsafe {
                         let dst = dwb.as_mut_ptr().add(((ob * d.icb + ib) * 9 + ky * 3) * v * v + il0 * v);
                         let mut acc = [[L::zero(); IL]; 3];
@@ -417,21 +415,7 @@ unsafe fn weight_grad_image<L: Lanes, const IL: usize>(d: &Dims, x: &[f32], dy: 
                                 *a = L::load(dst.add(kx * v * v + j * v));
                             }
                         }
-                        for oy in 0..h {
-                            let xrow = x.as_ptr().add(((ib * hp + oy + ky) * wp) * v + il0);
-                            // Column c of the padded gradient row: the output pixel c - 1.
-                            let dyrow = dy.as_ptr().add((ob * hp + oy + 1) * wp * v);
-                            for q in 1..d.w + 1 {
-                                // Output pixel q - kx, at padded column q + 1 - kx.
-                                let g = [L::load(dyrow.add((q + 1) * v)), L::load(dyrow.add(q * v)), L::load(dyrow.add((q - 1) * v))];
-                                for j in 0..IL {
-                                    let xv = L::splat(xrow.add(q * v + j));
-                                    for kx in 0..3 {
-                                        acc[kx][j] = L::fmadd(xv, g[kx], acc[kx][j]);
-                                    }
-                                }
-                            }
-                        }
+                        add_rows(ob, ib, ky, il0, &mut acc);
                         for (kx, tap) in acc.iter().enumerate() {
                             for (j, a) in tap.iter().enumerate() {
                                 L::store(dst.add(kx * v * v + j * v), *a);
@@ -442,6 +426,48 @@ unsafe fn weight_grad_image<L: Lanes, const IL: usize>(d: &Dims, x: &[f32], dy: 
             }
         }
     }
+}
+
+/// Adds one image's weight gradient at stride 1 into `dwb` (blocked as [`weights_blocked`]):
+/// `x` padded blocked, `dy` padded blocked `[O/V][H+2][W+2][V]`. For a row of kernel taps (ky)
+/// and IL input lanes, 3 x IL accumulators of V output channels ([`weight_grad_tiles`]): each
+/// input value of the row's interior (the halo is zero) is broadcast once for the three taps kx
+/// that read it (with the output gradient at columns q - kx), each gradient vector loaded once for
+/// IL lanes. Where q - kx falls outside the row, the gradient read is its zero halo, so the edges
+/// need no test.
+///
+/// # Safety
+/// As [`forward_image`].
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // acc[kx][j] indexed by both: plain loops keep the tile in registers
+unsafe fn weight_grad_image<L: Lanes, const IL: usize>(d: &Dims, x: &[f32], dy: &[f32], dwb: &mut [f32]) {
+    let (v, hp, wp) = (L::V, d.h + 2, d.w + 2);
+    assert!(d.v == v && d.s == 1);
+    assert!(x.len() >= d.padded_len() && dy.len() >= d.transposed().padded_len());
+    let add_rows = |ob: usize, ib: usize, ky: usize, il0: usize, acc: &mut [[L::Reg; IL]; 3]| {
+        for oy in 0..d.h {
+            // SAFETY: every offset below is inside the slices, by the lengths asserted above:
+            // input rows oy + ky <= H + 1 and columns 1..=W of the padded image, gradient columns
+            // q - 1 >= 0 and q + 1 <= W + 1 of its padded rows.
+            unsafe {
+                let xrow = x.as_ptr().add(((ib * hp + oy + ky) * wp) * v + il0);
+                // Column c of the padded gradient row: the output pixel c - 1.
+                let dyrow = dy.as_ptr().add((ob * hp + oy + 1) * wp * v);
+                for q in 1..d.w + 1 {
+                    // Output pixel q - kx, at padded column q + 1 - kx.
+                    let g = [L::load(dyrow.add((q + 1) * v)), L::load(dyrow.add(q * v)), L::load(dyrow.add((q - 1) * v))];
+                    for j in 0..IL {
+                        let xv = L::splat(xrow.add(q * v + j));
+                        for kx in 0..3 {
+                            acc[kx][j] = L::fmadd(xv, g[kx], acc[kx][j]);
+                        }
+                    }
+                }
+            }
+        }
+    };
+    // SAFETY: as this function's.
+    unsafe { weight_grad_tiles::<L, IL>(d, dwb, add_rows) }
 }
 
 /// [`weight_grad_image`] at stride 2 (even H and W): padded input column 2 ox holds the value
@@ -455,50 +481,34 @@ unsafe fn weight_grad_image<L: Lanes, const IL: usize>(d: &Dims, x: &[f32], dy: 
 #[allow(clippy::needless_range_loop)] // acc[kx][j] indexed by both: plain loops keep the tile in registers
 unsafe fn weight_grad_s2_image<L: Lanes, const IL: usize>(d: &Dims, x: &[f32], dy: &[f32], dwb: &mut [f32]) {
     let (v, hp, wp, ohp, owp) = (L::V, d.h + 2, d.w + 2, d.oh + 2, d.ow + 2);
-    assert!(d.v == v && d.s == 2 && v.is_multiple_of(IL));
+    assert!(d.v == v && d.s == 2);
     assert!(d.h.is_multiple_of(2) && d.w.is_multiple_of(2) && d.oh == d.h / 2 && d.ow == d.w / 2);
-    assert!(x.len() >= d.padded_len() && dy.len() >= d.transposed().padded_len() && dwb.len() >= d.weights_len());
-    for ob in 0..d.ocb {
-        for ib in 0..d.icb {
-            for ky in 0..3 {
-                for il0 in (0..v).step_by(IL) {
-                    // SAFETY: every offset below is inside the slices, by the sizes asserted
-                    // above: input rows 2 oy + ky <= H and columns 2 ox + 1 <= W + 1 of the
-                    // padded image, gradient columns 0..=OW + 1 of its padded rows.
-                    unsafe {
-                        let dst = dwb.as_mut_ptr().add(((ob * d.icb + ib) * 9 + ky * 3) * v * v + il0 * v);
-                        let mut acc = [[L::zero(); IL]; 3];
-                        for (kx, tap) in acc.iter_mut().enumerate() {
-                            for (j, a) in tap.iter_mut().enumerate() {
-                                *a = L::load(dst.add(kx * v * v + j * v));
-                            }
-                        }
-                        for oy in 0..d.oh {
-                            let xrow = x.as_ptr().add((ib * hp + 2 * oy + ky) * wp * v + il0);
-                            // Column c of the padded gradient row: the output pixel c - 1.
-                            let dyrow = dy.as_ptr().add((ob * ohp + oy + 1) * owp * v);
-                            for ox in 0..d.ow + 1 {
-                                // Output pixels ox and ox - 1.
-                                let g = [L::load(dyrow.add((ox + 1) * v)), L::load(dyrow.add(ox * v))];
-                                for j in 0..IL {
-                                    let even = L::splat(xrow.add(2 * ox * v + j));
-                                    let odd = L::splat(xrow.add((2 * ox + 1) * v + j));
-                                    acc[0][j] = L::fmadd(even, g[0], acc[0][j]);
-                                    acc[1][j] = L::fmadd(odd, g[0], acc[1][j]);
-                                    acc[2][j] = L::fmadd(even, g[1], acc[2][j]);
-                                }
-                            }
-                        }
-                        for (kx, tap) in acc.iter().enumerate() {
-                            for (j, a) in tap.iter().enumerate() {
-                                L::store(dst.add(kx * v * v + j * v), *a);
-                            }
-                        }
+    assert!(x.len() >= d.padded_len() && dy.len() >= d.transposed().padded_len());
+    let add_rows = |ob: usize, ib: usize, ky: usize, il0: usize, acc: &mut [[L::Reg; IL]; 3]| {
+        for oy in 0..d.oh {
+            // SAFETY: every offset below is inside the slices, by the sizes asserted above: input
+            // rows 2 oy + ky <= H and columns 2 ox + 1 <= W + 1 of the padded image, gradient
+            // columns 0..=OW + 1 of its padded rows.
+            unsafe {
+                let xrow = x.as_ptr().add((ib * hp + 2 * oy + ky) * wp * v + il0);
+                // Column c of the padded gradient row: the output pixel c - 1.
+                let dyrow = dy.as_ptr().add((ob * ohp + oy + 1) * owp * v);
+                for ox in 0..d.ow + 1 {
+                    // Output pixels ox and ox - 1.
+                    let g = [L::load(dyrow.add((ox + 1) * v)), L::load(dyrow.add(ox * v))];
+                    for j in 0..IL {
+                        let even = L::splat(xrow.add(2 * ox * v + j));
+                        let odd = L::splat(xrow.add((2 * ox + 1) * v + j));
+                        acc[0][j] = L::fmadd(even, g[0], acc[0][j]);
+                        acc[1][j] = L::fmadd(odd, g[0], acc[1][j]);
+                        acc[2][j] = L::fmadd(even, g[1], acc[2][j]);
                     }
                 }
             }
         }
-    }
+    };
+    // SAFETY: as this function's.
+    unsafe { weight_grad_tiles::<L, IL>(d, dwb, add_rows) }
 }
 
 /// Adds one image's input gradient at stride S into `dx` (blocked `[C/V][H][W][V]`, no halo),
