@@ -89,7 +89,10 @@ fn sgd() -> OptimConfig {
 /// update on the GEMM's AVX2 path takes the weights from 3e-7 apart to 4e-4 apart in one step
 /// while the loss before it still agrees to 3e-7 (on the AVX-512 path they stay 5e-7 apart): a jump,
 /// not a drift, most likely an activation at a ReLU's kink that rounding puts on either side; so
-/// two updates are compared.
+/// two updates are compared. SimCLR's second update jumps the same way on the AVX2 path since its
+/// direct kernels sum the taps in another order (0459586): the weights are 3e-7 apart after one
+/// update and 7e-5 after two while the loss between them agrees to 2e-7 (on AVX-512: 2e-7 and
+/// 4e-7); so one update is compared, on 2 and 3 ranks.
 fn agrees(m: MethodConfig, blocks: &[(usize, usize)], sizes: &[usize], steps: u64) {
     let all = views(blocks);
     let (want_losses, want_features) = one_process(&m, &all, sgd(), steps);
@@ -106,7 +109,7 @@ fn agrees(m: MethodConfig, blocks: &[(usize, usize)], sizes: &[usize], steps: u6
 #[test]
 fn simclr_on_ranks_is_simclr_on_one_process() {
     let m = MethodConfig::SimClr(SimClrConfig { temperature: 0.5, projector: simclr::ProjectorConfig { hidden: 64, out: 32, layers: 3 } });
-    agrees(m, &[(2, SIDE)], &[2, 3], 3);
+    agrees(m, &[(2, SIDE)], &[2, 3], 1);
 }
 
 #[test]
