@@ -6,8 +6,9 @@
 //! (dfdx 0.13 lends no view of a tensor's data), and in the backward a single-threaded,
 //! zero-filled gradient buffer from dfdx. At two threads these were a sixth of the small
 //! ResNet's training step (measured with `perf`, 2026-12-01), run on one core while the other
-//! waited. Inside a fused op the activations and gradients are the project's buffers,
-//! zero-filled in parallel; only the block's input and output cross into dfdx. The
+//! waited. Inside a fused op the activations and gradients are the project's pooled buffers
+//! (`super::tape::buffer`), which the kernels write whole, without a zero fill before; only
+//! the block's input and output cross into dfdx. The
 //! numbers are the same bits as the layers run one by one (each layer calls the same kernels
 //! in the same order; tested in `residual`).
 //!
@@ -26,7 +27,7 @@ use crate::simd;
 
 use super::gemm::Real;
 use super::relu::add_into;
-use super::tape::{copied, put_grad, take_grad, zeros, Copied};
+use super::tape::{buffer, copied, put_grad, take_grad, zeros, Copied, Store};
 
 /// Elements per parallel task of the element-wise loops.
 const CHUNK: usize = 1 << 15;
@@ -39,13 +40,13 @@ pub struct Act<E: 'static + Send> {
     pub shape: [usize; 4],
 }
 
-/// The backward of one fused layer: given the output gradient (which it may overwrite), *adds*
-/// the input gradient into `dx` (`input_len` elements) and the parameter gradients into
-/// `Gradients`.
+/// The backward of one fused layer: given the output gradient (which it may overwrite), stores
+/// the input gradient in `dx` (`input_len` elements) as the [`Store`] says, and adds the
+/// parameter gradients into `Gradients`.
 pub struct LayerBackward<E: Dtype> {
     pub input_len: usize,
     #[allow(clippy::type_complexity)]
-    pub run: Box<dyn FnOnce(&mut [E], &mut [E], &mut Gradients<E, Cpu>) -> Result<(), CpuError>>,
+    pub run: Box<dyn FnOnce(&mut [E], &mut [E], Store, &mut Gradients<E, Cpu>) -> Result<(), CpuError>>,
 }
 
 /// A layer that runs on the project's buffers.
@@ -121,20 +122,21 @@ fn forward_chain<E: Dtype + Real>(layers: &mut [&mut dyn CpuLayer<E>], x: &Act<E
 }
 
 /// The backwards of a chain, last layer first, from the output gradient `dy`: the first
-/// layer's input gradient is added into `dx`. Each gradient between layers is freed as soon as
-/// the layer before has used it.
+/// layer's input gradient is added into `dx`. The gradients between layers are written into
+/// pooled buffers (each has one part), each freed as soon as the layer before has used it.
 fn backward_chain<E: Dtype + Real>(
     backs: Vec<LayerBackward<E>>,
-    mut dy: Vec<E>,
+    dy: Vec<E>,
     dx: &mut [E],
     grads: &mut Gradients<E, Cpu>,
 ) -> Result<(), CpuError> {
+    let mut dy = Copied::unpooled(dy);
     for (i, back) in backs.into_iter().enumerate().rev() {
         if i == 0 {
-            return (back.run)(&mut dy, dx, grads);
+            return (back.run)(&mut dy, dx, Store::Add, grads);
         }
-        let mut d_in = zeros(back.input_len);
-        (back.run)(&mut dy, &mut d_in, grads)?;
+        let mut d_in = buffer(back.input_len);
+        (back.run)(&mut dy, &mut d_in, Store::Write, grads)?;
         dy = d_in;
     }
     add_into(dx, &dy);
@@ -151,12 +153,12 @@ fn eval_chain<E: Dtype + Real>(layers: &[&dyn CpuLayer<E>], x: &Act<E>) -> Resul
 }
 
 /// `relu(a + b)` (shapes checked), and where it passes the gradient (a + b > 0).
-fn add_relu<E: Dtype + Real>(a: &Act<E>, b: &Act<E>) -> Result<(Vec<E>, Vec<u8>), CpuError> {
+fn add_relu<E: Dtype + Real>(a: &Act<E>, b: &Act<E>) -> Result<(Vec<E>, Copied<u8>), CpuError> {
     if a.shape != b.shape {
         return Err(CpuError::WrongNumElements);
     }
     let mut y = zeros::<E>(a.data.len());
-    let mut pass = zeros::<u8>(a.data.len());
+    let mut pass = buffer::<u8>(a.data.len());
     y.par_chunks_mut(CHUNK).zip(pass.par_chunks_mut(CHUNK)).zip(a.data.par_chunks(CHUNK).zip(b.data.par_chunks(CHUNK))).for_each(
         |((y, pass), (a, b))| {
             simd::run(

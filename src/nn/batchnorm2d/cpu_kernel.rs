@@ -5,6 +5,7 @@
 use rayon::prelude::*;
 
 use crate::nn::gemm::Real;
+use crate::nn::tape::Store;
 use crate::simd;
 
 /// Sizes of a call: `n` images of `c` channels of `hw` pixels.
@@ -214,7 +215,8 @@ pub fn normalize<E: Real>(
 }
 
 /// Backward of a training forward that used batch statistics `mean`, `var` over `m` values
-/// per channel: adds into `dx`, `dscale`, `dbias`. `reduce` sums the per-channel sums of the
+/// per channel: stores the input gradient in `dx` as `store` says, adds into `dscale` and
+/// `dbias`. `reduce` sums the per-channel sums of the
 /// gradient over ranks (synchronised batch norm: `dx` is then the global batch's; `dscale`
 /// and `dbias` stay this rank's part, summed with the other parameters' gradients). With `relu`, the output gradient is first masked where the forward's
 /// output was zero (recomputed from `x`, so the output need not be kept); `dy` is then
@@ -231,6 +233,7 @@ pub fn backward<E: Real>(
     relu: bool,
     dy: &mut [E],
     dx: &mut [E],
+    store: Store,
     dscale: &mut [E],
     dbias: &mut [E],
     m: f64,
@@ -286,8 +289,10 @@ pub fn backward<E: Real>(
                     for ch in 0..g.c {
                         let (kk, uu, vv) = (k[ch], u[ch], v[ch]);
                         let r = ch * g.hw..(ch + 1) * g.hw;
-                        for ((o, &d), &xv) in dxi[r.clone()].iter_mut().zip(&dyi[r.clone()]).zip(&xi[r]) {
-                            *o += d * kk + xv * uu + vv;
+                        let values = dxi[r.clone()].iter_mut().zip(&dyi[r.clone()]).zip(&xi[r]);
+                        match store {
+                            Store::Add => values.for_each(|((o, &d), &xv)| *o += d * kk + xv * uu + vv),
+                            Store::Write => values.for_each(|((o, &d), &xv)| *o = d * kk + xv * uu + vv),
                         }
                     }
                 },
@@ -299,6 +304,26 @@ pub fn backward<E: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_written_input_gradient_is_the_one_added_into_zeros() {
+        let g = BnGeom { n: 3, c: 4, hw: 10 };
+        let x: Vec<f32> = (0..120).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
+        let (mean, var, m) = batch_stats(&g, &x, &|_: &mut [f64]| {});
+        let (scale, bias) = ([0.5, -1.0, 2.0, 1.5], [0.1, 0.2, -0.3, 0.0]);
+        for relu in [false, true] {
+            let run = |dx: &mut [f32], store: Store| {
+                let mut dy: Vec<f32> = (0..120).map(|i| ((i * 53 % 89) as f32 - 44.0) / 23.0).collect();
+                let (mut ds, mut db) = ([0.0; 4], [0.0; 4]);
+                backward(&g, &x, &mean, &var, 1e-5, &scale, &bias, relu, &mut dy, dx, store, &mut ds, &mut db, m, &|_: &mut [f64]| {});
+            };
+            let (mut written, mut added) = (vec![f32::NAN; 120], vec![0.0; 120]);
+            run(&mut written, Store::Write);
+            run(&mut added, Store::Add);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&written), bits(&added), "relu {relu}");
+        }
+    }
 
     #[test]
     fn sums_are_the_same_bits_at_every_level() {

@@ -20,7 +20,7 @@ use dfdx::tensor::{Cpu, CpuError};
 
 use super::fused::{Act, CpuLayer, FusableLayers, LayerBackward};
 use super::gemm::Real;
-use super::tape::{copied, put_grad, take_grad, to_vec, zeros, Copied};
+use super::tape::{buffer, copied, put_grad, take_grad, to_vec, zeros, Store};
 
 pub mod builder {
     /// Batch normalisation over `C` channels; with `RELU`, followed by a fused ReLU.
@@ -136,7 +136,7 @@ impl<E: Dtype + Real> BatchNorm2DKernel<E> for Cpu {
         tape.add_backward_op(move |grads| {
             let mut dy = take_grad!(grads, &out_ghost);
             let mut dx = take_grad!(grads, &x_ghost);
-            backward(&xv, &mut dy, &mut dx, grads)?;
+            backward(&xv, &mut dy, &mut dx, Store::Add, grads)?;
             put_grad!(grads, &x_ghost, dx);
             Ok(())
         });
@@ -154,14 +154,14 @@ fn eval_step<const C: usize, const RELU: bool, E: Dtype + Real>(layer: &BatchNor
 /// A training forward of `layer` on `xv` (geometry `g`) into `y`: normalised with the batch
 /// statistics (those of every rank under synchronised batch norm), the running statistics moved
 /// towards them. Returns the backward: given `xv` again and the output gradient (masked in
-/// place by a fused ReLU), it adds the input gradient into `dx` and the scale and bias
-/// gradients into `Gradients`.
+/// place by a fused ReLU), it stores the input gradient in `dx` as told and adds the scale and
+/// bias gradients into `Gradients`.
 fn train_step<const C: usize, const RELU: bool, E: Dtype + Real>(
     layer: &mut BatchNorm2DImpl<C, RELU, E, Cpu>,
     g: BnGeom,
     xv: &[E],
     y: &mut [E],
-) -> impl FnOnce(&[E], &mut [E], &mut [E], &mut Gradients<E, Cpu>) -> Result<(), CpuError> + 'static {
+) -> impl FnOnce(&[E], &mut [E], &mut [E], Store, &mut Gradients<E, Cpu>) -> Result<(), CpuError> + 'static {
     // Synchronised batch norm: the statistics (and, backward, their gradients) of every rank.
     let sync = crate::dist::sync_batchnorm();
     let reduce = move |v: &mut [f64]| {
@@ -185,10 +185,10 @@ fn train_step<const C: usize, const RELU: bool, E: Dtype + Real>(
     blend(&mut layer.running_var, &var, unbias);
     let (s_ghost, b_ghost) = (layer.scale.ghost(), layer.bias.ghost());
     let eps = layer.epsilon;
-    move |xv: &[E], dy: &mut [E], dx: &mut [E], grads: &mut Gradients<E, Cpu>| {
+    move |xv: &[E], dy: &mut [E], dx: &mut [E], store: Store, grads: &mut Gradients<E, Cpu>| {
         let mut ds = take_grad!(grads, &s_ghost);
         let mut db = take_grad!(grads, &b_ghost);
-        cpu_kernel::backward(&g, xv, &mean, &var, eps, &scale, &bias, RELU, dy, dx, &mut ds, &mut db, m, &reduce);
+        cpu_kernel::backward(&g, xv, &mean, &var, eps, &scale, &bias, RELU, dy, dx, store, &mut ds, &mut db, m, &reduce);
         put_grad!(grads, &s_ghost, ds);
         put_grad!(grads, &b_ghost, db);
         Ok(())
@@ -207,18 +207,18 @@ fn act_geom<E: Dtype>(x: &Act<E>, c: usize) -> Result<BnGeom, CpuError> {
 impl<const C: usize, const RELU: bool, E: Dtype + Real> CpuLayer<E> for BatchNorm2DImpl<C, RELU, E, Cpu> {
     fn forward_eval(&self, x: &Act<E>) -> Result<Act<E>, CpuError> {
         let g = act_geom(x, C)?;
-        let mut y = zeros(x.data.len());
+        let mut y = buffer(x.data.len());
         eval_step(self, g, &x.data, &mut y);
-        Ok(Act { data: Arc::new(Copied::unpooled(y)), shape: x.shape })
+        Ok(Act { data: Arc::new(y), shape: x.shape })
     }
 
     fn forward_train(&mut self, x: &Act<E>) -> Result<(Act<E>, LayerBackward<E>), CpuError> {
         let g = act_geom(x, C)?;
-        let mut y = zeros(x.data.len());
+        let mut y = buffer(x.data.len());
         let backward = train_step(self, g, &x.data, &mut y);
         let input = x.data.clone();
-        let run = move |dy: &mut [E], dx: &mut [E], grads: &mut Gradients<E, Cpu>| backward(&input, dy, dx, grads);
-        Ok((Act { data: Arc::new(Copied::unpooled(y)), shape: x.shape }, LayerBackward { input_len: x.data.len(), run: Box::new(run) }))
+        let run = move |dy: &mut [E], dx: &mut [E], store: Store, grads: &mut Gradients<E, Cpu>| backward(&input, dy, dx, store, grads);
+        Ok((Act { data: Arc::new(y), shape: x.shape }, LayerBackward { input_len: x.data.len(), run: Box::new(run) }))
     }
 }
 

@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 use super::depthwise;
+use crate::nn::tape::Store;
 use crate::nn::gemm::{matmul, Mat, Real};
 use crate::simd;
 
@@ -307,14 +308,19 @@ pub fn forward<E: Real>(g: &ConvGeom, x: &[E], w: &[E], y: &mut [E]) {
     forward_im2col(g, x, w, y)
 }
 
-/// Backward: adds the input gradient into `dx` (when given) and the weight gradient into `dw`.
-pub fn backward<E: Real>(g: &ConvGeom, x: &[E], w: &[E], dy: &[E], mut dx: Option<&mut [E]>, dw: &mut [E]) {
+/// Backward: stores the input gradient in `dx` (when given) as `store` says, and adds the
+/// weight gradient into `dw`.
+pub fn backward<E: Real>(g: &ConvGeom, x: &[E], w: &[E], dy: &[E], mut dx: Option<&mut [E]>, store: Store, dw: &mut [E]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::direct::backward(g, x, w, dy, dx.as_deref_mut(), store, dw) {
+        return;
+    }
+    // The other kernels add: into zeros, to write.
+    if let (Some(dx), Store::Write) = (dx.as_deref_mut(), store) {
+        dx.par_chunks_mut(1 << 15).for_each(|c| c.fill(E::zero()));
+    }
     if depthwise::applicable(g) {
         return depthwise::backward(g, x, w, dy, dx, dw);
-    }
-    #[cfg(target_arch = "x86_64")]
-    if super::direct::backward(g, x, w, dy, dx.as_deref_mut(), dw) {
-        return;
     }
     backward_im2col(g, x, w, dy, dx, dw)
 }

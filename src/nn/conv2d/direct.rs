@@ -26,6 +26,7 @@ use rayon::prelude::*;
 
 use super::cpu_kernel::{ConvGeom, REDUCE_TASKS};
 use crate::nn::gemm::Real;
+use crate::nn::tape::Store;
 use crate::simd::{self, Level};
 
 /// The instruction set the direct kernels would take for `g` with element type `E` in this
@@ -77,12 +78,12 @@ pub fn forward<E: Real>(g: &ConvGeom, x: &[E], w: &[E], y: &mut [E]) -> bool {
     }
 }
 
-/// Backward: adds the input gradient into `dx` (when given) and the weight gradient into `dw`,
-/// when [`applicable`]; `false` (nothing done) otherwise.
-pub fn backward<E: Real>(g: &ConvGeom, x: &[E], w: &[E], dy: &[E], dx: Option<&mut [E]>, dw: &mut [E]) -> bool {
+/// Backward: stores the input gradient in `dx` (when given) as `store` says and adds the weight
+/// gradient into `dw`, when [`applicable`]; `false` (nothing done) otherwise.
+pub fn backward<E: Real>(g: &ConvGeom, x: &[E], w: &[E], dy: &[E], dx: Option<&mut [E]>, store: Store, dw: &mut [E]) -> bool {
     match applicable::<E>(g) {
         Some(level) => {
-            backward_at(level, g, as_f32(x), as_f32(w), as_f32(dy), dx.map(as_f32_mut), as_f32_mut(dw));
+            backward_at(level, g, as_f32(x), as_f32(w), as_f32(dy), dx.map(as_f32_mut), store, as_f32_mut(dw));
             true
         }
         None => false,
@@ -749,7 +750,7 @@ fn forward_at(level: Level, g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
 }
 
 /// [`backward`] at `level`.
-fn backward_at(level: Level, g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: &mut [f32]) {
+fn backward_at(level: Level, g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, store: Store, dw: &mut [f32]) {
     assert_runs(level);
     let d = Dims::new(lanes_of(level), g);
     let dt = d.transposed();
@@ -774,7 +775,7 @@ fn backward_at(level: Level, g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx:
                         dxb.fill(0.0);
                     }
                     data_kernel(&data_dims, &dyp, &wt, &mut dxb);
-                    from_blocked(&dt, &dxb, &mut dxs[i * in_len..][..in_len], true);
+                    from_blocked(&dt, &dxb, &mut dxs[i * in_len..][..in_len], store == Store::Add);
                 }
             }
         }

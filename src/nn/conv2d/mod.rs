@@ -42,7 +42,7 @@ use rand_distr::Uniform;
 
 use super::fused::{Act, CpuLayer, FusableLayers, LayerBackward};
 use super::gemm::Real;
-use super::tape::{copied, put_grad, take_grad, to_vec, zeros, Copied};
+use super::tape::{buffer, copied, put_grad, take_grad, to_vec, zeros, Store};
 
 pub mod builder {
     /// A grouped convolution: `IPG` input channels per group (groups = I / IPG).
@@ -218,7 +218,7 @@ impl<E: Dtype + Real> Conv2DKernel<E> for Cpu {
                 let dy = take_grad!(grads, &out_ghost);
                 let mut dx = take_grad!(grads, &x_ghost);
                 let mut dw = take_grad!(grads, &w_ghost);
-                cpu_kernel::backward(&geom, &copied(&x), &wv, &dy, Some(&mut dx), &mut dw);
+                cpu_kernel::backward(&geom, &copied(&x), &wv, &dy, Some(&mut dx), Store::Add, &mut dw);
                 put_grad!(grads, &x_ghost, dx);
                 put_grad!(grads, &w_ghost, dw);
                 Ok(())
@@ -240,9 +240,9 @@ where
     fn forward_train(&mut self, x: &Act<E>) -> Result<(Act<E>, LayerBackward<E>), CpuError> {
         let (out, geom, wv) = self.forward_act(x)?;
         let (input, w_ghost) = (x.data.clone(), self.weight.ghost());
-        let run = move |dy: &mut [E], dx: &mut [E], grads: &mut Gradients<E, Cpu>| {
+        let run = move |dy: &mut [E], dx: &mut [E], store: Store, grads: &mut Gradients<E, Cpu>| {
             let mut dw = take_grad!(grads, &w_ghost);
-            cpu_kernel::backward(&geom, &input, &wv, dy, Some(dx), &mut dw);
+            cpu_kernel::backward(&geom, &input, &wv, dy, Some(dx), store, &mut dw);
             put_grad!(grads, &w_ghost, dw);
             Ok(())
         };
@@ -265,9 +265,9 @@ where
         }
         let geom = Self::fitting_geometry(b, h, w);
         let wv = to_vec(&self.weight);
-        let mut y = zeros(geom.batch * O * geom.oh * geom.ow);
+        let mut y = buffer(geom.batch * O * geom.oh * geom.ow);
         cpu_kernel::forward(&geom, &x.data, &wv, &mut y);
-        Ok((Act { data: Arc::new(Copied::unpooled(y)), shape: [b, O, geom.oh, geom.ow] }, geom, wv))
+        Ok((Act { data: Arc::new(y), shape: [b, O, geom.oh, geom.ow] }, geom, wv))
     }
 }
 

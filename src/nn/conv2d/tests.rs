@@ -179,3 +179,21 @@ fn device_path_matches_the_cpu_kernel() {
     device_path_matches!(builders::Conv2D<2, 3, 3, 1, 0>, 2, 2, 7, 6);
     device_path_matches!(builders::Conv2D<2, 3, 3, 1, 2>, 2, 2, 5, 3);
 }
+
+#[test]
+fn a_written_input_gradient_is_the_one_added_into_zeros() {
+    // The direct kernels (3x3, 16 channels), im2col + GEMM (a 1x1 projection at stride 2), the
+    // depthwise kernel: `Store::Write` over stale values (NaN) gives what `Store::Add` gives into
+    // zeros, to the bit.
+    let cases = [(2, 16, 16, 8, 8, 3, 1, 1, 1), (2, 4, 6, 7, 6, 1, 2, 0, 1), (2, 3, 3, 6, 5, 3, 1, 1, 3)];
+    for (b, c, o, h, w, k, s, p, groups) in cases {
+        let g = cpu_kernel::ConvGeom::new(b, c, h, w, o, k, s, p, 1, groups).unwrap();
+        let f32s = |n: usize, seed: u64| values(n, seed).into_iter().map(|v| v as f32).collect::<Vec<f32>>();
+        let (x, wt, dy) = (f32s(b * c * h * w, 1), f32s(o * c / groups * k * k, 2), f32s(b * o * g.oh * g.ow, 3));
+        let (mut written, mut added) = (vec![f32::NAN; x.len()], vec![0.0; x.len()]);
+        cpu_kernel::backward(&g, &x, &wt, &dy, Some(&mut written), Store::Write, &mut vec![0.0; wt.len()]);
+        cpu_kernel::backward(&g, &x, &wt, &dy, Some(&mut added), Store::Add, &mut vec![0.0; wt.len()]);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&written), bits(&added), "{g:?}");
+    }
+}

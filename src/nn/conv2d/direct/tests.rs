@@ -1,4 +1,5 @@
 use super::super::cpu_kernel::{backward_im2col, forward_im2col};
+use crate::nn::tape::Store;
 use super::*;
 
 /// (batch, c_in, c_out, h, w, stride): the tiles the dispatch takes at both instruction sets
@@ -69,13 +70,18 @@ fn direct_kernels_match_im2col_at_every_level() {
             // Both gradients are added into what the buffers hold.
             let (mut dx, mut dw) = (values(x.len(), 4), values(wt.len(), 5));
             let (mut dx_ref, mut dw_ref) = (dx.clone(), dw.clone());
-            backward_at(level, &g, &x, &wt, &dy, Some(&mut dx), &mut dw);
+            backward_at(level, &g, &x, &wt, &dy, Some(&mut dx), Store::Add, &mut dw);
             backward_im2col(&g, &x, &wt, &dy, Some(&mut dx_ref), &mut dw_ref);
             assert_close(&format!("{what} dx"), &dx, &dx_ref);
             assert_close(&format!("{what} dw"), &dw, &dw_ref);
+            // Written over stale values: the input gradient alone.
+            let (mut dx_written, mut dx_alone) = (vec![f32::NAN; x.len()], vec![0.0; x.len()]);
+            backward_at(level, &g, &x, &wt, &dy, Some(&mut dx_written), Store::Write, &mut values(wt.len(), 5));
+            backward_im2col(&g, &x, &wt, &dy, Some(&mut dx_alone), &mut values(wt.len(), 5));
+            assert_close(&format!("{what} dx written"), &dx_written, &dx_alone);
             // Without the input gradient, the same weight gradient to the bit.
             let mut dw_alone = values(wt.len(), 5);
-            backward_at(level, &g, &x, &wt, &dy, None, &mut dw_alone);
+            backward_at(level, &g, &x, &wt, &dy, None, Store::Add, &mut dw_alone);
             assert!(dw_alone.iter().zip(&dw).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}");
         }
     }
@@ -97,7 +103,7 @@ fn direct_kernels_pass_gradient_checks() {
         let g = geom(2, 32, 16, 8, 14, s);
         let (x, w, r) = (values(2 * 32 * 8 * 14, 6), values(16 * 32 * 9, 7), values(2 * 16 * g.oh * g.ow, 8));
         let (mut dx, mut dw) = (vec![0.0f32; x.len()], vec![0.0f32; w.len()]);
-        backward_at(level, &g, &x, &w, &r, Some(&mut dx), &mut dw);
+        backward_at(level, &g, &x, &w, &r, Some(&mut dx), Store::Add, &mut dw);
         let step = 0.5f32;
         let check = |i: usize, wrt_x: bool, analytic: f32| {
             let (mut xp, mut wp) = (x.clone(), w.clone());
@@ -134,7 +140,7 @@ fn direct_kernels_give_the_same_bits_on_any_thread_count() {
             pool.install(|| {
                 let (mut y, mut dx, mut dw) = (vec![0.0f32; dy.len()], vec![0.0f32; x.len()], vec![0.0f32; w.len()]);
                 forward_at(level, &g, &x, &w, &mut y);
-                backward_at(level, &g, &x, &w, &dy, Some(&mut dx), &mut dw);
+                backward_at(level, &g, &x, &w, &dy, Some(&mut dx), Store::Add, &mut dw);
                 [y, dx, dw].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>())
             })
         };
@@ -159,8 +165,8 @@ fn only_resnet_3x3_convolutions_in_f32_take_the_direct_kernels() {
     assert_eq!(y, y_at);
     let (mut dx, mut dw) = (vec![0.0f32; x.len()], vec![0.0f32; w.len()]);
     let (mut dx_at, mut dw_at) = (dx.clone(), dw.clone());
-    assert!(backward(&g, &x, &w, &dy, Some(&mut dx), &mut dw));
-    backward_at(level, &g, &x, &w, &dy, Some(&mut dx_at), &mut dw_at);
+    assert!(backward(&g, &x, &w, &dy, Some(&mut dx), Store::Add, &mut dw));
+    backward_at(level, &g, &x, &w, &dy, Some(&mut dx_at), Store::Add, &mut dw_at);
     assert_eq!((dx, dw), (dx_at, dw_at));
     let as64 = |v: &[f32]| v.iter().map(|&f| f as f64).collect::<Vec<f64>>();
     assert!(!forward(&g, &as64(&x), &as64(&w), &mut vec![0.0f64; dy.len()]));
