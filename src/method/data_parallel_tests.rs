@@ -90,9 +90,10 @@ fn sgd() -> OptimConfig {
 /// while the loss before it still agrees to 3e-7 (on the AVX-512 path they stay 5e-7 apart): a jump,
 /// not a drift, most likely an activation at a ReLU's kink that rounding puts on either side; so
 /// two updates are compared. SimCLR's second update jumps the same way on the AVX2 path since its
-/// direct kernels sum the taps in another order (0459586): the weights are 3e-7 apart after one
+/// direct kernels sum the taps in another order (0459586): the features are 3e-7 apart after one
 /// update and 7e-5 after two while the loss between them agrees to 2e-7 (on AVX-512: 2e-7 and
-/// 4e-7); so one update is compared, on 2 and 3 ranks.
+/// 4e-7), and the third step's loss is 2e-5 apart; two updates would pass at 70% of the
+/// tolerance, too thin a margin, so one update is compared, on 2 and 3 ranks.
 fn agrees(m: MethodConfig, blocks: &[(usize, usize)], sizes: &[usize], steps: u64) {
     let all = views(blocks);
     let (want_losses, want_features) = one_process(&m, &all, sgd(), steps);

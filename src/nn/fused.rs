@@ -7,8 +7,8 @@
 //! zero-filled gradient buffer from dfdx. At two threads these were a sixth of the small
 //! ResNet's training step (measured with `perf`, 2026-12-01), run on one core while the other
 //! waited. Inside a fused op the activations and gradients are the project's pooled buffers
-//! (`super::tape::buffer`), which the kernels write whole, without a zero fill before; only
-//! the block's input and output cross into dfdx. The
+//! (`super::tape::buffer`), which the kernels write whole (the direct convolutions and batch
+//! norm without a zero fill before); only the block's input and output cross into dfdx. The
 //! numbers are the same bits as the layers run one by one (each layer calls the same kernels
 //! in the same order; tested in `residual`).
 //!

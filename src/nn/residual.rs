@@ -346,6 +346,24 @@ mod tests {
         }
         check!(f32);
         check!(f64);
+        // At 16 channels the 3x3 convolutions take the direct kernels (their gradients written
+        // into pooled buffers, `Store::Write`); twice, so that the second pass gets the stale
+        // buffers the first gave back.
+        let dev = Cpu::seed_from_u64(13);
+        for _ in 0..2 {
+            let m = dev.build_module::<ResidualReLU<Basic<16>>, f32>();
+            let one_by_one = |m: &mut Built<ResidualReLU<Basic<16>>, f32>, x: Map<f32, 16, OwnedTape<f32, Cpu>>| {
+                add_relu(m.0.forward_mut(x.with_empty_tape()), x).unwrap()
+            };
+            let one_by_one_eval = |m: &Built<ResidualReLU<Basic<16>>, f32>, x: Map<f32, 16>| add_relu(m.0.forward(x.clone()), x).unwrap();
+            assert_fused_equals_layers(m, one_by_one, one_by_one_eval, (3, 8, 8));
+            let d = dev.build_module::<Down<16, 16>, f32>();
+            let one_by_one = |m: &mut Built<Down<16, 16>, f32>, x: Map<f32, 16, OwnedTape<f32, Cpu>>| {
+                add_relu(m.f.forward_mut(x.with_empty_tape()), m.r.forward_mut(x)).unwrap()
+            };
+            let one_by_one_eval = |m: &Built<Down<16, 16>, f32>, x: Map<f32, 16>| add_relu(m.f.forward(x.clone()), m.r.forward(x)).unwrap();
+            assert_fused_equals_layers(d, one_by_one, one_by_one_eval, (3, 16, 16));
+        }
     }
 
     #[test]

@@ -40,8 +40,9 @@ pub struct Copied<E: 'static + Send> {
 }
 
 /// Bytes the pool of one element type keeps, at most: the largest buffers go first when one
-/// more comes back past it. A training step's copies (one batch norm input each until the
-/// backward, a few more in flight) fit; memory beyond it goes back to the allocator.
+/// more comes back past it. The small ResNet's step (copies, fused activations, the gradients
+/// between fused layers) fits; of a larger network's, the largest buffers go back to the
+/// allocator, and the next step takes zeroed ones instead.
 const POOL_BYTES: usize = 1 << 30;
 
 /// The pool of one element type: buffers whose every element is initialised.
@@ -61,10 +62,10 @@ fn with_pool<E: 'static + Send, R>(f: impl FnOnce(&mut Vec<Vec<E>>) -> R) -> R {
 
 /// A buffer of `len` elements from the pool (their values are whatever an earlier user left):
 /// the smallest pooled buffer that is long enough and at most twice as long (a small buffer
-/// holding a large one until its backward would make others allocate), else a new one. For a
-/// kernel's output that the kernel writes whole (an activation inside a fused op, a gradient
-/// stored with [`Store::Write`]): it skips the zero fill of a fresh buffer, which had been 5%
-/// of the small ResNet's step (`perf`, 2026-12-02).
+/// holding a large one until its backward would make others allocate), else a new (zeroed)
+/// one. For a kernel's output that the kernel writes whole (an activation inside a fused op, a
+/// gradient stored with [`Store::Write`]): from the pool it needs no zero fill, which had been
+/// 5% of the small ResNet's step (`perf`, 2026-12-02).
 pub fn buffer<E: Copy + Default + Send + Sync + 'static>(len: usize) -> Copied<E> {
     let buf = match len {
         0 => None,

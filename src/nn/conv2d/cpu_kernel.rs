@@ -7,8 +7,8 @@
 use rayon::prelude::*;
 
 use super::depthwise;
-use crate::nn::tape::Store;
 use crate::nn::gemm::{matmul, Mat, Real};
+use crate::nn::tape::Store;
 use crate::simd;
 
 /// GEMM columns (output pixels over the chunk's images) aimed at per chunk.

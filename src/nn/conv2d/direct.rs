@@ -672,8 +672,10 @@ mod entries {
     isa_entries!(avx2, Avx2, "avx2,fma", 4);
 
     /// The forward kernel for `d` at `level`: tiles of at most 28 accumulators of 32 registers
-    /// (AVX-512), 8 of 16 (AVX2), preferring wide rows and several output blocks. Strided
-    /// convolutions have tiles for the rows the dispatch lets through only.
+    /// (AVX-512), 8 of 16 (AVX2, which also holds 3 B weights: the (4, 2) and (7, 1) tiles the
+    /// dispatch takes fit; the narrower ones, for tests' shapes, spill), preferring wide rows and
+    /// several output blocks. Strided convolutions have tiles for the rows the dispatch lets
+    /// through only.
     pub(super) fn forward_kernel(level: Level, d: &Dims) -> ImageKernel {
         match (level, d.s) {
             (Level::Avx512, 1) => choose_tile!(avx512::forward, 1; d.ow, d.ocb; 14 => [2, 1], 7 => [4, 2, 1],

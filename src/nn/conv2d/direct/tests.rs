@@ -1,6 +1,6 @@
 use super::super::cpu_kernel::{backward_im2col, forward_im2col};
-use crate::nn::tape::Store;
 use super::*;
+use crate::nn::tape::Store;
 
 /// (batch, c_in, c_out, h, w, stride): the tiles the dispatch takes at both instruction sets
 /// (wide rows, several or one output or input block, channels a multiple of 8 but not 16 under
