@@ -752,6 +752,7 @@ fn forward_at(level: Level, g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
 }
 
 /// [`backward`] at `level`.
+#[allow(clippy::too_many_arguments)] // backward's arguments and the level
 fn backward_at(level: Level, g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, store: Store, dw: &mut [f32]) {
     assert_runs(level);
     let d = Dims::new(lanes_of(level), g);
