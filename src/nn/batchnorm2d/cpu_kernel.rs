@@ -216,9 +216,9 @@ pub fn normalize<E: Real>(
 
 /// Backward of a training forward that used batch statistics `mean`, `var` over `m` values
 /// per channel: stores the input gradient in `dx` as `store` says, adds into `dscale` and
-/// `dbias`. `reduce` sums the per-channel sums of the
-/// gradient over ranks (synchronised batch norm: `dx` is then the global batch's; `dscale`
-/// and `dbias` stay this rank's part, summed with the other parameters' gradients). With `relu`, the output gradient is first masked where the forward's
+/// `dbias`. `reduce` sums the per-channel sums of the gradient over ranks (synchronised batch
+/// norm: `dx` is then the global batch's; `dscale` and `dbias` stay this rank's part, summed
+/// with the other parameters' gradients). With `relu`, the output gradient is first masked where the forward's
 /// output was zero (recomputed from `x`, so the output need not be kept); `dy` is then
 /// modified in place.
 #[allow(clippy::too_many_arguments)]
