@@ -342,6 +342,25 @@ mod lanes {
     }
 }
 
+/// Adds pixel r's value (at `pixels + r * step`, broadcast) times block b's weights `wv[b]`
+/// into `acc[b][r]`: one input lane of a register tile of R pixels x B blocks.
+///
+/// # Safety
+/// The CPU has `L`'s instructions; the R values are readable.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // acc[b][r] indexed by both: plain loops keep the tile in registers
+unsafe fn tile_fmas<L: Lanes, const R: usize, const B: usize>(acc: &mut [[L::Reg; R]; B], pixels: *const f32, step: usize, wv: [L::Reg; B]) {
+    // SAFETY: the caller's.
+    unsafe {
+        for r in 0..R {
+            let xv = L::splat(pixels.add(r * step));
+            for b in 0..B {
+                acc[b][r] = L::fmadd(xv, wv[b], acc[b][r]);
+            }
+        }
+    }
+}
+
 /// The forward of one image at stride S: `x` padded blocked, `wb` blocked, `y` blocked
 /// `[O/V][OH][OW][V]` (overwritten). R output pixels x B output blocks a register tile;
 /// `d.ow % R == 0`, `d.ocb % B == 0`.
@@ -369,14 +388,7 @@ unsafe fn forward_image<L: Lanes, const R: usize, const B: usize, const S: usize
                             // Block b's weights of input lane i at tap kx.
                             let weights = |b: usize, kx: usize, i: usize| L::load(taps.add(b * block_stride + (kx * v + i) * v));
                             // The tile's products of input lane i at tap kx.
-                            let mut products = |kx: usize, i: usize, wv: [L::Reg; B]| {
-                                for r in 0..R {
-                                    let xv = L::splat(row.add((S * r + kx) * v + i));
-                                    for b in 0..B {
-                                        acc[b][r] = L::fmadd(xv, wv[b], acc[b][r]);
-                                    }
-                                }
-                            };
+                            let mut products = |kx: usize, i: usize, wv| tile_fmas::<L, R, B>(&mut acc, row.add(kx * v + i), S * v, wv);
                             if L::BROADCAST_OPERAND {
                                 for kx in 0..3 {
                                     for i in 0..v {
@@ -569,16 +581,8 @@ unsafe fn input_grad_image<L: Lanes, const R: usize, const B: usize, const S: us
                                 let row = dy.as_ptr().add(((ob * ohp + oy + 1) * owp + ox0 + 1) * v);
                                 let tap = wt.as_ptr().add(((cb0 * ocb + ob) * 9 + 8 - (ky * 3 + kx)) * v * v);
                                 for i in 0..v {
-                                    let mut wv = [L::zero(); B];
-                                    for (b, r) in wv.iter_mut().enumerate() {
-                                        *r = L::load(tap.add(b * block_stride + i * v));
-                                    }
-                                    for r in 0..R {
-                                        let gv = L::splat(row.add(r * v + i));
-                                        for b in 0..B {
-                                            acc[b][r] = L::fmadd(gv, wv[b], acc[b][r]);
-                                        }
-                                    }
+                                    let wv = std::array::from_fn(|b| L::load(tap.add(b * block_stride + i * v)));
+                                    tile_fmas::<L, R, B>(&mut acc, row.add(i), v, wv);
                                 }
                             }
                             for r in 0..R {
