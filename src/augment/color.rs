@@ -23,26 +23,39 @@ pub fn brightness(img: &mut Image, factor: f32) {
     )
 }
 
+/// The sum of `values` in 16 independent lanes (lane `i` adds every 16th value from `i`), then
+/// the lanes and the tail in order: a fixed order, so the same bits at every vector width,
+/// without the one-add-at-a-time chain of a sequential sum.
+#[inline(always)]
+fn lane_sum(values: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let chunks = values.chunks_exact(16);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l += v;
+        }
+    }
+    let mut sum = 0.0f32;
+    for &v in lanes.iter().chain(tail) {
+        sum += v;
+    }
+    sum
+}
+
 /// Blends with the mean gray level of the whole image.
 pub fn contrast(img: &mut Image, factor: f32) {
     let n = (img.height * img.width) as f32;
     simd::run(
         #[inline(always)]
         || {
-            // Sums in order from -0.0, one value after another (what `Iterator::sum` does).
-            let mut total = -0.0f32;
+            let mut total = 0.0f32;
             if img.channels == 3 {
                 for (ch, luma) in LUMA.iter().enumerate() {
-                    let mut s = -0.0f32;
-                    for &v in img.plane(ch) {
-                        s += v;
-                    }
-                    total += luma * s;
+                    total += luma * lane_sum(img.plane(ch));
                 }
             } else {
-                for &v in &img.data {
-                    total += v;
-                }
+                total = lane_sum(&img.data);
             }
             let shift = (1.0 - factor) * (total / n);
             for v in img.data.iter_mut() {
@@ -72,10 +85,11 @@ pub fn saturation(img: &mut Image, factor: f32) {
     )
 }
 
-/// x mod 1 in [0, 1), without a libm call (floorf is not inlined on baseline x86-64).
+/// x mod 1 in [0, 1) for |x| < 2^31. `trunc` (a rounding instruction at x86-64-v3) rather
+/// than `x as i32`, whose saturating conversion does not vectorise.
 #[inline(always)]
 fn fract01(x: f32) -> f32 {
-    let f = x - (x as i32) as f32;
+    let f = x - x.trunc();
     if f < 0.0 {
         f + 1.0
     } else {
@@ -116,12 +130,13 @@ pub fn hue(img: &mut Image, shift: f32) {
                 let h6 = sel(is_r, bc - gc, sel(is_g, 2.0 + rc - bc, 4.0 + gc - rc));
                 let h = fract01(h6 / 6.0 + shift);
                 let h6 = h * 6.0;
-                let i = (h6 as i32).clamp(0, 5);
-                let f = h6 - i as f32;
+                // The sector 0..=5 as a float (h6 >= 0, so trunc is floor).
+                let i = h6.trunc().clamp(0.0, 5.0);
+                let f = h6 - i;
                 let (v, p, q, t) = (maxc, maxc * (1.0 - s), maxc * (1.0 - s * f), maxc * (1.0 - s * (1.0 - f)));
-                *r = sel(i == 0 || i == 5, v, sel(i == 1, q, sel(i == 4, t, p)));
-                *g = sel(i == 1 || i == 2, v, sel(i == 0, t, sel(i == 3, q, p)));
-                *b = sel(i == 3 || i == 4, v, sel(i == 2, t, sel(i == 5, q, p)));
+                *r = sel(i == 0.0 || i == 5.0, v, sel(i == 1.0, q, sel(i == 4.0, t, p)));
+                *g = sel(i == 1.0 || i == 2.0, v, sel(i == 0.0, t, sel(i == 3.0, q, p)));
+                *b = sel(i == 3.0 || i == 4.0, v, sel(i == 2.0, t, sel(i == 5.0, q, p)));
             }
         },
     )
@@ -323,6 +338,19 @@ fn hsv_to_rgb(h: f32, s: f32, v: f32) -> (f32, f32, f32) {
         // Strength above 1 clamps the lower bound at 0.
         let d = Jitter { brightness: 1.5, contrast: 0.0, saturation: 0.0, hue: 0.0 }.draw(&mut rng);
         assert!(d.brightness >= 0.0 && d.contrast == 1.0);
+    }
+
+    #[test]
+    fn contrast_blends_with_the_mean_of_a_large_image() {
+        // 37 x 29 pixels: 16-lane chunks and a tail of 1 in each plane.
+        let n = 37 * 29;
+        let data: Vec<f32> = (0..3 * n).map(|i| (i * 7919 % 1000) as f32 / 999.0).collect();
+        let mean: f64 = (0..3).map(|ch| LUMA[ch] as f64 * data[ch * n..][..n].iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() / n as f64;
+        let mut img = Image { height: 37, width: 29, channels: 3, data: data.clone() };
+        contrast(&mut img, 0.25);
+        for (&got, &v) in img.data.iter().zip(&data) {
+            assert!((got as f64 - (0.25 * v as f64 + 0.75 * mean).clamp(0.0, 1.0)).abs() < 1e-5);
+        }
     }
 
     #[test]
