@@ -180,8 +180,7 @@ unsafe fn to_padded<L: Lanes>(d: &Dims, src: &[f32], dst: &mut [f32]) {
 }
 
 /// One blocked output image `[O/V][OH][OW][V]` into `dst` `[O, OH, OW]`: written, or added when
-/// `add`; V pixels' vectors transposed in registers into V channels' runs of V pixels, the
-/// last `OH OW mod V` pixels element by element.
+/// `add`; V pixels of a plane gathered at a time.
 ///
 /// # Safety
 /// The CPU has `L`'s instructions.
@@ -193,24 +192,18 @@ unsafe fn from_blocked<L: Lanes>(d: &Dims, src: &[f32], dst: &mut [f32], add: bo
     // SAFETY: the reads are src[(ob OH OW + p) V + l] for p < OH OW, the writes
     // dst[(ob V + l) OH OW + p]: inside both, by the lengths asserted above.
     unsafe {
-        let mut rows = [L::zero(); 16];
+        let index = L::lane_index(v as i32);
         for ob in 0..d.ocb {
-            let from = src.as_ptr().add(ob * hw * v);
-            let to = dst.as_mut_ptr().add(ob * v * hw);
-            for p in (0..whole).step_by(v) {
-                for (j, row) in rows.iter_mut().enumerate().take(v) {
-                    *row = L::load(from.add((p + j) * v));
-                }
-                L::transpose(&mut rows);
-                for (l, row) in rows.iter().enumerate().take(v) {
-                    let at = to.add(l * hw + p);
-                    L::store(at, if add { L::add(L::load(at), *row) } else { *row });
-                }
-            }
             for l in 0..v {
+                let from = src.as_ptr().add(ob * hw * v + l);
+                let to = dst.as_mut_ptr().add((ob * v + l) * hw);
+                for p in (0..whole).step_by(v) {
+                    let g = L::gather(from.add(p * v), index);
+                    L::store(to.add(p), if add { L::add(L::load(to.add(p)), g) } else { g });
+                }
                 for p in whole..hw {
-                    let (value, at) = (*from.add(p * v + l), to.add(l * hw + p));
-                    *at = if add { *at + value } else { value };
+                    let value = *from.add(p * v);
+                    *to.add(p) = if add { *to.add(p) + value } else { value };
                 }
             }
         }
