@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     }
     #[cfg(not(feature = "mpi"))]
     if ssl::dist::launched_ranks() > 1 {
-        eprintln!("error: started as one of {} MPI ranks, but this ssl was built without MPI (build with the default feature `mpi`)", ssl::dist::launched_ranks());
+        say(&format!("error: started as one of {} MPI ranks, but this ssl was built without MPI (build with the default feature `mpi`)", ssl::dist::launched_ranks()));
         return ExitCode::FAILURE;
     }
     main_of_rank()
@@ -51,17 +51,17 @@ fn main_of_rank() -> ExitCode {
     if let Err(e) = ssl::simd::kernels_asked() {
         // Every rank meets it; rank 0 says it.
         if rank == 0 {
-            eprintln!("error: {e}");
+            say(&format!("error: {e}"));
         }
         return ExitCode::FAILURE;
     }
     if let Some(n) = cli.threads {
         if n == 0 {
-            eprintln!("error: --threads: must be at least 1");
+            say("error: --threads: must be at least 1");
             return ExitCode::FAILURE;
         }
         if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
-            eprintln!("error: --threads: {e}");
+            say(&format!("error: --threads: {e}"));
             return ExitCode::FAILURE;
         }
     }
@@ -73,17 +73,25 @@ fn main_of_rank() -> ExitCode {
             if rank > 0 {
                 std::thread::sleep(std::time::Duration::from_millis(500));
             }
-            eprintln!("error (rank {rank} of {ranks}): {e}");
+            say(&format!("error (rank {rank} of {ranks}): {e}"));
             match ssl::dist::current() {
                 Some(g) => g.comm().abort(1),
                 None => ExitCode::FAILURE,
             }
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            say(&format!("error: {e}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes `line` and a newline to standard error in one write: under `mpirun`, whose own
+/// messages (an abort's banner) share the stream, a line written in pieces (as `eprintln!`
+/// writes its format's parts) could be cut by them.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(format!("{line}\n").as_bytes());
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -138,7 +146,7 @@ fn train_command<R: serde::Serialize + serde::de::DeserializeOwned>(
             let (rank, ranks) = ssl::dist::rank_and_size();
             let launcher = if ranks > 1 { format!("mpirun -np {ranks} ") } else { String::new() };
             if rank == 0 {
-                eprintln!("stopped at step {step}: saved {}; continue with: {launcher}ssl {cmd} --resume {}", checkpoint.display(), run.display());
+                say(&format!("stopped at step {step}: saved {}; continue with: {launcher}ssl {cmd} --resume {}", checkpoint.display(), run.display()));
             }
             Ok(ExitCode::from(130))
         }
