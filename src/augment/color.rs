@@ -85,8 +85,9 @@ pub fn saturation(img: &mut Image, factor: f32) {
     )
 }
 
-/// x mod 1 in [0, 1) for |x| < 2^31. `trunc` (a rounding instruction at x86-64-v3) rather
-/// than `x as i32`, whose saturating conversion does not vectorise.
+/// x mod 1 in [0, 1] (1.0 only by rounding, for a tiny negative x) for |x| < 2^31. `trunc`
+/// (SSE4.1's `roundps`, in the x86-64-v3 baseline) rather than `x as i32`, whose saturating
+/// conversion does not vectorise.
 #[inline(always)]
 fn fract01(x: f32) -> f32 {
     let f = x - x.trunc();

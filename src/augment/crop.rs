@@ -180,7 +180,7 @@ pub fn crop_resize(
                         3 => resample_row::<3>(trow, prow, &offs, &wx.w),
                         5 => resample_row::<5>(trow, prow, &offs, &wx.w),
                         _ => {
-                            for ((t, &o), ws) in trow.iter_mut().zip(&offs).zip(wx.w.chunks_exact(taps)) {
+                            for ((t, &o), ws) in trow.iter_mut().zip(&offs).zip(wx.w.chunks_exact(taps.max(1))) {
                                 let mut acc = 0.0f32;
                                 for (&wt, &v) in ws.iter().zip(&prow[o..o + taps]) {
                                     acc += wt * v;
