@@ -21,7 +21,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// SimCLR pretraining from a recipe (e.g. recipes/simclr_resnet.ron).
+    /// Self-supervised pretraining from a recipe, by the method its `method:` names (`ssl methods`
+    /// lists them; e.g. recipes/simclr_resnet.ron).
     Pretrain(TrainArgs),
     /// Supervised fine-tuning of a backbone with a classifier (e.g. recipes/finetune_resnet.ron).
     Finetune(TrainArgs),

@@ -51,7 +51,16 @@ pub fn load<R: Serialize + DeserializeOwned>(path: &Path, overrides: &[String]) 
             }
         }
     }
-    Err(Error::invalid("--set", first_err.map_or_else(String::new, |e| e.to_string())))
+    // Name the override at fault: the first that fails applied alone (serde's message names the
+    // expected type, not the field). `None`s are left out: alone, one may fail as the wrong kind.
+    let base = serde_json::to_value(&recipe).expect("a recipe serialises");
+    let alone_fails = |o: &&String| {
+        let mut v = base.clone();
+        let is_none = o.split_once('=').is_some_and(|(_, v)| v.trim() == "None");
+        !is_none && apply_override(&mut v, o).is_ok() && serde_json::from_value::<R>(v).is_err()
+    };
+    let what = overrides.iter().find(alone_fails).map_or_else(|| "--set".to_string(), |o| format!("--set {o}"));
+    Err(Error::invalid(what, first_err.map_or_else(String::new, |e| e.to_string())))
 }
 
 /// Sets `path.to.field` in a JSON view of the recipe; the value is RON (a bare word is a string,

@@ -239,7 +239,10 @@ mod tests {
         let e = load::<PretrainRecipe>(&p, &["lr.nope=1".into()]).unwrap_err().to_string();
         assert!(e.contains("lr.nope"), "{e}");
         let e = load::<PretrainRecipe>(&p, &["epochs=many".into()]).unwrap_err().to_string();
-        assert!(e.contains("--set"), "{e}");
+        assert!(e.contains("--set epochs=many"), "{e}");
+        // Among several, the one at fault is named.
+        let e = load::<PretrainRecipe>(&p, &["lr.base=0.1".into(), "augment.flip_p=often".into(), "lr.scaling=None".into()]).unwrap_err().to_string();
+        assert!(e.contains("--set augment.flip_p=often") && !e.contains("lr.base"), "{e}");
 
         let (_d, p) = write("(epochs: 5,\n  lr: (bse: 0.5))");
         let e = load::<PretrainRecipe>(&p, &[]).unwrap_err().to_string();
