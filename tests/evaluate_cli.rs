@@ -80,6 +80,18 @@ fn pretrain_probe_knn_finetune_report() {
     }
     let html = std::fs::read_to_string(run.join("report/report.html")).unwrap();
     assert_eq!(html.matches("data:image/png;base64,").count(), 9, "every plot embedded");
+    // Made again without the fine-tuning runs: their plots go, a file of the user's stays.
+    std::fs::write(run.join("report/notes.png"), b"mine").unwrap();
+    ssl_ok(&["report", s(&run)]);
+    let md = std::fs::read_to_string(run.join("report/report.md")).unwrap();
+    assert!(!md.contains("finetune_loss.png"), "{md}");
+    for png in ["finetune_loss.png", "finetune_accuracy.png"] {
+        assert!(!run.join("report").join(png).exists(), "{png} left from the earlier report");
+    }
+    // Per class and confusion now of the linear probe; the user's file untouched.
+    for f in ["pretrain_loss.png", "per_class.png", "confusion.png", "notes.png"] {
+        assert!(run.join("report").join(f).exists(), "{f}");
+    }
 }
 
 fn json_line(l: &str) -> serde_json::Value {

@@ -17,6 +17,16 @@ pub enum Block {
     Image(String, String),
 }
 
+/// The image files a report's Markdown (from [`markdown`]) links: plain file names, none with
+/// a path.
+pub fn linked_images(md: &str) -> Vec<String> {
+    md.lines()
+        .filter_map(|l| l.strip_prefix("![")?.split_once("](")?.1.strip_suffix(')'))
+        .filter(|f| !f.is_empty() && !f.contains(['/', '\\']) && f != &"." && f != &"..")
+        .map(str::to_string)
+        .collect()
+}
+
 /// Markdown, with images linked by file name.
 pub fn markdown(blocks: &[Block]) -> String {
     let mut s = String::new();
@@ -109,5 +119,7 @@ mod tests {
         assert!(h.contains("Run &lt;x&gt;") && h.contains("<strong>bold</strong>") && h.contains("<code>code</code>"));
         assert!(h.contains("data:image/png;base64,iVBOR"), "the PNG is embedded");
         assert!(html("t", &[Block::Image("x".into(), "missing.png".into())], d.path()).is_err());
+        assert_eq!(linked_images(&md), vec!["a.png"]);
+        assert!(linked_images("![x](../a.png)\n![y](/etc/b.png)\ntext ![z](c.png)\n").is_empty(), "paths and inline links are not a report's plots");
     }
 }

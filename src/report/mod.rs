@@ -390,7 +390,20 @@ pub fn write(run: &Path, finetunes: &[PathBuf], compare: &[PathBuf], out: &Path)
     let html_path = out.join("report.html");
     let md = document::markdown(&blocks);
     let html = document::html(&title, &blocks, out)?;
+    // The plots an earlier report here linked and this one does not (its fine-tuning plots, when
+    // this report is made without `--finetune`) go, so the folder holds this report's alone;
+    // other files in `out` are left as they are.
+    let stale: Vec<String> = std::fs::read_to_string(&md_path).map_or_else(|_| Vec::new(), |old| document::linked_images(&old))
+        .into_iter()
+        .filter(|f| !blocks.iter().any(|b| matches!(b, Block::Image(_, file) if file == f)))
+        .collect();
     crate::fsutil::write_atomic(&md_path, md)?;
     crate::fsutil::write_atomic(&html_path, html)?;
+    for f in stale {
+        let path = out.join(f);
+        if path.exists() {
+            std::fs::remove_file(&path).at(&path)?;
+        }
+    }
     Ok(vec![md_path, html_path])
 }
