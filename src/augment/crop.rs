@@ -107,15 +107,15 @@ fn weights(src_len: usize, src_off: usize, win: usize, out: usize, interp: Inter
     AxisWeights { first, taps, w }
 }
 
-/// One row of the horizontal pass with `T` taps: output column `x` is the sum, in tap order
-/// from 0, of `w[x * T + k] * row[offs[x] + k]` (the same operations whatever `T` is known as).
+/// One row of the horizontal pass: output column `x` is the sum, in tap order from 0, of
+/// `w[x * taps + k] * row[offs[x] + k]`. Inlined, so a literal `taps` compiles its loop for
+/// that count.
 #[inline(always)]
-fn resample_row<const T: usize>(out: &mut [f32], row: &[f32], offs: &[usize], w: &[f32]) {
-    for ((t, &o), ws) in out.iter_mut().zip(offs).zip(w.chunks_exact(T)) {
-        let (ws, src): (&[f32; T], &[f32; T]) = (ws.try_into().unwrap(), row[o..o + T].try_into().unwrap());
+fn resample_row(out: &mut [f32], row: &[f32], offs: &[usize], w: &[f32], taps: usize) {
+    for ((t, &o), ws) in out.iter_mut().zip(offs).zip(w.chunks_exact(taps.max(1))) {
         let mut acc = 0.0f32;
-        for k in 0..T {
-            acc += ws[k] * src[k];
+        for (&wt, &v) in ws.iter().zip(&row[o..o + taps]) {
+            acc += wt * v;
         }
         *t = acc;
     }
@@ -176,18 +176,11 @@ pub fn crop_resize(
                 for ch in 0..c {
                     let prow = &planar[ch * cols..][..cols];
                     let trow = &mut tmp[(ch * rows + y - row_lo) * out_w..][..out_w];
+                    // The usual counts (bilinear and bicubic when enlarging) as literals.
                     match taps {
-                        3 => resample_row::<3>(trow, prow, &offs, &wx.w),
-                        5 => resample_row::<5>(trow, prow, &offs, &wx.w),
-                        _ => {
-                            for ((t, &o), ws) in trow.iter_mut().zip(&offs).zip(wx.w.chunks_exact(taps.max(1))) {
-                                let mut acc = 0.0f32;
-                                for (&wt, &v) in ws.iter().zip(&prow[o..o + taps]) {
-                                    acc += wt * v;
-                                }
-                                *t = acc;
-                            }
-                        }
+                        3 => resample_row(trow, prow, &offs, &wx.w, 3),
+                        5 => resample_row(trow, prow, &offs, &wx.w, 5),
+                        _ => resample_row(trow, prow, &offs, &wx.w, taps),
                     }
                 }
             }
