@@ -35,7 +35,7 @@ pub fn load<R: Serialize + DeserializeOwned>(path: &Path, overrides: &[String]) 
     }
     // `None` is both an empty option and an enum variant (LrScaling::None): try each field
     // set to `None` as an empty option first, then as the variant, fewest variants first.
-    let nones: Vec<&str> = overrides.iter().filter_map(|o| o.split_once('=')).filter(|(_, v)| v.trim() == "None").map(|(p, _)| p).collect();
+    let nones: Vec<&str> = overrides.iter().filter_map(|o| none_path(o)).collect();
     let mut masks: Vec<u32> = (0..1u32 << nones.len().min(8)).collect();
     masks.sort_by_key(|m| m.count_ones());
     let mut first_err = None;
@@ -56,11 +56,15 @@ pub fn load<R: Serialize + DeserializeOwned>(path: &Path, overrides: &[String]) 
     let base = serde_json::to_value(&recipe).expect("a recipe serialises");
     let alone_fails = |o: &&String| {
         let mut v = base.clone();
-        let is_none = o.split_once('=').is_some_and(|(_, v)| v.trim() == "None");
-        !is_none && apply_override(&mut v, o).is_ok() && serde_json::from_value::<R>(v).is_err()
+        none_path(o).is_none() && apply_override(&mut v, o).is_ok() && serde_json::from_value::<R>(v).is_err()
     };
     let what = overrides.iter().find(alone_fails).map_or_else(|| "--set".to_string(), |o| format!("--set {o}"));
     Err(Error::invalid(what, first_err.map_or_else(String::new, |e| e.to_string())))
+}
+
+/// The field path of an override that sets `None` (`path=None`).
+fn none_path(spec: &str) -> Option<&str> {
+    spec.split_once('=').filter(|(_, v)| v.trim() == "None").map(|(p, _)| p)
 }
 
 /// Sets `path.to.field` in a JSON view of the recipe; the value is RON (a bare word is a string,
